@@ -1,0 +1,28 @@
+"""flexrt: compile a PyTorch model once for ranges of input shapes, run any shape in them.
+
+Drop-in for Torch-TensorRT's dynamic-shape workflow: `import flexrt as torch_tensorrt`.
+"""
+
+__version__ = "0.1.0"
+
+from flexrt import dynamo, errors  # noqa: E402
+from flexrt.compiler import build_engine  # noqa: E402
+from flexrt.compiler import compile_module as compile  # noqa: E402
+from flexrt.engine.context import ExecutionContext  # noqa: E402
+from flexrt.engine.engine import Engine  # noqa: E402
+from flexrt.runtime import CompiledModule  # noqa: E402
+from flexrt.settings import CompileSettings  # noqa: E402
+from flexrt.spec import Input, Profile  # noqa: E402
+
+__all__ = [
+    "CompileSettings",
+    "CompiledModule",
+    "Engine",
+    "ExecutionContext",
+    "Input",
+    "Profile",
+    "build_engine",
+    "compile",
+    "dynamo",
+    "errors",
+]

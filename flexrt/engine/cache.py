@@ -1,0 +1,62 @@
+"""Engine cache: never build the same (graph, profile, settings) twice — in a process, or across
+processes when a cache directory is set (`cache_dir=` or FLEXRT_CACHE_DIR)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+
+logger = logging.getLogger(__name__)
+
+_memory: dict[str, bytes] = {}
+_lock = threading.Lock()
+_stats = {"hits": 0, "misses": 0}
+
+
+def stats() -> dict[str, int]:
+    """Hit and miss counts of this process (tests and the torch.compile backend read them)."""
+    return dict(_stats)
+
+
+def get(key: str, cache_dir: str | None) -> bytes | None:
+    with _lock:
+        if key in _memory:
+            _stats["hits"] += 1
+            return _memory[key]
+    if cache_dir:
+        path = os.path.join(cache_dir, key + ".engine")
+        try:
+            with open(path, "rb") as f:
+                blob = f.read()
+        except OSError:
+            blob = None
+        if blob is not None and len(blob) > 64:
+            digest, data = blob[:64].decode("ascii", "replace"), blob[64:]
+            if hashlib.sha256(data).hexdigest() == digest:
+                with _lock:
+                    _memory[key] = data
+                    _stats["hits"] += 1
+                return data
+            logger.warning("engine cache: %s is corrupt; rebuilding it", path)
+    with _lock:
+        _stats["misses"] += 1
+    return None
+
+
+def put(key: str, data: bytes, cache_dir: str | None) -> None:
+    with _lock:
+        _memory[key] = data
+    if not cache_dir:
+        return
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(hashlib.sha256(data).hexdigest().encode("ascii"))
+            f.write(data)
+        os.replace(tmp, os.path.join(cache_dir, key + ".engine"))
+    except OSError as e:
+        logger.warning("engine cache: could not write to %s (%s); continuing without it", cache_dir, e)

@@ -1,0 +1,116 @@
+"""Engine: one compiled model with one or more optimization profiles (TensorRT's ICudaEngine)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from flexrt.engine.context import ExecutionContext
+from flexrt.engine.program import Program, ProgramState
+from flexrt.engine.shapes import ShapeChecker, TensorSpec
+from flexrt.errors import InputSpecError
+from flexrt.settings import CompileSettings
+from flexrt.spec import Profile
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class EngineState:
+    """Everything an engine is, as data: what `save` writes and `load` reads."""
+
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    profiles: list[Profile]
+    programs: list[ProgramState]
+    settings: CompileSettings
+
+
+class Engine:
+    """Input/output specs, profiles, and one loaded program per profile."""
+
+    def __init__(self, state: EngineState) -> None:
+        self.state = state
+        self.settings = state.settings
+        self.device = state.settings.device
+        self.programs = [Program(p, self.device) for p in state.programs]
+        self.checker = ShapeChecker(state.inputs, state.profiles, self.device)
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return self.state.inputs
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return self.state.outputs
+
+    @property
+    def profiles(self) -> list[Profile]:
+        return self.state.profiles
+
+    @property
+    def num_optimization_profiles(self) -> int:
+        return len(self.state.profiles)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [s.name for s in self.state.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [s.name for s in self.state.outputs]
+
+    def get_tensor_profile_shape(self, name: str, profile: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """(min, opt, max) of an input in a profile, as TensorRT returns it."""
+        if name not in self.input_names:
+            raise InputSpecError(f"no input named {name!r}; inputs are {self.input_names}")
+        r = self.profiles[profile][name]
+        return r.min, r.opt, r.max
+
+    def add_profile(self, profile: Profile, program: ProgramState) -> int:
+        """Append a profile built after the fact (on_out_of_range='build'); returns its index."""
+        self.state.profiles.append(profile)
+        self.state.programs.append(program)
+        self.programs.append(Program(program, self.device))
+        self.checker = ShapeChecker(self.state.inputs, self.state.profiles, self.device)
+        return len(self.state.profiles) - 1
+
+    def create_execution_context(self, profile: int = 0) -> ExecutionContext:
+        return ExecutionContext(self, profile)
+
+    def check(self, flat: Sequence[Any]) -> None:
+        self.checker.check(flat)
+
+    # -- persistence (the artifact format lives in flexrt.serialize) --------------------------------
+
+    def serialize(self) -> bytes:
+        from flexrt.serialize import engine_to_bytes
+
+        return engine_to_bytes(self)
+
+    @classmethod
+    def deserialize(cls, data: bytes) -> Engine:
+        from flexrt.serialize import engine_from_bytes
+
+        return engine_from_bytes(data)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        from flexrt.serialize import save_engine
+
+        save_engine(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Engine:
+        from flexrt.serialize import load_engine
+
+        return load_engine(path)
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{s.name}: {str(s.dtype).replace('torch.', '')}" for s in self.inputs)
+        return f"Engine(inputs=[{ins}], outputs={self.output_names}, profiles={len(self.profiles)}, device={self.device})"
+

@@ -1,0 +1,27 @@
+"""Every error flexrt raises on purpose; each message says what is wrong and what to do."""
+
+from __future__ import annotations
+
+
+class FlexrtError(Exception):
+    """Base class: catch this to handle any flexrt failure."""
+
+
+class InputSpecError(FlexrtError, ValueError):
+    """An `Input`, `Profile` or call argument is malformed (bad shape, range, dtype, rank, device, name)."""
+
+
+class ShapeOutOfRangeError(InputSpecError):
+    """An input's dimension lies outside every compiled profile's range."""
+
+
+class UnsupportedOpError(FlexrtError):
+    """An op cannot be compiled and PyTorch fallback was not allowed (require_full_compilation=True)."""
+
+
+class CompilationError(FlexrtError):
+    """A stage of the pipeline (trace, lower, partition, build) failed; the message names the stage."""
+
+
+class ArtifactError(FlexrtError):
+    """A saved artifact cannot be written or read: missing, truncated, corrupt, or built for another setup."""

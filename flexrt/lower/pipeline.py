@@ -1,0 +1,34 @@
+"""The lowering pipeline: unlift the exported program, then run each pass in `PASSES`, in order."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import torch
+from torch.export import ExportedProgram
+
+from flexrt.lower.cast_precision import cast_precision
+from flexrt.lower.strip_guards import strip_guards
+from flexrt.lower.truncate_double import truncate_double
+from flexrt.settings import CompileSettings
+
+logger = logging.getLogger(__name__)
+
+Pass = Callable[[torch.fx.GraphModule, CompileSettings], torch.fx.GraphModule]
+
+# One pass per file; each takes and returns a GraphModule and reads only the settings it is given.
+PASSES: list[Pass] = [strip_guards, truncate_double, cast_precision]
+
+
+def lower(ep: ExportedProgram, settings: CompileSettings) -> torch.fx.GraphModule:
+    """The program as an unlifted GraphModule (weights as attributes) after every pass."""
+    gm = ep.module()
+    for p in PASSES:
+        start = time.perf_counter()
+        gm = p(gm, settings)
+        logger.debug("lower: %s took %.3f s", p.__name__, time.perf_counter() - start)
+    gm.graph.lint()
+    gm.recompile()
+    return gm

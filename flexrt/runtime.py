@@ -1,0 +1,148 @@
+"""The compiled module: takes the model's own arguments, checks them, picks a profile, runs it.
+
+Per call: flatten the arguments (a tuple of tensors needs no pytree work), check dtype, rank,
+device and tied dims, keep the current profile while it fits (else the narrowest that fits, else
+`on_out_of_range`), run that profile's execution context, and rebuild the model's output structure.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+
+from flexrt.engine.engine import Engine
+from flexrt.errors import InputSpecError
+
+logger = logging.getLogger(__name__)
+
+
+def tree_children(spec: pytree.TreeSpec) -> list[pytree.TreeSpec]:
+    """A spec's children on torch 2.11 (children_specs) and 2.13 (children(); the attribute warns)."""
+    children = getattr(spec, "children", None)
+    return list(children()) if callable(children) else list(spec.children_specs)
+
+
+def _positional_leaves(in_spec: pytree.TreeSpec) -> int | None:
+    """n when the model takes exactly n positional tensors and no keywords, else None."""
+    if in_spec.num_children != 2:
+        return None
+    args_spec, kwargs_spec = tree_children(in_spec)
+    if kwargs_spec.num_children != 0 or args_spec.type not in (tuple, list):
+        return None
+    if all(c.is_leaf() for c in tree_children(args_spec)):
+        return args_spec.num_children
+    return None
+
+
+class CompiledModule(torch.nn.Module):
+    """What `flexrt.compile` returns: call it like the original model."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        in_spec: pytree.TreeSpec,
+        out_spec: pytree.TreeSpec,
+        on_out_of_range: str = "error",
+        eager: Callable[..., Any] | None = None,
+        source: Any = None,
+    ) -> None:
+        super().__init__()
+        self.engine = engine
+        self.in_spec = in_spec
+        self.out_spec = out_spec
+        self.on_out_of_range = on_out_of_range
+        self.contexts = [engine.create_execution_context(p) for p in range(len(engine.profiles))]
+        self.current = 0
+        self._positional = _positional_leaves(in_spec)
+        self._eager = eager
+        self._source = source  # (traced program, partition plan) while in memory: lets "build" add profiles
+        self._warned_eager = False
+        self._warned_grad = False
+        self._lock = threading.Lock()
+        args_spec, kwargs_spec = tree_children(in_spec)
+        self._num_args = args_spec.num_children
+        self._kw_names: list[str] = list(kwargs_spec.context or [])
+
+    # -- arguments -------------------------------------------------------------------------------
+
+    def _flatten(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+        if self._positional is not None and not kwargs and len(args) == self._positional:
+            return list(args)
+        if len(args) != self._num_args or set(kwargs) != set(self._kw_names):
+            missing = sorted(set(self._kw_names) - set(kwargs))
+            extra = sorted(set(kwargs) - set(self._kw_names))
+            raise InputSpecError(
+                f"the compiled model takes {self._num_args} positional input(s) "
+                f"({', '.join(self.engine.input_names[: self._num_args]) or 'none'})"
+                f"{' and keyword input(s) ' + str(self._kw_names) if self._kw_names else ''}; got {len(args)} positional"
+                f"{', missing ' + str(missing) if missing else ''}{', unexpected ' + str(extra) if extra else ''}"
+            )
+        ordered = {k: kwargs[k] for k in self._kw_names}
+        flat, spec = pytree.tree_flatten((args, ordered))
+        if spec != self.in_spec:
+            raise InputSpecError(
+                f"the inputs' structure differs from the one compiled: expected {self.in_spec}, got {spec}"
+            )
+        return flat
+
+    # -- calls -------------------------------------------------------------------------------------
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        flat = self._flatten(args, kwargs)
+        engine = self.engine
+        engine.checker.check(flat)
+        if not self._warned_grad and torch.is_grad_enabled() and any(t.requires_grad for t in flat):
+            logger.warning("flexrt engines are inference-only: outputs carry no gradient (wrap calls in torch.no_grad())")
+            self._warned_grad = True
+        shapes = [t.shape for t in flat]
+        profile = engine.checker.choose(shapes, self.current)
+        if profile is None:
+            return self._out_of_range(args, kwargs, flat, shapes)
+        self.current = profile
+        outs = self.contexts[profile].execute(flat)
+        return pytree.tree_unflatten(outs, self.out_spec)
+
+    def _out_of_range(self, args: tuple[Any, ...], kwargs: dict[str, Any], flat: list[Any], shapes: list[Any]) -> Any:
+        policy = self.on_out_of_range
+        if policy == "eager" and self._eager is not None:
+            if not self._warned_eager:
+                logger.warning("%s; running it in PyTorch (on_out_of_range='eager')", engine_error(self, shapes))
+                self._warned_eager = True
+            with torch.no_grad():
+                return self._eager(*args, **kwargs)
+        if policy == "build" and self._source is not None:
+            with self._lock:
+                profile = self._add_static_profile(flat)
+            self.current = profile
+            return pytree.tree_unflatten(self.contexts[profile].execute(flat), self.out_spec)
+        raise self.engine.checker.out_of_range(shapes)
+
+    def _add_static_profile(self, flat: list[Any]) -> int:
+        from flexrt.compiler import build_program
+        from flexrt.spec import Profile
+
+        existing = self.engine.checker.choose([t.shape for t in flat], self.current)
+        if existing is not None:
+            return existing
+        traced, plan = self._source
+        profile = Profile()
+        for name, t in zip(self.engine.input_names, flat):
+            profile.add(name, min=tuple(t.shape), opt=tuple(t.shape), max=tuple(t.shape))
+        index = len(self.engine.profiles)
+        logger.warning("building profile %d for shapes %s (on_out_of_range='build')", index, [tuple(t.shape) for t in flat])
+        program = build_program(plan, traced, profile, index, self.engine.settings)
+        self.engine.add_profile(profile, program)
+        self.contexts.append(self.engine.create_execution_context(index))
+        return index
+
+    def extra_repr(self) -> str:
+        return repr(self.engine)
+
+
+def engine_error(module: CompiledModule, shapes: list[Any]) -> str:
+    return str(module.engine.checker.out_of_range(shapes))

@@ -1,0 +1,76 @@
+"""Checks shared by the tests: every compiled result is compared with eager PyTorch on fresh random data."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+
+import flexrt
+from flexrt.spec import random_tensor
+
+TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 2e-2, torch.float64: 1e-6}
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    if out.numel() == 0:
+        return 0.0
+    diff = (out.double() - ref.double()).norm()
+    scale = ref.double().norm().clamp_min(1e-12)
+    return float(diff / scale)
+
+
+def assert_matches(out: Any, ref: Any, precision: torch.dtype = torch.float32) -> None:
+    """Same structure, shapes and dtypes; values within the precision's relative tolerance."""
+    out_leaves, out_spec = pytree.tree_flatten(out)
+    ref_leaves, ref_spec = pytree.tree_flatten(ref)
+    assert out_spec == ref_spec, f"output structure {out_spec} != eager {ref_spec}"
+    for o, r in zip(out_leaves, ref_leaves):
+        if not isinstance(r, torch.Tensor):
+            assert o == r
+            continue
+        assert isinstance(o, torch.Tensor)
+        assert o.shape == r.shape, f"shape {tuple(o.shape)} != eager {tuple(r.shape)}"
+        assert o.dtype == r.dtype, f"dtype {o.dtype} != eager {r.dtype}"
+        assert o.device == r.device
+        assert torch.isfinite(o.double()).all() or not torch.isfinite(r.double()).all()
+        if r.dtype.is_floating_point:
+            err = rel_err(o, r)
+            assert err <= TOLERANCE[precision], f"relative error {err:.2e} > {TOLERANCE[precision]:.0e}"
+        else:
+            assert torch.equal(o, r)
+
+
+def range_shapes(specs: Sequence[flexrt.Input], between: int = 2) -> list[list[tuple[int, ...]]]:
+    """Shapes for all inputs at min, opt, max and `between` random points inside the ranges.
+
+    A random size is drawn once per (dim position, range) and shared by every input with that
+    range there, so inputs the model ties together (a batch dim) stay equal.
+    """
+    rows = [[s.range.min for s in specs], [s.range.opt for s in specs], [s.range.max for s in specs]]
+    for _ in range(between):
+        drawn: dict[tuple[int, int, int], int] = {}
+        rows.append([
+            tuple(drawn.setdefault((d, lo, hi), random.randint(lo, hi)) for d, (lo, hi) in enumerate(zip(s.range.min, s.range.max)))
+            for s in specs
+        ])
+    return rows
+
+
+def sweep(compiled: Any, model: torch.nn.Module, specs: Sequence[flexrt.Input], device: Any = "cpu",
+          kwarg_specs: dict[str, flexrt.Input] | None = None, precision: torch.dtype = torch.float32) -> int:
+    """Compiled vs eager at min/opt/max/between, fresh random data each time; returns how many shapes ran."""
+    kwarg_specs = kwarg_specs or {}
+    all_specs = [*specs, *kwarg_specs.values()]
+    rows = range_shapes(all_specs)
+    for shapes in rows:
+        tensors = [random_tensor(shape, s.dtype, device, s.format) for shape, s in zip(shapes, all_specs)]
+        args, kwargs = tensors[: len(specs)], dict(zip(kwarg_specs, tensors[len(specs):]))
+        with torch.no_grad():
+            ref = model(*args, **kwargs)
+            out = compiled(*args, **kwargs)
+        assert_matches(out, ref, precision)
+    return len(rows)

@@ -1,0 +1,123 @@
+"""A small model zoo for tests: each model with the specs it is compiled for and shapes to check.
+
+Built from plain torch.nn (torchvision does not import beside the CPU torch build).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+import flexrt
+
+
+class ExpandReshapeModel(nn.Module):
+    """The seed's model (compile_with_dynamic_inputs): expand a class token, cat, project, reshape."""
+
+    def __init__(self, embed_dim: int) -> None:
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.randn(1, 1, embed_dim))
+        self.embed_dim = embed_dim
+        self.qkv_proj = nn.Linear(self.embed_dim, self.embed_dim * 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch_size = x.shape[0]
+        cls_token = self.cls_token.expand(batch_size, -1, -1)
+        x = torch.cat([cls_token, x], dim=1)
+        x = self.qkv_proj(x)
+        return x.reshape(batch_size, x.size(1), 3, 12, -1)
+
+
+class ConvNet(nn.Module):
+    """'MyModel' of the seeds: conv, batch norm, pooling and a classifier; any batch, height, width."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+        )
+        self.head = nn.Linear(32, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+class MatMul(nn.Module):
+    """The seed's custom-constraints example: attention scores of query and key."""
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(query, key.transpose(-1, -2))
+
+
+class MaskedMLP(nn.Module):
+    """Positional and keyword inputs, a dict of outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(10, 32)
+        self.fc2 = nn.Linear(32, 5)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        h = torch.relu(self.fc1(x))
+        logits = self.fc2(h)
+        if mask is not None:
+            logits = logits * mask
+        return {"logits": logits, "hidden": h.mean(dim=-1)}
+
+
+class SplitByTorchOp(nn.Module):
+    """Two blocks of ops with a data-dependent op between them, and a data-dependent output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 16), nn.LayerNorm(16))
+        self.b = nn.Sequential(nn.Linear(16, 32), nn.SiLU(), nn.Linear(32, 8), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.a(x)
+        positive = torch.nonzero(h[:, 0] > 0)  # data-dependent: runs in PyTorch
+        scale = torch.sigmoid(h.sum(dim=-1, keepdim=True))
+        return self.b(h) * scale, positive
+
+
+@dataclasses.dataclass
+class ZooEntry:
+    make: Callable[[], nn.Module]
+    inputs: Callable[[], list[flexrt.Input]]
+    kwarg_inputs: Callable[[], dict[str, flexrt.Input]] = dict
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _make(cls: Callable[..., nn.Module], *args: Any) -> Callable[[], nn.Module]:
+    def make() -> nn.Module:
+        torch.manual_seed(0)
+        return cls(*args).eval()
+
+    return make
+
+
+ZOO: dict[str, ZooEntry] = {
+    "expand_reshape": ZooEntry(
+        _make(ExpandReshapeModel, 96),
+        lambda: [flexrt.Input(min_shape=(1, 20, 96), opt_shape=(4, 20, 96), max_shape=(32, 20, 96), name="x")],
+    ),
+    "convnet": ZooEntry(
+        _make(ConvNet),
+        lambda: [flexrt.Input(min_shape=(1, 3, 16, 16), opt_shape=(4, 3, 32, 32), max_shape=(8, 3, 48, 48), name="image")],
+    ),
+    "masked_mlp": ZooEntry(
+        _make(MaskedMLP),
+        lambda: [flexrt.Input(min_shape=(1, 10), opt_shape=(4, 10), max_shape=(8, 10), name="x")],
+        lambda: {"mask": flexrt.Input(min_shape=(1, 5), opt_shape=(4, 5), max_shape=(8, 5), name="mask")},
+    ),
+    "split": ZooEntry(
+        _make(SplitByTorchOp),
+        lambda: [flexrt.Input(min_shape=(2, 16), opt_shape=(6, 16), max_shape=(16, 16), name="x")],
+    ),
+}
