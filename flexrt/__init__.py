@@ -11,10 +11,12 @@ from flexrt.compiler import compile_module as compile  # noqa: E402
 from flexrt.engine.context import ExecutionContext  # noqa: E402
 from flexrt.engine.engine import Engine  # noqa: E402
 from flexrt.runtime import CompiledModule  # noqa: E402
+from flexrt.serialize import Artifact, load, save  # noqa: E402
 from flexrt.settings import CompileSettings  # noqa: E402
 from flexrt.spec import Input, Profile  # noqa: E402
 
 __all__ = [
+    "Artifact",
     "CompileSettings",
     "CompiledModule",
     "Engine",
@@ -25,4 +27,6 @@ __all__ = [
     "compile",
     "dynamo",
     "errors",
+    "load",
+    "save",
 ]

@@ -23,7 +23,7 @@ from flexrt.engine.shapes import TensorSpec
 from flexrt.errors import InputSpecError
 from flexrt.lower import lower
 from flexrt.partition import PartitionPlan, partition
-from flexrt.runtime import CompiledModule
+from flexrt.runtime import CompiledModule, Source
 from flexrt.settings import CompileSettings, build_settings
 from flexrt.spec import Input, Profile, ShapeRange, random_tensor
 from flexrt.trace import (
@@ -247,7 +247,9 @@ def build_from_traced(
         programs.append(build_program(plan, traced, prof, k, settings))
         logger.debug("build: profile %d built in %.1f s", k, time.perf_counter() - start)
     inputs = [TensorSpec(b.name, b.spec.dtype, _dims_text(b.dims), b.spec.format) for b in traced.inputs]
-    state = EngineState(inputs, _output_specs(gm, plan, traced.out_spec), list(profiles), programs, settings)
+    state = EngineState(
+        inputs, _output_specs(gm, plan, traced.out_spec), list(profiles), programs, settings, traced.in_spec, traced.out_spec
+    )
     return Engine(state), gm, plan
 
 
@@ -288,7 +290,7 @@ def _finish(
         print(plan.report)
         logger.info("dryrun: nothing built; returning the lowered graph, which runs in PyTorch")
         return gm
-    return CompiledModule(engine, traced.in_spec, traced.out_spec, settings.on_out_of_range, eager=gm, source=(traced, plan))
+    return CompiledModule(engine, settings.on_out_of_range, Source(traced, settings, gm, plan))
 
 
 def compile_module(

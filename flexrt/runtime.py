@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -17,6 +16,9 @@ import torch.utils._pytree as pytree
 
 from flexrt.engine.engine import Engine
 from flexrt.errors import InputSpecError
+from flexrt.partition import PartitionPlan
+from flexrt.settings import CompileSettings
+from flexrt.trace import TracedProgram
 
 logger = logging.getLogger(__name__)
 
@@ -39,32 +41,56 @@ def _positional_leaves(in_spec: pytree.TreeSpec) -> int | None:
     return None
 
 
-class CompiledModule(torch.nn.Module):
-    """What `flexrt.compile` returns: call it like the original model."""
+class Source:
+    """The traced program behind a module, for shapes no profile covers: run it in PyTorch
+    (on_out_of_range='eager') or build a profile from it ('build'). Lowered and partitioned lazily."""
 
     def __init__(
         self,
-        engine: Engine,
-        in_spec: pytree.TreeSpec,
-        out_spec: pytree.TreeSpec,
-        on_out_of_range: str = "error",
-        eager: Callable[..., Any] | None = None,
-        source: Any = None,
+        traced: TracedProgram,
+        settings: CompileSettings,
+        gm: torch.fx.GraphModule | None = None,
+        plan: PartitionPlan | None = None,
     ) -> None:
+        self.traced = traced
+        self.settings = settings
+        self._gm = gm
+        self._plan = plan
+
+    @property
+    def eager(self) -> torch.fx.GraphModule:
+        if self._gm is None:
+            from flexrt.lower import lower
+
+            self._gm = lower(self.traced.exported, self.settings)
+        return self._gm
+
+    @property
+    def plan(self) -> PartitionPlan:
+        if self._plan is None:
+            from flexrt.partition import partition
+
+            self._plan = partition(self.eager, self.settings)
+        return self._plan
+
+
+class CompiledModule(torch.nn.Module):
+    """What `flexrt.compile` returns: call it like the original model."""
+
+    def __init__(self, engine: Engine, on_out_of_range: str = "error", source: Source | None = None) -> None:
         super().__init__()
         self.engine = engine
-        self.in_spec = in_spec
-        self.out_spec = out_spec
+        self.in_spec = engine.state.in_spec
+        self.out_spec = engine.state.out_spec
         self.on_out_of_range = on_out_of_range
         self.contexts = [engine.create_execution_context(p) for p in range(len(engine.profiles))]
         self.current = 0
-        self._positional = _positional_leaves(in_spec)
-        self._eager = eager
-        self._source = source  # (traced program, partition plan) while in memory: lets "build" add profiles
+        self._positional = _positional_leaves(self.in_spec)
+        self.source = source
         self._warned_eager = False
         self._warned_grad = False
         self._lock = threading.Lock()
-        args_spec, kwargs_spec = tree_children(in_spec)
+        args_spec, kwargs_spec = tree_children(self.in_spec)
         self._num_args = args_spec.num_children
         self._kw_names: list[str] = list(kwargs_spec.context or [])
 
@@ -109,13 +135,13 @@ class CompiledModule(torch.nn.Module):
 
     def _out_of_range(self, args: tuple[Any, ...], kwargs: dict[str, Any], flat: list[Any], shapes: list[Any]) -> Any:
         policy = self.on_out_of_range
-        if policy == "eager" and self._eager is not None:
+        if policy == "eager" and self.source is not None:
             if not self._warned_eager:
                 logger.warning("%s; running it in PyTorch (on_out_of_range='eager')", engine_error(self, shapes))
                 self._warned_eager = True
             with torch.no_grad():
-                return self._eager(*args, **kwargs)
-        if policy == "build" and self._source is not None:
+                return self.source.eager(*args, **kwargs)
+        if policy == "build" and self.source is not None:
             with self._lock:
                 profile = self._add_static_profile(flat)
             self.current = profile
@@ -129,13 +155,12 @@ class CompiledModule(torch.nn.Module):
         existing = self.engine.checker.choose([t.shape for t in flat], self.current)
         if existing is not None:
             return existing
-        traced, plan = self._source
         profile = Profile()
         for name, t in zip(self.engine.input_names, flat):
             profile.add(name, min=tuple(t.shape), opt=tuple(t.shape), max=tuple(t.shape))
         index = len(self.engine.profiles)
         logger.warning("building profile %d for shapes %s (on_out_of_range='build')", index, [tuple(t.shape) for t in flat])
-        program = build_program(plan, traced, profile, index, self.engine.settings)
+        program = build_program(self.source.plan, self.source.traced, profile, index, self.engine.settings)
         self.engine.add_profile(profile, program)
         self.contexts.append(self.engine.create_execution_context(index))
         return index

@@ -121,6 +121,22 @@ class CompileSettings:
         }
 
 
+def settings_from_description(d: Mapping[str, Any], device: torch.device) -> CompileSettings:
+    """Inverse of `CompileSettings.describe`, onto the device an artifact is loaded on."""
+    return CompileSettings(
+        enabled_precisions=frozenset(getattr(torch, n) for n in d["enabled_precisions"]),
+        truncate_long_and_double=bool(d["truncate_long_and_double"]),
+        torch_executed_ops=frozenset(d["torch_executed_ops"]),
+        min_block_size=int(d["min_block_size"]),
+        require_full_compilation=bool(d["require_full_compilation"]),
+        device=device,
+        cuda_graphs=bool(d["cuda_graphs"]),
+        cuda_graph_cache_size=int(d["cuda_graph_cache_size"]),
+        optimization_level=int(d["optimization_level"]),
+        on_out_of_range=d["on_out_of_range"],
+    )
+
+
 SETTING_NAMES = frozenset(f.name for f in dataclasses.fields(CompileSettings))
 
 
@@ -168,7 +184,10 @@ def _device(value: Any) -> torch.device:
     if isinstance(value, torch.device):
         dev = value
     elif isinstance(value, str):
-        dev = torch.device(value)
+        try:
+            dev = torch.device(value)
+        except RuntimeError:
+            raise InputSpecError(f"device: cannot interpret {value!r}; give 'cpu', 'cuda', 'cuda:0' or a torch.device") from None
     elif isinstance(value, int):
         dev = torch.device("cuda", value)
     elif hasattr(value, "device_type"):  # torch_tensorrt.Device-like

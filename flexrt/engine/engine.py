@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.utils._pytree as pytree
 
 from flexrt.engine.context import ExecutionContext
 from flexrt.engine.program import Program, ProgramState
@@ -29,6 +30,8 @@ class EngineState:
     profiles: list[Profile]
     programs: list[ProgramState]
     settings: CompileSettings
+    in_spec: pytree.TreeSpec  # how the model's (args, kwargs) flatten into `inputs`
+    out_spec: pytree.TreeSpec  # how `outputs` rebuild the model's return value
 
 
 class Engine:

@@ -30,6 +30,11 @@ def strip_guards(gm: torch.fx.GraphModule, settings: CompileSettings) -> torch.f
             if is_guard_call and hasattr(gm, str(target)):
                 delattr(gm, str(target))
             removed += 1
+    for key, hook in list(gm._forward_pre_hooks.items()):
+        if getattr(hook, "__name__", "") == "_check_input_constraints_pre_hook":  # ep.module()'s range check
+            del gm._forward_pre_hooks[key]
+            gm._forward_pre_hooks_with_kwargs.pop(key, None)
+            removed += 1
     gm.graph.eliminate_dead_code()
     logger.debug("strip_guards: removed %d guard/assertion nodes", removed)
     return gm

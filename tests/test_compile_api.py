@@ -1,0 +1,90 @@
+"""The Torch-TensorRT entry points: ExportedPrograms, ir names, out-of-range policies, logging."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from helpers import assert_matches, sweep
+from models import MatMul
+
+import flexrt
+from flexrt.errors import InputSpecError, ShapeOutOfRangeError
+
+
+def _tiny() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2)).eval()
+
+
+TINY = flexrt.Input(min_shape=(1, 6), opt_shape=(2, 6), max_shape=(4, 6), name="x")
+
+
+@pytest.fixture(scope="module")
+def seq_len_program():
+    """The seed's custom-constraints example: query and key share the Dim seq_len."""
+    inputs = [torch.randn(1, 12, 7, 64), torch.randn(1, 12, 7, 64)]
+    seq_len = torch.export.Dim("seq_len", min=1, max=10)
+    ep = torch.export.export(MatMul().eval(), tuple(inputs), dynamic_shapes=({2: seq_len}, {2: seq_len}))
+    return ep, inputs
+
+
+def test_dynamo_compile_with_tensors_uses_the_programs_ranges(seq_len_program):
+    ep, inputs = seq_len_program
+    m = flexrt.dynamo.compile(ep, inputs)
+    assert m.engine.profiles[0]["query"].max[2] == 10 and m.engine.profiles[0]["query"].opt[2] == 7
+    for n in (1, 4, 7, 10):
+        q, k = torch.randn(1, 12, n, 64), torch.randn(1, 12, n, 64)
+        assert_matches(m(q, k), MatMul()(q, k))
+    with pytest.raises(InputSpecError, match=r"input 'key' dim 2 = 5 must equal input 'query' dim 2 = 7"):
+        m(torch.randn(1, 12, 7, 64), torch.randn(1, 12, 5, 64))
+    with pytest.raises(ShapeOutOfRangeError, match=r"input 'query' dim 2 = 11"):
+        m(torch.randn(1, 12, 11, 64), torch.randn(1, 12, 11, 64))
+    # an ExportedProgram given to flexrt.compile goes to dynamo.compile
+    m2 = flexrt.compile(ep, inputs=inputs)
+    q = torch.randn(1, 12, 3, 64)
+    assert_matches(m2(q, q), MatMul()(q, q))
+
+
+def test_ir_names():
+    with pytest.raises(InputSpecError, match=r"ir='ts'.*use ir='dynamo'"):
+        flexrt.compile(_tiny(), ir="ts", inputs=[TINY])
+    with pytest.raises(InputSpecError, match=r"unknown ir='fx'"):
+        flexrt.compile(_tiny(), ir="fx", inputs=[TINY])
+
+
+def test_default_ir_logging_and_eager_fallback(caplog):
+    model = _tiny()
+    with caplog.at_level(logging.DEBUG, logger="flexrt"):
+        m = flexrt.compile(model, inputs=[TINY], on_out_of_range="eager")
+    stages = caplog.text
+    for stage in ("trace:", "lower:", "partition:", "build:", "engine segment 0 profile 0"):
+        assert stage in stages, stage
+    info = [r for r in caplog.records if r.levelno == logging.INFO and r.name.startswith("flexrt")]
+    assert len(info) == 1 and "built in" in info[0].getMessage()
+    sweep(m, model, [TINY])
+    x = torch.randn(9, 6)  # outside [1, 4]: runs the PyTorch graph with a warning
+    with caplog.at_level(logging.WARNING, logger="flexrt"):
+        with torch.no_grad():
+            assert_matches(m(x), model(x))
+    assert "on_out_of_range='eager'" in caplog.text
+
+
+def test_build_policy_adds_a_profile_for_the_new_shape(caplog):
+    model = _tiny()
+    m = flexrt.compile(model, inputs=[TINY], on_out_of_range="build")
+    x = torch.randn(7, 6)
+    with torch.no_grad():
+        assert_matches(m(x), model(x))
+        assert len(m.engine.profiles) == 2 and m.engine.profiles[1]["x"].min == (7, 6)
+        assert_matches(m(x), model(x))  # reused, not rebuilt
+        assert len(m.engine.profiles) == 2
+        sweep(m, model, [TINY])
+
+
+def test_model_on_another_device_than_requested():
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU-only path")
+    with pytest.raises(InputSpecError):
+        flexrt.compile(_tiny(), inputs=[TINY], device="cuda")
