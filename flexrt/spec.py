@@ -32,6 +32,16 @@ _DTYPE_NAMES: dict[str, torch.dtype] = {
 }
 
 
+def finite_or(value: Any, default: int) -> int:
+    """A sympy/int bound as an int; `default` for +-infinity (sympy.oo, torch's int_oo)."""
+    try:
+        if getattr(value, "is_finite", True) is False:
+            return default
+        return int(value)
+    except (TypeError, ValueError, OverflowError, AttributeError):
+        return default
+
+
 def _fmt_dim(value: int) -> str:
     return "inf" if value >= UNBOUNDED else str(value)
 

@@ -24,7 +24,7 @@ import torch.utils._pytree as pytree
 from torch.export import Dim, ExportedProgram
 
 from flexrt.errors import CompilationError, InputSpecError
-from flexrt.spec import UNBOUNDED, Input, ShapeRange, random_tensor
+from flexrt.spec import UNBOUNDED, Input, ShapeRange, finite_or, random_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,14 @@ def _param_names(fn: Any) -> list[str]:
     except (TypeError, ValueError):
         return []
     return [p.name for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _var_positional(fn: Any) -> str | None:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    return next((p.name for p in params if p.kind == p.VAR_POSITIONAL), None)
 
 
 def _path_name(path: tuple[Any, ...], arg_names: list[str]) -> str:
@@ -215,6 +223,8 @@ def _dynamic_shapes(
         return {axis: dims[groups.find(keys[(i, axis)])] for axis in dyn} if dyn else None
 
     args_ds, kwargs_ds = pytree.tree_map(spec_for, (flat.args, flat.kwargs), is_leaf=_is_leaf)
+    if _var_positional(forward):  # forward(*tensors): export matches dynamic_shapes[0] to the whole tuple
+        return (tuple(args_ds),) if not kwargs_ds else {**{_var_positional(forward): tuple(args_ds)}, **kwargs_ds}
     if not kwargs_ds:
         return tuple(args_ds)
     names = _param_names(forward)
@@ -313,9 +323,7 @@ def _range_of(ep: ExportedProgram, sym: sympy.Symbol) -> tuple[int, int]:
     vr = ep.range_constraints.get(sym)
     if vr is None:
         return 0, UNBOUNDED
-    lo = int(vr.lower) if vr.lower.is_finite else 0
-    hi = int(vr.upper) if vr.upper.is_finite else UNBOUNDED
-    return lo, min(hi, UNBOUNDED)
+    return max(finite_or(vr.lower, 0), 0), min(finite_or(vr.upper, UNBOUNDED), UNBOUNDED)
 
 
 def program_dims(ep: ExportedProgram) -> list[tuple[DimExpr, ...]]:

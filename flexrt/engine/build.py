@@ -29,7 +29,7 @@ from flexrt.engine import cache
 from flexrt.engine.binary import EngineBinary
 from flexrt.errors import CompilationError
 from flexrt.settings import CompileSettings
-from flexrt.spec import UNBOUNDED
+from flexrt.spec import UNBOUNDED, finite_or
 from flexrt.trace import suggested_fixes
 
 logger = logging.getLogger(__name__)
@@ -61,9 +61,7 @@ def _linear(expr: sympy.Expr) -> tuple[sympy.Symbol, int, int] | None:
 
 def _bounds(expr: sympy.Expr, ranges: Mapping[sympy.Symbol, ValueRanges]) -> tuple[int, int]:
     vr = bound_sympy(expr, dict(ranges))
-    lo = int(vr.lower) if vr.lower.is_finite else 0
-    hi = int(vr.upper) if vr.upper.is_finite else UNBOUNDED
-    return max(lo, 0), min(hi, UNBOUNDED)
+    return max(finite_or(vr.lower, 0), 0), min(finite_or(vr.upper, UNBOUNDED), UNBOUNDED)
 
 
 def segment_dims(

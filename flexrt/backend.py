@@ -1,0 +1,243 @@
+"""`torch.compile(model, backend="flexrt")`: dynamo captures graphs, flexrt builds their engines.
+
+Each captured graph becomes one engine whose profile is the range dynamo knows for each dynamic
+dim (`torch._dynamo.mark_dynamic(x, 0, min=1, max=8)`), tuned at the shapes of the first call.
+Later calls with any shape in that range hit the same dynamo graph and the same engine; a shape
+outside it fails dynamo's guards and recompiles, as plain torch.compile does. Weights are frozen
+into the engine at compile time (as Inductor's `freezing` does); a call after they changed raises.
+Training-mode graphs and calls that need gradients run in PyTorch, with a warning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import sympy
+import torch
+from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+from flexrt.errors import CompilationError, FlexrtError, InputSpecError
+from flexrt.settings import build_settings
+from flexrt.spec import UNBOUNDED, Input, finite_or
+from flexrt.trace import FlatInputs, trace
+
+logger = logging.getLogger(__name__)
+
+BACKEND_NAME = "flexrt"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Role:
+    """What a dynamo placeholder is: a user tensor, a frozen weight, or a size of a user tensor."""
+
+    kind: str  # "user" | "const" | "size"
+    index: int = 0
+    dim: int = 0
+
+
+class _FrozenGraph(torch.nn.Module):
+    """The dynamo graph as a module of the user's tensors only: weights become buffers, sizes are read
+    off the tensors. This is what flexrt exports and compiles."""
+
+    def __init__(self, gm: torch.fx.GraphModule, roles: Sequence[_Role], consts: Sequence[torch.Tensor]) -> None:
+        super().__init__()
+        self.gm = gm
+        self.roles = list(roles)
+        for i, t in enumerate(consts):
+            self.register_buffer(f"c{i}", t.detach(), persistent=False)
+
+    def forward(self, *tensors: torch.Tensor) -> Any:
+        args: list[Any] = []
+        for r in self.roles:
+            if r.kind == "user":
+                args.append(tensors[r.index])
+            elif r.kind == "const":
+                args.append(getattr(self, f"c{r.index}"))
+            else:
+                args.append(tensors[r.index].shape[r.dim])
+        return self.gm(*args)
+
+
+def _is_weight(node: torch.fx.Node, value: Any) -> bool:
+    if isinstance(value, torch.nn.Parameter):
+        return True
+    grapharg = node.meta.get("grapharg")
+    source = getattr(grapharg, "source", None)
+    name = getattr(source, "name", "")  # a method on torch 2.11, a property on 2.13
+    name = name() if callable(name) else str(name)
+    return isinstance(value, torch.Tensor) and ("._parameters[" in name or "._buffers[" in name)
+
+
+def _training_ops(gm: torch.fx.GraphModule) -> list[str]:
+    found = []
+    for n in gm.graph.nodes:
+        if n.op == "call_function" and n.kwargs.get("training") is True:
+            found.append(getattr(n.target, "__name__", str(n.target)))
+        if n.op == "call_module" and getattr(gm.get_submodule(str(n.target)), "training", False):
+            found.append(str(n.target))
+    return found
+
+
+def _dim_range(size: Any) -> tuple[int, int] | None:
+    """(lo, hi) of a symbolic size from dynamo's shape env; None when static."""
+    if not isinstance(size, torch.SymInt):
+        return None
+    expr = size.node.expr
+    if expr.is_number:
+        return None
+    env = size.node.shape_env
+    from torch.utils._sympy.value_ranges import bound_sympy
+
+    vr = bound_sympy(expr, env.var_to_range)
+    lo, hi = max(finite_or(vr.lower, 0), 0), finite_or(vr.upper, UNBOUNDED)
+    if lo == 2:  # dynamo reports a backed size's lower bound as 2 even when mark_dynamic(min=1) admits 1
+        lo = 1
+    return lo, min(hi, UNBOUNDED)
+
+
+def _plan(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> tuple[list[_Role], list[torch.Tensor], list[Input], list[int]]:
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    roles: list[_Role] = []
+    consts: list[torch.Tensor] = []
+    specs: list[Input] = []
+    user_positions: list[int] = []
+    symbol_at: dict[sympy.Expr, tuple[int, int]] = {}
+    pending: list[tuple[int, Any]] = []
+    for pos, (node, value) in enumerate(zip(placeholders, example_inputs)):
+        fake = node.meta.get("example_value", value)
+        if isinstance(value, torch.Tensor) and _is_weight(node, value):
+            roles.append(_Role("const", len(consts)))
+            consts.append(value)
+        elif isinstance(value, torch.Tensor):
+            k = len(specs)
+            shape = tuple(int(s) for s in value.shape)
+            lo, hi = list(shape), list(shape)
+            for d, size in enumerate(getattr(fake, "shape", ())):
+                r = _dim_range(size)
+                if r is not None:
+                    lo[d], hi[d] = r
+                    symbol_at.setdefault(size.node.expr, (k, d))
+            specs.append(Input(min_shape=lo, opt_shape=[min(max(o, a), b) for o, a, b in zip(shape, lo, hi)],
+                               max_shape=hi, dtype=value.dtype, name=node.name))
+            roles.append(_Role("user", k))
+            user_positions.append(pos)
+        else:
+            pending.append((len(roles), fake))
+            roles.append(_Role("size"))
+    for slot, fake in pending:
+        expr = fake.node.expr if isinstance(fake, torch.SymInt) else None
+        if expr is None or expr not in symbol_at:
+            raise CompilationError(
+                f"backend: graph input {placeholders[slot].name!r} is a Python number that is not a size of a tensor "
+                "input; flexrt engines take tensors"
+            )
+        k, d = symbol_at[expr]
+        roles[slot] = _Role("size", k, d)
+    return roles, consts, specs, user_positions
+
+
+class _CompiledGraph:
+    """The callable handed back to dynamo: user tensors in, the graph's outputs out."""
+
+    def __init__(self, module: Any, user_positions: list[int], consts: list[torch.Tensor], const_positions: list[int]) -> None:
+        self.module = module
+        self.user_positions = user_positions
+        self.consts = consts
+        self.const_positions = const_positions
+        self.versions = [c._version for c in consts]
+
+    def __call__(self, *args: Any) -> Any:
+        for pos, ref, version in zip(self.const_positions, self.consts, self.versions):
+            arg = args[pos]
+            if arg is not ref or arg._version != version:
+                raise FlexrtError(
+                    "a weight changed after torch.compile built its flexrt engine (weights are frozen into engines); "
+                    "call torch._dynamo.reset() and run again to rebuild"
+                )
+        return self.module(*[args[p] for p in self.user_positions])
+
+
+def flexrt_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], options: Mapping[str, Any] | None = None) -> Callable[..., Any]:
+    """The dynamo backend: one engine per captured graph, over the graph's dynamic ranges."""
+    from flexrt.compiler import build_from_traced, resolve_profiles
+    from flexrt.runtime import CompiledModule, Source
+
+    options = dict(options or {})
+    on_failure = options.pop("on_build_failure", "error")
+    if "pass_through_build_failures" in options:
+        on_failure = "error" if options.pop("pass_through_build_failures") else "eager"
+    if on_failure not in ("error", "eager"):
+        raise InputSpecError(f"on_build_failure must be 'error' or 'eager', got {on_failure!r}")
+    tensors = [t for t in example_inputs if isinstance(t, torch.Tensor)]
+    training = _training_ops(gm)
+    if training or (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
+        why = f"it runs ops in training mode ({', '.join(sorted(set(training))[:4])})" if training else "gradients are required"
+        logger.warning("flexrt: running a captured graph in PyTorch because %s; engines are inference-only", why)
+        return gm.forward
+    device = tensors[0].device if tensors else None
+    settings = build_settings(options, device=device)
+    try:
+        roles, consts, specs, user_positions = _plan(gm, example_inputs)
+        frozen = _FrozenGraph(gm, roles, consts).eval()
+        names = [s.name or f"in{i}" for i, s in enumerate(specs)]
+        flat = FlatInputs(tuple(specs), {}, names, specs)
+        # build outside dynamo's tracing context: its fake mode must not leak into export/Inductor
+        with torch._guards.tracing(None), unset_fake_temporarily():
+            traced = trace(frozen, flat, settings.device)
+            profiles = resolve_profiles(names, specs, None)
+            engine, lowered, plan = build_from_traced(traced, profiles, settings)
+    except FlexrtError as e:
+        if on_failure == "eager":
+            logger.warning("flexrt: could not build this graph (%s); running it in PyTorch (on_build_failure='eager')", e)
+            return gm.forward
+        raise
+    module = CompiledModule(engine, settings.on_out_of_range, Source(traced, settings, lowered, plan))
+    const_positions = [i for i, r in enumerate(roles) if r.kind == "const"]
+    logger.info("flexrt backend: built an engine for a graph of %d inputs, profile %s", len(specs), profiles[0])
+    return _CompiledGraph(module, user_positions, consts, const_positions)
+
+
+def register() -> None:
+    """Register the backend name with dynamo (called by `import flexrt`)."""
+    from torch._dynamo import list_backends, register_backend
+
+    if BACKEND_NAME not in list_backends(exclude_tags=()):
+        register_backend(flexrt_backend, name=BACKEND_NAME)
+
+
+class TorchCompiledModule(torch.nn.Module):
+    """`flexrt.compile(..., ir="torch_compile")`: torch.compile with the flexrt backend; dynamic
+    `Input` ranges are applied with mark_dynamic to the first call's tensors."""
+
+    def __init__(self, model: torch.nn.Module, specs: Sequence[Input], kw_specs: Mapping[str, Input], options: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.compiled = torch.compile(model, backend=BACKEND_NAME, options=dict(options))
+        self.specs = list(specs)
+        self.kw_specs = dict(kw_specs)
+        self._marked = False
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if not self._marked:
+            pairs = list(zip(args, self.specs)) + [(kwargs[k], s) for k, s in self.kw_specs.items() if k in kwargs]
+            for t, spec in pairs:
+                if isinstance(t, torch.Tensor) and spec.range.rank == t.dim():
+                    for d in spec.range.dynamic_dims:
+                        torch._dynamo.mark_dynamic(t, d, min=spec.range.min[d], max=spec.range.max[d])
+            self._marked = True
+        return self.compiled(*args, **kwargs)
+
+
+def compile_with_torch_compile(
+    model: torch.nn.Module, inputs: Any = None, arg_inputs: Any = None, kwarg_inputs: Any = None, **options: Any
+) -> torch.nn.Module:
+    """Return the model under torch.compile(backend="flexrt"); compilation happens at the first call."""
+    build_settings({k: v for k, v in options.items() if k not in ("on_build_failure", "pass_through_build_failures")})
+    given = arg_inputs if arg_inputs is not None else inputs
+    if isinstance(given, (Input, torch.Tensor)):
+        given = [given]
+    specs = [g for g in (given or []) if isinstance(g, Input)]
+    kw_specs = {k: v for k, v in (kwarg_inputs or {}).items() if isinstance(v, Input)}
+    return TorchCompiledModule(model, specs, kw_specs, options)
