@@ -5,16 +5,17 @@ Drop-in for Torch-TensorRT's dynamic-shape workflow: `import flexrt as torch_ten
 
 __version__ = "0.1.0"
 
-from flexrt import backend as _backend  # noqa: E402
-from flexrt import dynamo, errors  # noqa: E402
-from flexrt.compiler import build_engine  # noqa: E402
-from flexrt.compiler import compile_module as compile  # noqa: E402
-from flexrt.engine.context import ExecutionContext  # noqa: E402
-from flexrt.engine.engine import Engine  # noqa: E402
-from flexrt.runtime import CompiledModule  # noqa: E402
-from flexrt.serialize import Artifact, load, save  # noqa: E402
-from flexrt.settings import CompileSettings  # noqa: E402
-from flexrt.spec import Input, Profile  # noqa: E402
+from flexrt import backend as _backend
+from flexrt import dynamo, errors
+from flexrt.compiler import build_engine
+from flexrt.compiler import compile_module as compile
+from flexrt.engine.context import ExecutionContext
+from flexrt.engine.engine import Engine
+from flexrt.engine.runner import Runner
+from flexrt.runtime import CompiledModule
+from flexrt.serialize import Artifact, load, save
+from flexrt.settings import CompileSettings
+from flexrt.spec import Input, Profile
 
 _backend.register()  # torch.compile(model, backend="flexrt")
 
@@ -26,6 +27,7 @@ __all__ = [
     "ExecutionContext",
     "Input",
     "Profile",
+    "Runner",
     "build_engine",
     "compile",
     "dynamo",

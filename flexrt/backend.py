@@ -5,7 +5,8 @@ dim (`torch._dynamo.mark_dynamic(x, 0, min=1, max=8)`), tuned at the shapes of t
 Later calls with any shape in that range hit the same dynamo graph and the same engine; a shape
 outside it fails dynamo's guards and recompiles, as plain torch.compile does. Weights are frozen
 into the engine at compile time (as Inductor's `freezing` does); a call after they changed raises.
-Training-mode graphs and calls that need gradients run in PyTorch, with a warning.
+Training-mode graphs and inputs that require gradients run in PyTorch, with a warning; under grad
+mode with weights that require grad the engine runs and a backward through its outputs raises.
 """
 
 from __future__ import annotations
@@ -139,6 +140,21 @@ def _plan(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> tuple[list
     return roles, consts, specs, user_positions
 
 
+class _InferenceOnly(torch.autograd.Function):
+    """Marks engine outputs computed under grad mode: backward through them is a clear error."""
+
+    @staticmethod
+    def forward(ctx: Any, anchor: torch.Tensor, *outputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(t.view_as(t) for t in outputs)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Any) -> Any:
+        raise FlexrtError(
+            "cannot backpropagate through a flexrt engine: engines are inference-only. Call the model under "
+            "torch.no_grad() for inference, or train it without the flexrt backend"
+        )
+
+
 class _CompiledGraph:
     """The callable handed back to dynamo: user tensors in, the graph's outputs out."""
 
@@ -148,6 +164,8 @@ class _CompiledGraph:
         self.consts = consts
         self.const_positions = const_positions
         self.versions = [c._version for c in consts]
+        # weights that require grad, compiled under grad mode: outputs must refuse backward loudly
+        self.anchor = next((c for c in consts if c.requires_grad), None) if torch.is_grad_enabled() else None
 
     def __call__(self, *args: Any) -> Any:
         for pos, ref, version in zip(self.const_positions, self.consts, self.versions):
@@ -157,7 +175,15 @@ class _CompiledGraph:
                     "a weight changed after torch.compile built its flexrt engine (weights are frozen into engines); "
                     "call torch._dynamo.reset() and run again to rebuild"
                 )
-        return self.module(*[args[p] for p in self.user_positions])
+        out = self.module(*[args[p] for p in self.user_positions])
+        if self.anchor is not None and torch.is_grad_enabled():
+            flat, spec = torch.utils._pytree.tree_flatten(out)
+            tensors = [i for i, t in enumerate(flat) if isinstance(t, torch.Tensor)]
+            marked = _InferenceOnly.apply(self.anchor, *[flat[i] for i in tensors])
+            for i, t in zip(tensors, marked):
+                flat[i] = t
+            out = torch.utils._pytree.tree_unflatten(flat, spec)
+        return out
 
 
 def flexrt_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], options: Mapping[str, Any] | None = None) -> Callable[..., Any]:
@@ -173,8 +199,12 @@ def flexrt_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], opti
         raise InputSpecError(f"on_build_failure must be 'error' or 'eager', got {on_failure!r}")
     tensors = [t for t in example_inputs if isinstance(t, torch.Tensor)]
     training = _training_ops(gm)
-    if training or (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
-        why = f"it runs ops in training mode ({', '.join(sorted(set(training))[:4])})" if training else "gradients are required"
+    user_grads = torch.is_grad_enabled() and any(
+        t.requires_grad for t, n in zip(example_inputs, gm.graph.find_nodes(op="placeholder"))
+        if isinstance(t, torch.Tensor) and not _is_weight(n, t)
+    )
+    if training or user_grads:
+        why = f"it runs ops in training mode ({', '.join(sorted(set(training))[:4])})" if training else "inputs require gradients"
         logger.warning("flexrt: running a captured graph in PyTorch because %s; engines are inference-only", why)
         return gm.forward
     device = tensors[0].device if tensors else None
@@ -220,6 +250,13 @@ class TorchCompiledModule(torch.nn.Module):
         self._marked = False
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        for i, t in enumerate(list(args) + list(kwargs.values())):
+            for d in getattr(t, "_dynamo_dynamic_indices", ()) if isinstance(t, torch.Tensor) else ():
+                if d < t.dim() and t.shape[d] < 2:
+                    raise InputSpecError(
+                        f"input {i} dim {d} has size {t.shape[d]} and is marked dynamic: torch.compile specialises sizes "
+                        "0 and 1, so mark a tensor whose size there is at least 2 (the range may still start at 1)"
+                    )
         if not self._marked:
             pairs = list(zip(args, self.specs)) + [(kwargs[k], s) for k, s in self.kw_specs.items() if k in kwargs]
             for t, spec in pairs:

@@ -361,7 +361,7 @@ def _assemble(
         expanded.append(nodes)
     seg_inputs: list[list[torch.fx.Node]] = []
     needed: dict[int, set[torch.fx.Node]] = collections.defaultdict(set)
-    for gi, nodes in enumerate(expanded):
+    for nodes in expanded:
         ins = sorted(
             {a for n in nodes for a in n.all_input_nodes if a not in nodes and a.op != "get_attr"}, key=order.__getitem__
         )

@@ -30,12 +30,12 @@ import torch
 import torch.utils._pytree as pytree
 
 import flexrt
+from flexrt.compiler import union_specs
 from flexrt.engine.binary import EngineBinary
 from flexrt.engine.engine import Engine, EngineState
 from flexrt.engine.program import ProgramState, SegmentState
 from flexrt.engine.shapes import TensorSpec
 from flexrt.errors import ArtifactError, InputSpecError
-from flexrt.compiler import union_specs
 from flexrt.runtime import CompiledModule, Source
 from flexrt.settings import settings_from_description
 from flexrt.spec import Input, Profile

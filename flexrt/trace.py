@@ -151,7 +151,7 @@ def normalize_inputs(
 
 def trace_hint(spec_range: ShapeRange, dim: int) -> int:
     """The size to trace a dynamic dim at: opt, but at least 2 so export does not specialise it."""
-    lo, opt, hi = spec_range.min[dim], spec_range.opt[dim], spec_range.max[dim]
+    opt, hi = spec_range.opt[dim], spec_range.max[dim]
     return min(max(opt, 2), hi) if hi >= 2 else opt
 
 
@@ -271,7 +271,7 @@ def export_with_dims(
         ds = _dynamic_shapes(flat, forward, dims, keys, groups) if keys else None
         try:
             return _export(model, args, kwargs, ds)
-        except Exception as e:  # noqa: BLE001 - export raises many types; each is diagnosed below
+        except Exception as e:
             message = str(e)
             fixes = suggested_fixes(message)
             if not fixes:

@@ -12,9 +12,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from models import ZOO  # noqa: E402
+from models import ZOO
 
-import flexrt  # noqa: E402
+import flexrt
 
 
 @pytest.fixture(scope="session", autouse=True)

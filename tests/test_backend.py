@@ -11,7 +11,7 @@ from models import ExpandReshapeModel
 
 import flexrt
 import flexrt.engine.cache as engine_cache
-from flexrt.errors import CompilationError
+from flexrt.errors import CompilationError, FlexrtError
 
 
 class Counter:
@@ -40,23 +40,25 @@ def _seed_model(seed: int = 1) -> torch.nn.Module:
     return ExpandReshapeModel(96).eval()
 
 
-def test_one_capture_and_one_build_over_the_marked_range():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_one_capture_and_one_build_over_the_marked_range(device, monkeypatch):
+    monkeypatch.delenv("FLEXRT_CACHE_DIR", raising=False)  # a build, not an on-disk cache hit
     torch._dynamo.reset()
-    model = _seed_model(11)
+    model = _seed_model(11).to(device)
     counter = Counter()
     compiled = torch.compile(model, backend=counter.backend)
-    x = torch.randn(4, 20, 96)
+    x = torch.randn(4, 20, 96, device=device)
     torch._dynamo.mark_dynamic(x, 0, min=1, max=8)
     with torch.no_grad():
         assert_matches(compiled(x), model(x))
         for b in (2, 5, 8, 3, 7):
-            xb = torch.randn(b, 20, 96)
+            xb = torch.randn(b, 20, 96, device=device)
             assert_matches(compiled(xb), model(xb))
     assert counter.graphs == 1
     assert counter.built == 1 and counter.requested == 1
     # outside the range: torch.compile's own rule (a new graph), never the engine built for 1..8
     with torch.no_grad():
-        x9 = torch.randn(9, 20, 96)
+        x9 = torch.randn(9, 20, 96, device=device)
         assert_matches(compiled(x9), model(x9))
     assert counter.graphs == 2
 
@@ -104,6 +106,20 @@ def test_training_and_autograd_run_in_pytorch_with_a_warning(caplog):
     out.sum().backward()
     assert x.grad is not None and counter.requested == 0
     assert "running a captured graph in PyTorch" in caplog.text
+
+
+def test_grad_mode_with_trainable_weights_runs_the_engine_but_refuses_backward():
+    torch._dynamo.reset()
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 4)).eval()
+    counter = Counter()
+    compiled = torch.compile(model, backend=counter.backend)
+    x = torch.randn(3, 8)
+    out = compiled(x)  # grad mode on, weights require grad, as a user who forgot torch.no_grad()
+    assert counter.requested == 1 and out.requires_grad
+    with torch.no_grad():
+        assert_matches(out.detach(), model(x))
+    with pytest.raises(FlexrtError, match=r"cannot backpropagate through a flexrt engine"):
+        out.sum().backward()
 
 
 def test_build_failure_names_the_stage_or_falls_back_when_asked(monkeypatch, caplog):

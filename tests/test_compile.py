@@ -9,16 +9,20 @@ from helpers import assert_matches, sweep
 import flexrt
 from flexrt.errors import InputSpecError, ShapeOutOfRangeError
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
-def test_seed_expand_reshape_matches_eager_over_range(zoo):
-    c = zoo("expand_reshape")
-    assert sweep(c.module, c.model, c.inputs) == 5
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_seed_expand_reshape_matches_eager_over_range(zoo, device):
+    c = zoo("expand_reshape", device=device)
+    assert sweep(c.module, c.model, c.inputs, device=device) == 5
     assert len(c.module.engine.programs[0].segments) == 1
 
 
-def test_several_dynamic_dims_batch_height_width(zoo):
-    c = zoo("convnet")
-    sweep(c.module, c.model, c.inputs)
+@pytest.mark.parametrize("device", DEVICES)
+def test_several_dynamic_dims_batch_height_width(zoo, device):
+    c = zoo("convnet", device=device)
+    sweep(c.module, c.model, c.inputs, device=device)
 
 
 def test_kwargs_inputs_and_dict_outputs(zoo):
@@ -28,11 +32,12 @@ def test_kwargs_inputs_and_dict_outputs(zoo):
     assert set(out) == {"logits", "hidden"}
 
 
-def test_data_dependent_op_runs_in_pytorch_between_engines(zoo):
-    c = zoo("split", min_block_size=3)
+@pytest.mark.parametrize("device", DEVICES)
+def test_data_dependent_op_runs_in_pytorch_between_engines(zoo, device):
+    c = zoo("split", device=device, min_block_size=3)
     kinds = [s.kind for s in c.module.engine.programs[0].state.segments]
     assert kinds.count("torch") >= 1 and kinds.count("engine") >= 1
-    sweep(c.module, c.model, c.inputs)
+    sweep(c.module, c.model, c.inputs, device=device)
 
 
 def test_out_of_range_error_names_input_dim_value_and_range(zoo):
@@ -71,6 +76,13 @@ def test_tied_dims_checked(zoo):
     c = zoo("masked_mlp")
     with pytest.raises(InputSpecError, match=r"must equal input 'x' dim 0"):
         c.module(torch.randn(3, 10), mask=torch.randn(4, 5))
+
+
+@pytest.mark.cuda
+def test_wrong_device_is_an_error(zoo):
+    c = zoo("expand_reshape", device="cuda")
+    with pytest.raises(InputSpecError, match=r"input 'x' is on cpu but the model was compiled for cuda:0"):
+        c.module(torch.randn(4, 20, 96))
 
 
 def test_non_contiguous_input_is_handled(zoo):

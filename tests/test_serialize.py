@@ -75,19 +75,21 @@ def cases_for(model, shapes_args, kwargs_list=None):
     return out
 
 
-def test_round_trip_in_a_fresh_process_without_compiling(zoo, tmp_path):
-    c = zoo("expand_reshape")
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_round_trip_in_a_fresh_process_without_compiling(zoo, tmp_path, device):
+    c = zoo("expand_reshape", device=device)
     path = str(tmp_path / "model.ep")
     flexrt.save(c.module, path, arg_inputs=c.inputs)  # Method 1: from the Input objects
-    cases = cases_for(c.model, [(torch.randn(b, 20, 96),) for b in (1, 4, 17, 32)])
+    cases = cases_for(c.model, [(torch.randn(b, 20, 96, device=device),) for b in (1, 4, 17, 32)])
     timing = run_fresh(path, cases, tmp_path)
+    print(f"fresh-process load on {device}: {timing}")
     assert timing["load_s"] < 5
     loaded = flexrt.load(path).module()
-    sweep(loaded, c.model, c.inputs)
+    sweep(loaded, c.model, c.inputs, device=device)
     with pytest.raises(ShapeOutOfRangeError) as after:
-        loaded(torch.randn(33, 20, 96))
+        loaded(torch.randn(33, 20, 96, device=device))
     with pytest.raises(ShapeOutOfRangeError) as before:
-        c.module(torch.randn(33, 20, 96))
+        c.module(torch.randn(33, 20, 96, device=device))
     assert str(after.value) == str(before.value)
 
 

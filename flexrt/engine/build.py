@@ -119,7 +119,7 @@ def export_segment(
         try:
             with torch.no_grad():
                 return torch.export.export(module, tuple(examples), dynamic_shapes=tuple(dims), strict=False)
-        except Exception as e:  # noqa: BLE001 - diagnosed below
+        except Exception as e:
             fixes = suggested_fixes(str(e))
             by_name = {d.__name__: (i, a) for i, spec in enumerate(dims) for a, d in (spec or {}).items()}
             applied = False
@@ -205,7 +205,7 @@ def compile_engine(ep: ExportedProgram, settings: CompileSettings, label: str) -
             path = torch._inductor.aoti_compile_and_package(
                 ep, package_path=os.path.join(tmp, "engine.pt2"), inductor_configs=inductor_configs(settings)
             )
-        except Exception as e:  # noqa: BLE001 - Inductor raises many types
+        except Exception as e:
             raise CompilationError(f"build: AOTInductor failed on {label}: {type(e).__name__}: {str(e)[:2000]}") from e
         with zipfile.ZipFile(path) as z:
             names = z.namelist()

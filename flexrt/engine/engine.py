@@ -8,7 +8,6 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 import torch.utils._pytree as pytree
 
 from flexrt.engine.context import ExecutionContext

@@ -34,7 +34,7 @@ def run_graph_in(gm: torch.fx.GraphModule, source: torch.dtype, target: torch.dt
         if node.op == "placeholder" and isinstance(val, torch.Tensor) and val.dtype == source:
             with graph.inserting_after(node):
                 cast = graph.call_function(torch.ops.aten._to_copy.default, (node,), {"dtype": target})
-            node.replace_all_uses_with(cast, delete_user_cb=lambda user: user is not cast)
+            node.replace_all_uses_with(cast, delete_user_cb=lambda user, cast=cast: user is not cast)
             cast.meta["val"] = val
     output = next(n for n in graph.nodes if n.op == "output")
     outs = output.args[0]

@@ -1,0 +1,33 @@
+"""Seed 001 "Custom Dynamic Shape Constraints": a matmul whose query and key share Dim seq_len."""
+
+import torch
+
+import flexrt as torch_tensorrt
+
+device = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class MatMul(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+
+    def forward(self, query, key):
+        attn_weight = torch.matmul(query, key.transpose(-1, -2))
+        return attn_weight
+
+
+model = MatMul().eval().to(device)
+inputs = [torch.randn(1, 12, 7, 64).to(device), torch.randn(1, 12, 7, 64).to(device)]
+seq_len = torch.export.Dim("seq_len", min=1, max=10)
+dynamic_shapes = ({2: seq_len}, {2: seq_len})
+# Export the model first with custom dynamic shape constraints
+exp_program = torch.export.export(model, tuple(inputs), dynamic_shapes=dynamic_shapes)
+trt_gm = torch_tensorrt.dynamo.compile(exp_program, inputs)
+# Run inference
+out = trt_gm(*inputs)
+assert torch.allclose(out, model(*inputs), rtol=1e-4, atol=1e-4)
+for n in (1, 3, 10):
+    q, k = torch.randn(1, 12, n, 64, device=device), torch.randn(1, 12, n, 64, device=device)
+    assert torch.allclose(trt_gm(q, k), model(q, k), rtol=1e-4, atol=1e-4)
+    print(f"seq_len {n}: output {tuple(trt_gm(q, k).shape)} matches eager")
+print("custom_constraints: OK")
