@@ -20,7 +20,7 @@ import zipfile
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from probe_artifacts import Probe  # noqa: E402
+from probe_artifacts import Probe
 
 
 def main() -> None:
@@ -65,7 +65,7 @@ def main() -> None:
             ref = model(xn)
             res[f"graph_rel_err_b{b}"] = float((out - ref).norm() / ref.norm())
             st, en = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            for name, fn in (("eager", lambda: model(x)), ("runner", lambda: runner.run([x])), ("graph", g.replay)):
+            for name, fn in (("eager", lambda x=x: model(x)), ("runner", lambda x=x: runner.run([x])), ("graph", g.replay)):
                 ts = []
                 for _ in range(200):
                     st.record()

@@ -9,7 +9,6 @@ it. It writes one JSON file (``--out``) and prints a short table. Run it on CPU 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import platform

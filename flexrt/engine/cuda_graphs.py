@@ -1,29 +1,62 @@
 """CUDA graphs per exact input shape: launch overhead dominates small shapes on the H100 host
 (DESIGN §5), so each shape seen is captured once and replayed from then on.
 
-One graph per shape in a bounded LRU, all sharing one memory pool; static input buffers are
-filled by copy. Results are cloned out of the static outputs unless the caller asked for
-zero-copy, so a later call never overwrites a tensor already handed out.
+One entry per shape in a bounded LRU, all graphs sharing one memory pool; static input buffers are
+filled by copy. Outputs are handed out without a copy, as views of the graph's static outputs, and
+a graph is replayed only when no view of its outputs is alive any more: each shape has up to two
+captured slots (the usual `y = model(x)` loop alternates between them while the previous `y` is
+still referenced), and when the caller holds the outputs of both, the call runs without a graph.
+So a later call never overwrites a tensor already handed out; zero-copy callers get the static
+buffers themselves and accept that.
+
+On the first run and capture of a shape cuDNN may benchmark its convolution algorithms (the
+process-wide flag is set only around those calls and restored), as TensorRT times tactics at build.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 
 logger = logging.getLogger(__name__)
 
+SLOTS_PER_SHAPE = 2
+
+
+def _use_count(t: torch.Tensor) -> int:
+    return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+
+
+@contextlib.contextmanager
+def cudnn_autotune() -> Iterator[None]:
+    """cudnn.benchmark on for the duration (conv algorithms timed once per shape), then restored."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
 
 @dataclasses.dataclass
-class _Captured:
+class _Slot:
     graph: torch.cuda.CUDAGraph
     inputs: list[torch.Tensor]
     outputs: list[Any]
+    baseline: list[int]  # storage use counts of the outputs when nobody but us holds them
+
+    def free(self) -> bool:
+        return all(_use_count(o) <= b for o, b in zip(self.tensors, self.baseline))
+
+    @property
+    def tensors(self) -> list[torch.Tensor]:
+        return [o for o in self.outputs if isinstance(o, torch.Tensor)]
 
 
 class CudaGraphCache:
@@ -33,50 +66,65 @@ class CudaGraphCache:
         self.fn = fn
         self.device = device
         self.capacity = capacity
-        self.entries: collections.OrderedDict[tuple[Any, ...], _Captured] = collections.OrderedDict()
+        self.entries: collections.OrderedDict[tuple[Any, ...], list[_Slot]] = collections.OrderedDict()
         self.pool = torch.cuda.graph_pool_handle()
         self.stream: torch.cuda.Stream | None = None
         self.disabled = False
         self.captures = 0
+        self.plain_runs = 0
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def run(self, inputs: Sequence[torch.Tensor], zero_copy: bool = False) -> list[Any]:
         key = tuple(t.shape for t in inputs)
-        entry = self.entries.get(key)
-        if entry is None:
-            result = self.fn(inputs)  # the first call of a shape runs plainly (and loads lazy kernels)
+        slots = self.entries.get(key)
+        if slots is None:
+            with cudnn_autotune():
+                result = self.fn(inputs)  # the first call of a shape runs plainly (and loads lazy kernels)
             if not self.disabled:
                 self._capture(key, inputs)
             return result
         self.entries.move_to_end(key)
-        for dst, src in zip(entry.inputs, inputs):
-            dst.copy_(src)
-        entry.graph.replay()
         if zero_copy:
-            return list(entry.outputs)
-        return [o.clone() if isinstance(o, torch.Tensor) else o for o in entry.outputs]
+            slot = slots[0]
+        else:
+            slot = next((s for s in slots if s.free()), None)
+            if slot is None and len(slots) < SLOTS_PER_SHAPE:
+                slot = self._capture(key, inputs)
+            if slot is None:  # the caller holds the outputs of every slot: do not overwrite them
+                self.plain_runs += 1
+                return self.fn(inputs)
+        for dst, src in zip(slot.inputs, inputs):
+            dst.copy_(src)
+        slot.graph.replay()
+        if zero_copy:
+            return list(slot.outputs)
+        return [o.view_as(o) if isinstance(o, torch.Tensor) else o for o in slot.outputs]
 
-    def _capture(self, key: tuple[Any, ...], inputs: Sequence[torch.Tensor]) -> None:
+    def _capture(self, key: tuple[Any, ...], inputs: Sequence[torch.Tensor]) -> _Slot | None:
         static = [t.detach().clone() for t in inputs]
         if self.stream is None:
             self.stream = torch.cuda.Stream(self.device)
         graph = torch.cuda.CUDAGraph()
         try:
-            self.stream.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(self.stream):
-                self.fn(static)  # warm up on the capture stream
-            torch.cuda.current_stream(self.device).wait_stream(self.stream)
-            with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
-                outputs = self.fn(static)
+            with cudnn_autotune():
+                self.stream.wait_stream(torch.cuda.current_stream(self.device))
+                with torch.cuda.stream(self.stream):
+                    self.fn(static)  # warm up on the capture stream
+                torch.cuda.current_stream(self.device).wait_stream(self.stream)
+                with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
+                    outputs = list(self.fn(static))
         except Exception as e:  # noqa: BLE001 - any capture failure means: run without graphs
             logger.warning("CUDA graph capture failed (%s); this context runs without CUDA graphs", e)
             self.disabled = True
             self.entries.clear()
-            return
-        self.entries[key] = _Captured(graph, static, list(outputs))
+            return None
+        slot = _Slot(graph, static, outputs, [])
+        slot.baseline = [_use_count(o) for o in slot.tensors]
+        self.entries.setdefault(key, []).append(slot)
         self.captures += 1
-        logger.debug("captured a CUDA graph for input shapes %s (%d cached)", [tuple(s) for s in key], len(self.entries))
+        logger.debug("captured a CUDA graph for input shapes %s (%d shapes cached)", [tuple(s) for s in key], len(self.entries))
         while len(self.entries) > self.capacity:
             self.entries.popitem(last=False)
+        return slot

@@ -40,14 +40,24 @@ def test_graphs_are_captured_and_replayed_correctly(compiled):
 
 def test_outputs_are_never_overwritten_by_a_later_call(compiled):
     model, m = compiled
-    x1, x2 = torch.randn(7, 64, device="cuda"), torch.randn(7, 64, device="cuda")
+    graphs = m.contexts[0].graphs
+    xs = [torch.randn(7, 64, device="cuda") for _ in range(5)]
     with torch.no_grad():
-        m(x1)  # capture
-        a = m(x1)
-        b = m(x2)
-        assert a.data_ptr() != b.data_ptr()
-        assert_matches(a, model(x1))
-        assert_matches(b, model(x2))
+        m(xs[0])  # first call of the shape: plain run, then capture
+        held = [m(x) for x in xs]  # all kept alive: one slot each for two, then plain runs
+        torch.cuda.synchronize()
+        for x, out in zip(xs, held):
+            assert_matches(out, model(x))
+        assert len({o.data_ptr() for o in held}) == len(held)
+        assert graphs.plain_runs >= 3
+        plain = graphs.plain_runs
+        del held
+        y = None
+        for _ in range(10):  # the usual loop: the previous y is alive during the call, then dropped
+            x = torch.randn(7, 64, device="cuda")
+            y = m(x)
+            assert_matches(y, model(x))
+        assert graphs.plain_runs == plain  # alternated between the two slots, no plain runs
 
 
 def test_zero_copy_runner_hands_out_the_static_buffers(compiled):
