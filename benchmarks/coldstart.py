@@ -1,8 +1,8 @@
 """Cold start: a fresh process loads a saved artifact and makes its first call.
 
-Measured as wall clock from the parent's spawn to the end of the child's first (synchronized)
-call, less the time the child spends reading the reference tensors: interpreter start, imports,
-loading and first-call work all count, as they do for a user's server process.
+`cold_start_s` is loading the artifact plus the first (synchronised) call, in a process that has
+imported torch and the loader; the interpreter start and those imports are reported beside it
+(`process_to_first_output_s` counts everything, as a user's server process sees it).
 """
 
 from __future__ import annotations
@@ -38,9 +38,12 @@ if kind == "aoti":
         ctypes.CDLL("libstdc++.so.6", mode=os.RTLD_GLOBAL | getattr(os, "RTLD_NOLOAD", 0))
     except OSError:
         pass
-    model = torch._inductor.aoti_load_package(artifact)
+    from torch.export.pt2_archive._package import AOTICompiledModel
+    t_lib = time.time()
+    model = AOTICompiledModel(torch._C._aoti.AOTIModelPackageLoader(artifact, "model", False, 1, -1))
 else:
     import flexrt
+    t_lib = time.time()
     model = flexrt.load(artifact).module()
 t_load = time.time()
 with torch.no_grad():
@@ -52,7 +55,8 @@ while isinstance(out, (list, tuple)) and len(out) == 1:
     out = out[0]
 a, b = out.detach().float().cpu(), ref["output"].float()
 rel = float((a - b).norm() / b.norm().clamp_min(1e-30)) if a.shape == b.shape else float("inf")
-json.dump({"t_import": t_import, "io_s": io_s, "t_load": t_load, "t_first": t_first, "rel_err": rel}, open(out_path, "w"))
+json.dump({"t_import": t_import, "io_s": io_s, "t_lib": t_lib, "t_load": t_load, "t_first": t_first, "rel_err": rel},
+          open(out_path, "w"))
 """
 
 
@@ -81,9 +85,11 @@ def run_child(kind: str, artifact: str, inputs: tuple[torch.Tensor, ...], output
     with open(out_path) as f:
         r = json.load(f)
     return {
-        "cold_start_s": r["t_first"] - spawn - r["io_s"],
-        "import_s": r["t_import"] - spawn,
-        "load_s": r["t_load"] - r["t_import"] - r["io_s"],
+        "cold_start_s": r["t_first"] - r["t_lib"],  # load the artifact + first call
+        "process_to_first_output_s": r["t_first"] - spawn - r["io_s"],
+        "import_torch_s": r["t_import"] - spawn,
+        "import_loader_s": r["t_lib"] - r["t_import"] - r["io_s"],
+        "load_s": r["t_load"] - r["t_lib"],
         "first_call_s": r["t_first"] - r["t_load"],
         "process_wall_s": wall,
         "rel_err": r["rel_err"],

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
+from torch.nn.modules import module as _nn_module
 
 from flexrt.engine.engine import Engine
 from flexrt.errors import InputSpecError
@@ -39,6 +40,10 @@ def _positional_leaves(in_spec: pytree.TreeSpec) -> int | None:
     if all(c.is_leaf() for c in tree_children(args_spec)):
         return args_spec.num_children
     return None
+
+
+def _global_hooks() -> bool:
+    return bool(_nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks)
 
 
 class Source:
@@ -86,6 +91,7 @@ class CompiledModule(torch.nn.Module):
         self.contexts = [engine.create_execution_context(p) for p in range(len(engine.profiles))]
         self.current = 0
         self._positional = _positional_leaves(self.in_spec)
+        self._single_output = self.out_spec.is_leaf()
         self.source = source
         self._warned_eager = False
         self._warned_grad = False
@@ -118,20 +124,29 @@ class CompiledModule(torch.nn.Module):
 
     # -- calls -------------------------------------------------------------------------------------
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # nn.Module.__call__ costs several microseconds of hook bookkeeping; skip it when no hook is set
+        if self._forward_hooks or self._forward_pre_hooks or _global_hooks():
+            return super().__call__(*args, **kwargs)
+        return self.forward(*args, **kwargs)
+
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         flat = self._flatten(args, kwargs)
-        engine = self.engine
-        engine.checker.check(flat)
+        checker = self.engine.checker
+        profile = self.current
+        if not checker.fast_fits(flat, profile):
+            checker.check(flat)  # raises the precise error for dtype, rank, device and tied dims
+            shapes = [t.shape for t in flat]
+            chosen = checker.choose(shapes, profile)
+            if chosen is None:
+                return self._out_of_range(args, kwargs, flat, shapes)
+            profile = chosen
+            object.__setattr__(self, "current", profile)  # plain attribute: nn.Module.__setattr__ is slow
         if not self._warned_grad and torch.is_grad_enabled() and any(t.requires_grad for t in flat):
             logger.warning("flexrt engines are inference-only: outputs carry no gradient (wrap calls in torch.no_grad())")
             self._warned_grad = True
-        shapes = [t.shape for t in flat]
-        profile = engine.checker.choose(shapes, self.current)
-        if profile is None:
-            return self._out_of_range(args, kwargs, flat, shapes)
-        self.current = profile
         outs = self.contexts[profile].execute(flat)
-        return pytree.tree_unflatten(outs, self.out_spec)
+        return outs[0] if self._single_output else pytree.tree_unflatten(outs, self.out_spec)
 
     def _out_of_range(self, args: tuple[Any, ...], kwargs: dict[str, Any], flat: list[Any], shapes: list[Any]) -> Any:
         policy = self.on_out_of_range
@@ -144,7 +159,7 @@ class CompiledModule(torch.nn.Module):
         if policy == "build" and self.source is not None:
             with self._lock:
                 profile = self._add_static_profile(flat)
-            self.current = profile
+            object.__setattr__(self, "current", profile)
             return pytree.tree_unflatten(self.contexts[profile].execute(flat), self.out_spec)
         raise self.engine.checker.out_of_range(shapes)
 

@@ -1,15 +1,16 @@
 """CUDA graphs per exact input shape: launch overhead dominates small shapes on the H100 host
 (DESIGN §5), so each shape seen is captured once and replayed from then on.
 
-One entry per shape in a bounded LRU, all graphs sharing one memory pool; static input buffers are
-filled by copy. Outputs are handed out without a copy, as views of the graph's static outputs, and
+The first call of a shape runs plainly (a cold start's first call pays for no capture); the second
+captures. One entry per shape in a bounded LRU, all graphs sharing one memory pool; static input
+buffers are filled by copy. Outputs are handed out without a copy, as views of the graph's static outputs, and
 a graph is replayed only when no view of its outputs is alive any more: each shape has up to two
 captured slots (the usual `y = model(x)` loop alternates between them while the previous `y` is
 still referenced), and when the caller holds the outputs of both, the call runs without a graph.
 So a later call never overwrites a tensor already handed out; zero-copy callers get the static
 buffers themselves and accept that.
 
-On the first run and capture of a shape cuDNN may benchmark its convolution algorithms (the
+While a shape is captured, cuDNN may benchmark its convolution algorithms (the
 process-wide flag is set only around those calls and restored), as TensorRT times tactics at build.
 """
 
@@ -70,6 +71,7 @@ class CudaGraphCache:
         self.pool = torch.cuda.graph_pool_handle()
         self.stream: torch.cuda.Stream | None = None
         self.disabled = False
+        self.seen: collections.OrderedDict[tuple[Any, ...], None] = collections.OrderedDict()
         self.captures = 0
         self.plain_runs = 0
 
@@ -80,11 +82,14 @@ class CudaGraphCache:
         key = tuple(t.shape for t in inputs)
         slots = self.entries.get(key)
         if slots is None:
-            with cudnn_autotune():
-                result = self.fn(inputs)  # the first call of a shape runs plainly (and loads lazy kernels)
-            if not self.disabled:
-                self._capture(key, inputs)
-            return result
+            if self.disabled or key not in self.seen:
+                self.seen[key] = None
+                while len(self.seen) > 4 * self.capacity:
+                    self.seen.popitem(last=False)
+                return self.fn(inputs)  # first sight of a shape: a plain run (it also loads lazy kernels)
+            slots = [s for s in [self._capture(key, inputs)] if s is not None]
+            if not slots:
+                return self.fn(inputs)
         self.entries.move_to_end(key)
         if zero_copy:
             slot = slots[0]

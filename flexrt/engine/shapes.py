@@ -72,6 +72,32 @@ class ShapeChecker:
                 else:
                     self.derived.append((i, d, parsed))
         self.symbol_at = first
+        # the per-call fast path: what each input must be, flattened for cheap comparisons
+        self._dtypes = [s.dtype for s in inputs]
+        self._ranks = [len(s.dims) for s in inputs]
+        self._device_index = device.index if device.type == "cuda" else -1
+
+    def fast_fits(self, flat: Sequence[Any], profile: int) -> bool:
+        """True when every input is right and fits `profile`: one pass, no messages. On False, call
+        `check` (which raises the precise error) and `choose`."""
+        if len(flat) != len(self._dtypes) or self.derived:
+            return False
+        bounds = self.bounds[profile]
+        for t, dtype, rank, (mins, maxs) in zip(flat, self._dtypes, self._ranks, bounds):
+            if type(t) is not torch.Tensor and not isinstance(t, torch.Tensor):
+                return False
+            if t.dtype is not dtype or t.get_device() != self._device_index:
+                return False
+            shape = t.shape
+            if len(shape) != rank:
+                return False
+            for lo, n, hi in zip(mins, shape, maxs):
+                if n < lo or n > hi:
+                    return False
+        for i, d, j, e in self.ties:
+            if flat[i].shape[d] != flat[j].shape[e]:
+                return False
+        return True
 
     # -- checks that do not depend on the profile ------------------------------------------------
 
