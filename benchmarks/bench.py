@@ -53,7 +53,7 @@ class Knobs:
     budget_s: float
 
 
-FULL = Knobs(warmup=10, iters=50, rotate=3, stream_calls=200, stream_budget_s=90, budget_s=420)
+FULL = Knobs(warmup=10, iters=50, rotate=3, stream_calls=200, stream_budget_s=45, budget_s=420)
 SMOKE = Knobs(warmup=3, iters=10, rotate=2, stream_calls=40, stream_budget_s=10, budget_s=600)
 
 
