@@ -39,6 +39,11 @@ from benchmarks.peers import PEER_NAMES, PEERS
 logger = logging.getLogger(__name__)
 
 RESULTS = Path(__file__).resolve().parent / "results"
+OUTPUTS_NOTE = (
+    "Outputs: eager_cudagraph returns its graph's static output and torch_compile_ro its CUDA-graph-tree output, "
+    "both overwritten by the next call; flexrt hands out views of its graphs' static outputs and never replays a "
+    "graph whose outputs are still referenced (two graphs per shape, else a plain run)."
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,8 +156,7 @@ def run(
                          "bytes = weights + inputs + output (activations assumed to stay on chip).")
         if not keep_inductor_cache:
             notes.append("Each peer compiles with its own fresh Inductor and Triton caches: build times are cold.")
-        notes.append("eager_cudagraph returns the graph's static output (no copy); flexrt copies its outputs out; "
-                     "torch_compile_ro outputs are overwritten by the next call (CUDA graph trees).")
+        notes.append(OUTPUTS_NOTE)
         prior = _previous(out / f"{model_name}.json", result) if peers else {}
         plan = measure.Plan(case, dev, sizes, rotations, refs, knobs.warmup, knobs.iters, knobs.stream_calls,
                             knobs.stream_budget_s, started + (budget_s or knobs.budget_s), workdir,

@@ -3,7 +3,8 @@
 Layout (FORMAT_VERSION 1):
   manifest.json           format, versions, device, inputs, outputs, profiles, settings, segment
                           graph per profile, pytree specs, sha256 and size of every other member
-  engines/p{k}_s{i}.bin   AOTInductor engine of segment i at profile k (EngineBinary)
+  engines/p{k}_s{i}.so    AOTInductor engine (shared object) of segment i at profile k
+  engines/p{k}_s{i}/...   its kernel files, where Inductor did not embed them
   torch/p{k}_s{i}.pt2     a PyTorch segment: torch.export serialisation (data, no pickled code)
   constants/p{k}.pt       tensors returned as-is (torch.save, read back with weights_only=True)
   source.pt2              the traced program, kept for on_out_of_range='eager'/'build'
@@ -31,7 +32,7 @@ import torch.utils._pytree as pytree
 
 import flexrt
 from flexrt.compiler import union_specs
-from flexrt.engine.binary import EngineBinary
+from flexrt.engine.binary import ArchiveRef, EngineBinary
 from flexrt.engine.engine import Engine, EngineState
 from flexrt.engine.program import ProgramState, SegmentState
 from flexrt.engine.shapes import TensorSpec
@@ -63,10 +64,10 @@ def device_info(device: torch.device) -> dict[str, Any]:
 # Writing
 
 
-def _segment_json(seg: SegmentState, member: str) -> dict[str, Any]:
+def _segment_json(seg: SegmentState, member: str, kernels: list[str]) -> dict[str, Any]:
     return {
         "kind": seg.kind, "inputs": seg.inputs, "outputs": seg.outputs, "ops": seg.ops, "reasons": seg.reasons,
-        "member": member,
+        "member": member, "kernels": kernels,
     }
 
 
@@ -86,10 +87,14 @@ def _build_members(engine: Engine, module: dict[str, Any] | None, source: Any) -
     for k, program in enumerate(state.programs):
         segments = []
         for i, seg in enumerate(program.segments):
+            kernels: list[str] = []
             if seg.kind == "engine":
                 assert seg.engine is not None
-                name = f"engines/p{k}_s{i}.bin"
-                members[name] = seg.engine.to_bytes()
+                name = f"engines/p{k}_s{i}.so"
+                members[name] = seg.engine.so_bytes()
+                for kname, data in sorted(seg.engine.kernels.items()):
+                    kernels.append(f"engines/p{k}_s{i}/{kname}")
+                    members[kernels[-1]] = data
             else:
                 if seg.program is None:
                     raise ArtifactError(f"PyTorch segment {i} of profile {k} could not be exported; this model cannot be saved")
@@ -97,7 +102,7 @@ def _build_members(engine: Engine, module: dict[str, Any] | None, source: Any) -
                 buf = io.BytesIO()
                 torch.export.save(seg.program, buf)
                 members[name] = buf.getvalue()
-            segments.append(_segment_json(seg, name))
+            segments.append(_segment_json(seg, name, kernels))
         constants = None
         if program.constants:
             constants = f"constants/p{k}.pt"
@@ -203,9 +208,19 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[dict[str, Any], zipfile
     return manifest, z
 
 
+def _engine_members(manifest: dict[str, Any]) -> set[str]:
+    return {seg["member"] for p in manifest["programs"] for seg in p["segments"] if seg["kind"] == "engine"}
+
+
 def _read_members(path: str, manifest: dict[str, Any], z: zipfile.ZipFile) -> dict[str, bytes]:
+    """Every member but the engines' shared objects, checked; those are streamed (and checked) when loaded."""
     members = {}
+    engines = _engine_members(manifest)
     for name, info in manifest["members"].items():
+        if name in engines:
+            if name not in z.NameToInfo:
+                raise ArtifactError(f"{path!r} is missing member {name!r}; the file is damaged, save it again")
+            continue
         try:
             data = z.read(name)
         except KeyError:
@@ -248,17 +263,18 @@ def _check_torch(manifest: dict[str, Any]) -> None:
         )
 
 
-def _engine_from(manifest: dict[str, Any], members: Mapping[str, bytes], device: torch.device) -> Engine:
+def _engine_from(path: str, manifest: dict[str, Any], members: Mapping[str, bytes], device: torch.device) -> Engine:
     programs = []
     for entry in manifest["programs"]:
         segments = []
         for seg in entry["segments"]:
             state = SegmentState(seg["kind"], seg["inputs"], seg["outputs"], seg["ops"], seg["reasons"])
-            data = members[seg["member"]]
             if seg["kind"] == "engine":
-                state.engine = EngineBinary.from_bytes(data)
+                kernels = {k.rsplit("/", 1)[1]: members[k] for k in seg.get("kernels", [])}
+                origin = ArchiveRef(os.path.abspath(path), seg["member"], manifest["members"][seg["member"]]["sha256"])
+                state.engine = EngineBinary(None, kernels, origin)
             else:
-                state.program = torch.export.load(io.BytesIO(data))
+                state.program = torch.export.load(io.BytesIO(members[seg["member"]]))
             segments.append(state)
         constants = {}
         if entry.get("constants"):
@@ -309,7 +325,7 @@ def load(path: str | os.PathLike[str]) -> Artifact:
     """Read an artifact written by `flexrt.save` or `Engine.save`. Loading runs its native code:
     load only files you trust."""
     manifest, members, device = _open(path)
-    engine = _engine_from(manifest, members, device)
+    engine = _engine_from(os.fspath(path), manifest, members, device)
     source = None
     if "source.pt2" in members:
         ep = torch.export.load(io.BytesIO(members["source.pt2"]))
@@ -405,4 +421,9 @@ def engine_from_bytes(data: bytes) -> Engine:
     with tempfile.NamedTemporaryFile(suffix=".flexrt") as f:
         f.write(data)
         f.flush()
-        return load(f.name).engine
+        engine = load(f.name).engine
+        for program in engine.state.programs:  # the temporary file goes away: keep the engines' bytes
+            for seg in program.segments:
+                if seg.engine is not None and seg.engine.so is None:
+                    seg.engine = EngineBinary(seg.engine.so_bytes(), seg.engine.kernels)
+        return engine

@@ -205,7 +205,7 @@ def test_missing_empty_truncated_and_foreign_files(saved, tmp_path):
 def test_checksum_future_format_other_torch_and_cuda_artifacts(saved, tmp_path):
     bad = str(tmp_path / "corrupt.ep")
     _rewrite(saved, bad, corrupt="engines/")
-    with pytest.raises(ArtifactError, match=r"member 'engines/p0_s0.bin' does not match its checksum"):
+    with pytest.raises(ArtifactError, match=r"member 'engines/p0_s0.so' does not match its checksum"):
         flexrt.load(bad)
     future = str(tmp_path / "future.ep")
     _rewrite(saved, future, edit_manifest=lambda m: m.update(format_version=99))

@@ -2,23 +2,27 @@
 
 Why not `torch._inductor.aoti_load_package`: on the GPU image it took 46 s (a compiler probe) and,
 like every route that constructs the runner in a fresh process, crashed (see `_global_libstdcxx`).
-Constructing `AOTIModelContainerRunner{Cpu,Cuda}` on the extracted .so takes milliseconds.
+Constructing `AOTIModelContainerRunner{Cpu,Cuda}` on the shared object takes milliseconds. The
+shared object is written to an anonymous in-memory file (memfd) and opened through /proc, so a
+load costs one copy of the engine and no disk writes.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import functools
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
+from flexrt.engine.binary import EngineBinary
 from flexrt.errors import ArtifactError
 
 logger = logging.getLogger(__name__)
@@ -43,28 +47,56 @@ def _global_libstdcxx() -> None:
             logger.debug("libstdc++ not promoted: %s", e)
 
 
-def load_runner(so: bytes, kernels: Mapping[str, bytes], device: torch.device) -> Any:
-    """A runner for one engine. Files are written to a private temp dir and removed once loaded."""
+@contextlib.contextmanager
+def _shared_object(binary: EngineBinary) -> Iterator[str]:
+    """A path dlopen can read holding the engine's shared object, valid inside the block.
+
+    The bytes go to a memfd; dlopen reaches it through a uniquely named symlink, because the
+    dynamic loader returns an already-loaded library whose name matches, and /proc/self/fd/N
+    names are reused as soon as a descriptor is closed.
+    """
+    memfd = getattr(os, "memfd_create", None)
+    with tempfile.TemporaryDirectory(prefix="flexrt-engine-") as tmp:
+        path = os.path.join(tmp, "engine.so")
+        if memfd is None or not os.path.isdir("/proc/self/fd"):
+            with open(path, "wb") as f:
+                _fill(binary, f)
+            yield path
+            return
+        fd = memfd("flexrt-engine", getattr(os, "MFD_CLOEXEC", 0))
+        try:
+            with os.fdopen(fd, "wb", closefd=False) as f:
+                _fill(binary, f)
+            os.symlink(f"/proc/self/fd/{fd}", path)
+            yield path
+        finally:
+            os.close(fd)
+
+
+def _fill(binary: EngineBinary, f: Any) -> None:
+    if binary.so is not None:
+        f.write(binary.so)
+    else:
+        assert binary.origin is not None
+        binary.origin.copy_to(f)
+
+
+def load_runner(binary: EngineBinary, device: torch.device) -> Any:
+    """A runner for one engine; nothing of it stays on disk once loaded."""
     _global_libstdcxx()
-    workdir = tempfile.mkdtemp(prefix="flexrt-engine-")
-    try:
-        so_path = os.path.join(workdir, "engine.so")
-        with open(so_path, "wb") as f:
-            f.write(so)
-        for name, data in kernels.items():
-            with open(os.path.join(workdir, os.path.basename(name)), "wb") as f:
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ArtifactError("this engine was built for CUDA but CUDA is not available on this machine")
+    kernel_dir = ""
+    if binary.kernels:  # kernel files are read lazily at first run: keep them until the process exits
+        kernel_dir = tempfile.mkdtemp(prefix="flexrt-kernels-")
+        atexit.register(shutil.rmtree, kernel_dir, True)
+        for name, data in binary.kernels.items():
+            with open(os.path.join(kernel_dir, os.path.basename(name)), "wb") as f:
                 f.write(data)
-        if device.type == "cuda":
-            if not torch.cuda.is_available():
-                raise ArtifactError("this engine was built for CUDA but CUDA is not available on this machine")
-            runner = torch._C._aoti.AOTIModelContainerRunnerCuda(so_path, 1, str(device), workdir, True)
-        else:
-            runner = torch._C._aoti.AOTIModelContainerRunnerCpu(so_path, 1)
+    try:
+        with _shared_object(binary) as so_path:
+            if device.type == "cuda":
+                return torch._C._aoti.AOTIModelContainerRunnerCuda(so_path, 1, str(device), kernel_dir, True)
+            return torch._C._aoti.AOTIModelContainerRunnerCpu(so_path, 1)
     except RuntimeError as e:
         raise ArtifactError(f"could not load an engine for {device}: {e}") from e
-    finally:
-        if kernels:  # kernel files are read lazily at first run: keep them until the process exits
-            atexit.register(shutil.rmtree, workdir, True)
-        else:  # kernels embedded in the .so: nothing is read from disk after loading
-            shutil.rmtree(workdir, ignore_errors=True)
-    return runner

@@ -1,8 +1,15 @@
-"""An engine's bytes: the AOTInductor shared object plus any kernel files it reads at run time."""
+"""An engine's bytes: the AOTInductor shared object plus any kernel files it reads at run time.
+
+A freshly built engine holds its bytes in memory. An engine read from an artifact does not: it
+knows where its shared object lies in the archive, so loading streams it straight into memory
+that `dlopen` can read (no second copy in Python), and the bytes are read again only if the
+engine is saved elsewhere.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import zipfile
 
@@ -10,16 +17,58 @@ from flexrt.errors import ArtifactError
 
 
 @dataclasses.dataclass(frozen=True)
-class EngineBinary:
-    """What one (segment, profile) compiles to. Packed as a stored zip so it can be cached and archived."""
+class ArchiveRef:
+    """Where an engine's shared object lives inside a saved artifact."""
 
-    so: bytes
+    path: str
+    member: str
+    sha256: str
+
+    def copy_to(self, out: io.BufferedIOBase, chunk: int = 1 << 22) -> None:
+        """Stream the member into `out`, checking its sha256 on the way (one pass, no full copy)."""
+        digest = hashlib.sha256()
+        try:
+            with zipfile.ZipFile(self.path) as z, z.open(self.member) as src:
+                while block := src.read(chunk):
+                    digest.update(block)
+                    out.write(block)
+        except (OSError, KeyError, zipfile.BadZipFile, EOFError) as e:
+            raise ArtifactError(f"{self.path!r}: engine {self.member!r} cannot be read ({e}); the file is damaged") from None
+        if digest.hexdigest() != self.sha256:
+            raise ArtifactError(
+                f"{self.path!r}: member {self.member!r} does not match its checksum; the file is corrupt, save it again"
+            )
+
+    def read(self) -> bytes:
+        try:
+            with zipfile.ZipFile(self.path) as z:
+                data = z.read(self.member)
+        except (OSError, KeyError, zipfile.BadZipFile) as e:
+            raise ArtifactError(f"cannot read engine {self.member!r} from {self.path!r} any more ({e})") from None
+        if hashlib.sha256(data).hexdigest() != self.sha256:
+            raise ArtifactError(f"{self.path!r} changed since it was loaded: member {self.member!r} no longer matches")
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineBinary:
+    """What one (segment, profile) compiles to: the shared object (in memory or in an archive) and kernels."""
+
+    so: bytes | None
     kernels: dict[str, bytes] = dataclasses.field(default_factory=dict)
+    origin: ArchiveRef | None = None
+
+    def so_bytes(self) -> bytes:
+        if self.so is not None:
+            return self.so
+        assert self.origin is not None
+        return self.origin.read()
 
     def to_bytes(self) -> bytes:
+        """A stored zip of the shared object and kernels: the engine cache's entry format."""
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
-            z.writestr("engine.so", self.so)
+            z.writestr("engine.so", self.so_bytes())
             for name, data in sorted(self.kernels.items()):
                 z.writestr(f"kernels/{name}", data)
         return buf.getvalue()
@@ -31,9 +80,9 @@ class EngineBinary:
                 so = z.read("engine.so")
                 kernels = {n.split("/", 1)[1]: z.read(n) for n in z.namelist() if n.startswith("kernels/")}
         except (zipfile.BadZipFile, KeyError) as e:
-            raise ArtifactError(f"an engine in this artifact is damaged ({e}); rebuild and save it again") from e
+            raise ArtifactError(f"a cached engine is damaged ({e}); it will be rebuilt") from e
         return cls(so, kernels)
 
     @property
     def size(self) -> int:
-        return len(self.so) + sum(len(k) for k in self.kernels.values())
+        return (len(self.so) if self.so is not None else 0) + sum(len(k) for k in self.kernels.values())

@@ -49,7 +49,7 @@ class ProgramState:
 class _EngineSegment:
     def __init__(self, state: SegmentState, device: torch.device) -> None:
         assert state.engine is not None
-        self.runner = load_runner(state.engine.so, state.engine.kernels, device)
+        self.runner = load_runner(state.engine, device)
 
     def __call__(self, inputs: list[Any]) -> list[torch.Tensor]:
         return self.runner.run([t if t.is_contiguous() else t.contiguous() for t in inputs])
