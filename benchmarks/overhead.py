@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -20,28 +19,9 @@ from typing import Any
 import torch
 
 import flexrt
-from flexrt.demo import ExpandReshapeModel
+from flexrt.demo import ExpandReshapeModel, median_ms
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _latency_ms(fn: Any, device: torch.device, reps: int = 100) -> float:
-    for _ in range(10):
-        fn()
-    times = []
-    for _ in range(reps):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
 
 
 def _host_us(fn: Any, device: torch.device, calls: int = 200) -> float:
@@ -82,7 +62,7 @@ def run(device: str | None = None, out_dir: str | None = None) -> dict[str, Any]
                 with torch.cuda.graph(graph):
                     runner.run([x])
                 peers["aoti_runner_graph_replay"] = graph.replay
-            rows[b] = {name: {"latency_ms": _latency_ms(fn, dev), "host_us": _host_us(fn, dev)} for name, fn in peers.items()}
+            rows[b] = {name: {"latency_ms": median_ms(fn, dev, 100, warmup=10), "host_us": _host_us(fn, dev)} for name, fn in peers.items()}
     result = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "torch": torch.__version__, "rows": rows}
     out = Path(out_dir) if out_dir else RESULTS
     out.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from flexrt.demo import median_ms
+
 logger = logging.getLogger(__name__)
 
 Call = Callable[[tuple[torch.Tensor, ...]], Any]
@@ -135,24 +137,9 @@ def memory_end(device: torch.device, start: dict[str, int]) -> dict[str, Any]:
 
 
 def _time_op(op: Callable[[], Any], device: torch.device, iters: int) -> float:
-    """Median seconds of op."""
-    for _ in range(3):
-        op()
+    """Median seconds of op (flexrt.demo.median_ms: CUDA events on a GPU, perf_counter on a CPU)."""
     sync(device)
-    times = []
-    for _ in range(iters):
-        if device.type == "cuda":
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            op()
-            e.record()
-            e.synchronize()
-            times.append(s.elapsed_time(e) / 1e3)
-        else:
-            t = time.perf_counter()
-            op()
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return median_ms(op, device, iters) / 1e3
 
 
 def device_rates(device: torch.device, dtypes: Sequence[torch.dtype]) -> dict[str, Any]:

@@ -35,9 +35,9 @@ class ExpandReshapeModel(nn.Module):
         return x.reshape(batch_size, x.size(1), 3, 12, -1)
 
 
-def median_ms(fn: Callable[[], object], device: torch.device, reps: int) -> float:
+def median_ms(fn: Callable[[], object], device: torch.device, reps: int, warmup: int = 3) -> float:
     """Median latency after warm-up: CUDA events on a GPU, perf_counter on the CPU."""
-    for _ in range(3):
+    for _ in range(warmup):
         fn()
     times = []
     for _ in range(reps):

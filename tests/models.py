@@ -13,23 +13,7 @@ import torch
 import torch.nn as nn
 
 import flexrt
-
-
-class ExpandReshapeModel(nn.Module):
-    """The seed's model (compile_with_dynamic_inputs): expand a class token, cat, project, reshape."""
-
-    def __init__(self, embed_dim: int) -> None:
-        super().__init__()
-        self.cls_token = nn.Parameter(torch.randn(1, 1, embed_dim))
-        self.embed_dim = embed_dim
-        self.qkv_proj = nn.Linear(self.embed_dim, self.embed_dim * 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch_size = x.shape[0]
-        cls_token = self.cls_token.expand(batch_size, -1, -1)
-        x = torch.cat([cls_token, x], dim=1)
-        x = self.qkv_proj(x)
-        return x.reshape(batch_size, x.size(1), 3, 12, -1)
+from flexrt.demo import ExpandReshapeModel  # the seed's model, defined once in the package
 
 
 class ConvNet(nn.Module):
