@@ -267,24 +267,21 @@ def _trace_model(model: torch.nn.Module, flat: FlatInputs, profiles: Sequence[Pr
 def _bind_program(
     ep: ExportedProgram, inputs: Any, arg_inputs: Any, kwarg_inputs: Any, profiles: Sequence[Profile] | None
 ) -> tuple[TracedProgram, list[Profile]]:
-    names = [n.name for n in user_input_nodes(ep)]
-    flat = normalize_inputs(ep.module().forward, inputs, arg_inputs, kwarg_inputs)
+    names = [n.name for n in user_input_nodes(ep)]  # inputs bind by position and take the program's names
+    flat = normalize_inputs(lambda *a, **k: None, inputs, arg_inputs, kwarg_inputs)
     leaves = pytree.tree_leaves((flat.args, flat.kwargs), is_leaf=lambda x: isinstance(x, (Input, torch.Tensor)))
-    if leaves and all(isinstance(x, torch.Tensor) for x in leaves):
+    if len(leaves) != len(names):
+        raise InputSpecError(f"the program takes {len(names)} inputs ({', '.join(names)}), {len(leaves)} were given")
+    if all(isinstance(x, torch.Tensor) for x in leaves):
         specs = specs_from_exported(ep, leaves, names)
     else:
-        specs = [s if s.name in names else s.with_name(n) for s, n in zip(flat.specs, names)]
-        if len(flat.specs) != len(names):
-            raise InputSpecError(f"the program takes {len(names)} inputs ({', '.join(names)}), {len(flat.specs)} were given")
-        names = [s.name or n for s, n in zip(specs, names)]
+        specs = [s.with_name(n) for s, n in zip(flat.specs, names)]
     resolved = resolve_profiles(names, specs, profiles)
     union = union_specs(names, specs, resolved)
     return bind(ep, names, union), resolved
 
 
-def _finish(
-    traced: TracedProgram, profiles: list[Profile], settings: CompileSettings, fallback_source: Any
-) -> Any:
+def _finish(traced: TracedProgram, profiles: list[Profile], settings: CompileSettings) -> Any:
     engine, gm, plan = build_from_traced(traced, profiles, settings)
     if settings.dryrun:
         print(plan.report)
@@ -320,7 +317,7 @@ def compile_module(
     start = time.perf_counter()
     traced, resolved = _trace_model(module, flat, profiles, settings)
     logger.debug("trace: %.2f s", time.perf_counter() - start)
-    return _finish(traced, resolved, settings, module)
+    return _finish(traced, resolved, settings)
 
 
 def dynamo_compile(
@@ -343,7 +340,7 @@ def dynamo_compile(
     ep_device = state[0].device if state else None
     traced, resolved = _bind_program(exported_program, inputs, arg_inputs, kwarg_inputs, profiles)
     settings = resolve_settings(options, ep_device, _tensors_device((inputs, arg_inputs, kwarg_inputs)))
-    return _finish(traced, resolved, settings, exported_program)
+    return _finish(traced, resolved, settings)
 
 
 def dynamo_trace(

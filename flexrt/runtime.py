@@ -152,7 +152,7 @@ class CompiledModule(torch.nn.Module):
         policy = self.on_out_of_range
         if policy == "eager" and self.source is not None:
             if not self._warned_eager:
-                logger.warning("%s; running it in PyTorch (on_out_of_range='eager')", engine_error(self, shapes))
+                logger.warning("%s; running it in PyTorch (on_out_of_range='eager')", self.engine.checker.out_of_range(shapes))
                 self._warned_eager = True
             with torch.no_grad():
                 return self.source.eager(*args, **kwargs)
@@ -183,6 +183,3 @@ class CompiledModule(torch.nn.Module):
     def extra_repr(self) -> str:
         return repr(self.engine)
 
-
-def engine_error(module: CompiledModule, shapes: list[Any]) -> str:
-    return str(module.engine.checker.out_of_range(shapes))
