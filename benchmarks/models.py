@@ -28,20 +28,21 @@ MODEL_NAMES = ("expand_reshape", "resnet50", "bert", "vit")
 # Model code
 
 
-class TinyConvNet(nn.Module):
-    """Smoke stand-in for resnet50: two conv/bn/relu stages, pooling, a classifier."""
+class SmallConvNet(nn.Module):
+    """A small conv net (conv/bn/relu stages, pooling, a classifier): the resnet50 smoke stand-in,
+    and the model of the profiles benchmark."""
 
     def __init__(self, classes: int = 10) -> None:
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1),
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, classes),
         )
-        self.head = nn.Linear(32, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).flatten(1))
+        return self.body(x)
 
 
 class Block(nn.Module):
@@ -228,7 +229,7 @@ def get_case(name: str, smoke: bool) -> Case:
                     (_batch("x", (196, 768)),), True, False, "seed model, embed 768, 196 tokens")
     if name == "resnet50":
         if smoke:
-            return Case(name, TinyConvNet, f16, "batch", 1, 4, 8, (_batch("x", (3, 32, 32)),), True, True,
+            return Case(name, SmallConvNet, f16, "batch", 1, 4, 8, (_batch("x", (3, 32, 32)),), True, True,
                         "2-stage convnet at 3x32x32 (smoke stand-in for resnet50)")
         return Case(name, _resnet50, f16, "batch", 1, 32, 128, (_batch("x", (3, 224, 224)),), True, False,
                     "torchvision resnet50, random weights, 3x224x224")

@@ -22,23 +22,10 @@ from typing import Any
 import torch
 
 import flexrt
+from benchmarks.models import SmallConvNet
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCHES = (1, 4, 16, 128)
-
-
-class SmallConvNet(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.BatchNorm2d(32), torch.nn.ReLU(),
-            torch.nn.Conv2d(32, 64, 3, stride=2, padding=1), torch.nn.BatchNorm2d(64), torch.nn.ReLU(),
-            torch.nn.Conv2d(64, 64, 3, stride=2, padding=1), torch.nn.ReLU(),
-            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, 10),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
 
 
 def _profile(lo: int, opt: int, hi: int) -> flexrt.Profile:
