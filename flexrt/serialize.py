@@ -221,14 +221,9 @@ def _read_members(path: str, manifest: dict[str, Any], z: zipfile.ZipFile) -> di
             if name not in z.NameToInfo:
                 raise ArtifactError(f"{path!r} is missing member {name!r}; the file is damaged, save it again")
             continue
-        try:
-            data = z.read(name)
-        except KeyError:
-            raise ArtifactError(f"{path!r} is missing member {name!r}; the file is damaged, save it again") from None
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
-            raise ArtifactError(f"{path!r}: member {name!r} cannot be read ({e}); the file is damaged") from None
-        if hashlib.sha256(data).hexdigest() != info["sha256"]:
-            raise ArtifactError(f"{path!r}: member {name!r} does not match its checksum; the file is corrupt, save it again")
+        buf = io.BytesIO()
+        ArchiveRef(path, name, info["sha256"]).copy_to(buf, z)
+        data = buf.getvalue()
         members[name] = data
     return members
 

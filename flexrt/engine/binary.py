@@ -8,6 +8,7 @@ engine is saved elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -24,30 +25,28 @@ class ArchiveRef:
     member: str
     sha256: str
 
-    def copy_to(self, out: io.BufferedIOBase, chunk: int = 1 << 22) -> None:
-        """Stream the member into `out`, checking its sha256 on the way (one pass, no full copy)."""
+    def copy_to(self, out: io.BufferedIOBase, archive: zipfile.ZipFile | None = None, chunk: int = 1 << 22) -> None:
+        """Stream the member into `out`, checking its sha256 on the way (one pass, no full copy).
+        `archive`: the artifact already open, if the caller has it."""
         digest = hashlib.sha256()
         try:
-            with zipfile.ZipFile(self.path) as z, z.open(self.member) as src:
+            with contextlib.nullcontext(archive) if archive is not None else zipfile.ZipFile(self.path) as z, z.open(self.member) as src:
                 while block := src.read(chunk):
                     digest.update(block)
                     out.write(block)
-        except (OSError, KeyError, zipfile.BadZipFile, EOFError) as e:
-            raise ArtifactError(f"{self.path!r}: engine {self.member!r} cannot be read ({e}); the file is damaged") from None
+        except KeyError:
+            raise ArtifactError(f"{self.path!r} is missing member {self.member!r}; the file is damaged, save it again") from None
+        except (OSError, zipfile.BadZipFile, EOFError) as e:
+            raise ArtifactError(f"{self.path!r}: member {self.member!r} cannot be read ({e}); the file is damaged") from None
         if digest.hexdigest() != self.sha256:
             raise ArtifactError(
                 f"{self.path!r}: member {self.member!r} does not match its checksum; the file is corrupt, save it again"
             )
 
     def read(self) -> bytes:
-        try:
-            with zipfile.ZipFile(self.path) as z:
-                data = z.read(self.member)
-        except (OSError, KeyError, zipfile.BadZipFile) as e:
-            raise ArtifactError(f"cannot read engine {self.member!r} from {self.path!r} any more ({e})") from None
-        if hashlib.sha256(data).hexdigest() != self.sha256:
-            raise ArtifactError(f"{self.path!r} changed since it was loaded: member {self.member!r} no longer matches")
-        return data
+        buf = io.BytesIO()
+        self.copy_to(buf)
+        return buf.getvalue()
 
 
 @dataclasses.dataclass(frozen=True)

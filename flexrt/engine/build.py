@@ -169,7 +169,7 @@ def inductor_configs(settings: CompileSettings, ep: ExportedProgram | None = Non
     if settings.device.type == "cuda":
         cfg["aot_inductor.embed_kernel_binary"] = True
         # Inductor turns its channels-last layout optimisation off for any graph with dynamic shapes
-        # (pytorch#102670); for convolutions on the GPU that cost ResNet-50 in fp16 1.4-1.5x against
+        # (pytorch#102670); for convolutions on the GPU that cost ResNet-50 in fp16 1.3-1.5x against
         # the same model compiled static (benchmarks/results). flexrt's engines keep it on.
         if ep is not None and any(n.op == "call_function" and n.target in _CONVOLUTIONS for n in ep.graph.nodes):
             cfg["force_layout_optimization"] = True

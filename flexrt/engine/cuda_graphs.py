@@ -87,9 +87,9 @@ class CudaGraphCache:
                 while len(self.seen) > 4 * self.capacity:
                     self.seen.popitem(last=False)
                 return self.fn(inputs)  # first sight of a shape: a plain run (it also loads lazy kernels)
-            slots = [s for s in [self._capture(key, inputs)] if s is not None]
-            if not slots:
+            if self._capture(key, inputs) is None:
                 return self.fn(inputs)
+            slots = self.entries[key]
         self.entries.move_to_end(key)
         if zero_copy:
             slot = slots[0]

@@ -2,8 +2,9 @@
 
 Activating a runner creates its execution context (cheap: the engine is already loaded), so
 runners for several profiles of one engine can be switched on demand. Output tensors come from the
-engine's allocator (or, on CUDA, a per-shape graph's static buffers, copied out); a later call
-never overwrites a tensor already returned unless the runner was made with zero_copy_outputs=True.
+engine's allocator or, on CUDA, are views of a per-shape graph's static buffers that are not replayed
+while a view is alive; a later call never overwrites a tensor already returned unless the runner
+was made with zero_copy_outputs=True.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class Runner:
                 f"{'; missing ' + str(missing) if missing else ''}{'; unexpected ' + str(extra) if extra else ''}"
             )
         flat = [feed_dict[n] for n in names]
-        shapes = [tuple(t.shape) for t in flat] if check_inputs or self._last_shapes is None else self._last_shapes
+        shapes = [tuple(t.shape) for t in flat]
         if check_inputs:
             self.engine.check(flat)
             if not self.engine.checker.fits(self.profile, shapes):
