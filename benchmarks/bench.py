@@ -41,8 +41,9 @@ logger = logging.getLogger(__name__)
 RESULTS = Path(__file__).resolve().parent / "results"
 OUTPUTS_NOTE = (
     "Outputs: eager_cudagraph returns its graph's static output and torch_compile_ro its CUDA-graph-tree output, "
-    "both overwritten by the next call; flexrt hands out views of its graphs' static outputs and never replays a "
-    "graph whose outputs are still referenced (two graphs per shape, else a plain run)."
+    "both overwritten by the next call; flexrt hands out its graphs' static output tensors and never replays a "
+    "graph while anything of its outputs (the tensor or a view of it) is still referenced (two graphs per shape, "
+    "else a plain run)."
 )
 
 

@@ -3,8 +3,9 @@
 
 The first call of a shape runs plainly (a cold start's first call pays for no capture); the second
 captures. One entry per shape in a bounded LRU, all graphs sharing one memory pool; static input
-buffers are filled by copy. Outputs are handed out without a copy, as views of the graph's static outputs, and
-a graph is replayed only when no view of its outputs is alive any more: each shape has up to two
+buffers are filled by copy. Outputs are handed out without a copy: the graph's static output tensors themselves, and a
+graph is replayed only when nothing of its outputs is alive any more (no reference to the tensor,
+no view of its storage): each shape has up to two
 captured slots (the usual `y = model(x)` loop alternates between them while the previous `y` is
 still referenced), and when the caller holds the outputs of both, the call runs without a graph.
 So a later call never overwrites a tensor already handed out; zero-copy callers get the static
@@ -20,6 +21,7 @@ import collections
 import contextlib
 import dataclasses
 import logging
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -50,14 +52,19 @@ class _Slot:
     graph: torch.cuda.CUDAGraph
     inputs: list[torch.Tensor]
     outputs: list[Any]
-    baseline: list[int]  # storage use counts of the outputs when nobody but us holds them
+    tensors: list[torch.Tensor]  # the tensor outputs, handed out as they are (no view per call)
+    baseline: list[tuple[int, int]]  # (references, storage uses) of each when nobody but us holds it
 
     def free(self) -> bool:
-        return all(_use_count(o) <= b for o, b in zip(self.tensors, self.baseline))
+        """No caller holds an output, or anything sharing its storage (a view, a slice)."""
+        return all(r <= br and u <= bu for (r, u), (br, bu) in zip(self._counts(), self.baseline))
 
-    @property
-    def tensors(self) -> list[torch.Tensor]:
-        return [o for o in self.outputs if isinstance(o, torch.Tensor)]
+    def measure(self) -> None:
+        self.baseline = self._counts()
+
+    def _counts(self) -> list[tuple[int, int]]:
+        # measure() and free() count through this one frame, so the references it adds cancel out
+        return [(sys.getrefcount(t), _use_count(t)) for t in self.tensors]
 
 
 class CudaGraphCache:
@@ -79,7 +86,7 @@ class CudaGraphCache:
         return len(self.entries)
 
     def run(self, inputs: Sequence[torch.Tensor], zero_copy: bool = False) -> list[Any]:
-        key = tuple(t.shape for t in inputs)
+        key = tuple([t.shape for t in inputs])
         slots = self.entries.get(key)
         if slots is None:
             if self.disabled or key not in self.seen:
@@ -100,12 +107,12 @@ class CudaGraphCache:
             if slot is None:  # the caller holds the outputs of every slot: do not overwrite them
                 self.plain_runs += 1
                 return self.fn(inputs)
-        for dst, src in zip(slot.inputs, inputs):
-            dst.copy_(src)
+        if len(inputs) == 1:
+            slot.inputs[0].copy_(inputs[0])
+        else:  # one launch for all inputs
+            torch._foreach_copy_(slot.inputs, list(inputs))
         slot.graph.replay()
-        if zero_copy:
-            return list(slot.outputs)
-        return [o.view_as(o) if isinstance(o, torch.Tensor) else o for o in slot.outputs]
+        return list(slot.outputs)
 
     def _capture(self, key: tuple[Any, ...], inputs: Sequence[torch.Tensor]) -> _Slot | None:
         static = [t.detach().clone() for t in inputs]
@@ -125,8 +132,8 @@ class CudaGraphCache:
             self.disabled = True
             self.entries.clear()
             return None
-        slot = _Slot(graph, static, outputs, [])
-        slot.baseline = [_use_count(o) for o in slot.tensors]
+        slot = _Slot(graph, static, outputs, [o for o in outputs if isinstance(o, torch.Tensor)], [])
+        slot.measure()
         self.entries.setdefault(key, []).append(slot)
         self.captures += 1
         logger.debug("captured a CUDA graph for input shapes %s (%d shapes cached)", [tuple(s) for s in key], len(self.entries))

@@ -2,8 +2,8 @@
 
 Activating a runner creates its execution context (cheap: the engine is already loaded), so
 runners for several profiles of one engine can be switched on demand. Output tensors come from the
-engine's allocator or, on CUDA, are views of a per-shape graph's static buffers that are not replayed
-while a view is alive; a later call never overwrites a tensor already returned unless the runner
+engine's allocator or, on CUDA, are a per-shape graph's static buffers, not replayed while anything
+of them is still referenced; a later call never overwrites a tensor already returned unless the runner
 was made with zero_copy_outputs=True.
 """
 

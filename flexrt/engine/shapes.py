@@ -16,6 +16,8 @@ from flexrt.spec import UNBOUNDED, Profile
 
 logger = logging.getLogger(__name__)
 
+FITTED_SHAPES = 4096  # shapes remembered per profile by the fast check (then forgotten at once)
+
 Dims = tuple[int | str, ...]  # per dim: a static size, or the program's expression for it ("s0", "2*s0")
 
 
@@ -76,27 +78,35 @@ class ShapeChecker:
         self._dtypes = [s.dtype for s in inputs]
         self._ranks = [len(s.dims) for s in inputs]
         self._device_index = device.index if device.type == "cuda" else -1
+        self._fitted: list[set[tuple[torch.Size, ...]]] = [set() for _ in profiles]
 
     def fast_fits(self, flat: Sequence[Any], profile: int) -> bool:
         """True when every input is right and fits `profile`: one pass, no messages. On False, call
-        `check` (which raises the precise error) and `choose`."""
+        `check` (which raises the precise error) and `choose`. Shapes that fitted before are
+        remembered per profile, so a steady stream costs a dtype/device check and one lookup."""
         if len(flat) != len(self._dtypes) or self.derived:
             return False
-        bounds = self.bounds[profile]
-        for t, dtype, rank, (mins, maxs) in zip(flat, self._dtypes, self._ranks, bounds):
+        for t, dtype in zip(flat, self._dtypes):
             if type(t) is not torch.Tensor and not isinstance(t, torch.Tensor):
                 return False
             if t.dtype is not dtype or t.get_device() != self._device_index:
                 return False
-            shape = t.shape
+        key = tuple([t.shape for t in flat])
+        fitted = self._fitted[profile]
+        if key in fitted:
+            return True
+        for shape, rank, (mins, maxs) in zip(key, self._ranks, self.bounds[profile]):
             if len(shape) != rank:
                 return False
             for lo, n, hi in zip(mins, shape, maxs):
                 if n < lo or n > hi:
                     return False
         for i, d, j, e in self.ties:
-            if flat[i].shape[d] != flat[j].shape[e]:
+            if key[i][d] != key[j][e]:
                 return False
+        if len(fitted) >= FITTED_SHAPES:
+            fitted.clear()
+        fitted.add(key)
         return True
 
     # -- checks that do not depend on the profile ------------------------------------------------

@@ -1,0 +1,39 @@
+"""The CUDA-graph slot's liveness check (CPU): a slot is free only when the caller holds nothing of
+its outputs — not the tensor, not a container of it, not a view of its storage."""
+
+from __future__ import annotations
+
+import torch
+
+from flexrt.engine.cuda_graphs import _Slot
+
+
+def _slot() -> _Slot:
+    outputs = [torch.randn(4, 4), 3, torch.randn(8)]
+    slot = _Slot(None, [], outputs, [o for o in outputs if isinstance(o, torch.Tensor)], [])  # type: ignore[arg-type]
+    slot.measure()
+    return slot
+
+
+def test_a_slot_nobody_holds_is_free():
+    slot = _slot()
+    assert slot.free()
+    returned = list(slot.outputs)  # what a call hands out
+    del returned
+    assert slot.free()
+
+
+def test_any_hold_on_an_output_keeps_the_slot_busy():
+    slot = _slot()
+    holds = [
+        lambda: list(slot.outputs),  # the returned list
+        lambda: slot.outputs[0],  # one tensor
+        lambda: {"y": slot.outputs[2]},  # inside a container
+        lambda: slot.outputs[2][1:5],  # a view of the storage only
+        lambda: slot.outputs[0].view(-1),  # a reshaped view
+    ]
+    for hold in holds:
+        held = hold()
+        assert not slot.free()
+        del held
+        assert slot.free()
