@@ -22,7 +22,6 @@ import torch
 import flexrt
 from benchmarks.models import get_case
 
-
 CUDA = torch.cuda.is_available()
 ACTIVITY = torch.profiler.ProfilerActivity.CUDA if CUDA else torch.profiler.ProfilerActivity.CPU
 DEVICE_TYPE = torch.autograd.DeviceType.CUDA if CUDA else torch.autograd.DeviceType.CPU
