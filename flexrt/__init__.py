@@ -5,6 +5,8 @@ Drop-in for Torch-TensorRT's dynamic-shape workflow: `import flexrt as torch_ten
 
 __version__ = "0.1.0"
 
+import sys as _sys
+
 from flexrt import backend as _backend
 from flexrt import dynamo, errors
 from flexrt.compiler import build_engine
@@ -17,7 +19,11 @@ from flexrt.serialize import Artifact, load, save
 from flexrt.settings import CompileSettings
 from flexrt.spec import Input, Profile
 
-_backend.register()  # torch.compile(model, backend="flexrt")
+# torch.compile(model, backend="flexrt"): an installed flexrt is found through its
+# torch_dynamo_backends entry point; register the name here too when dynamo is loaded already
+# (then it costs nothing), so a source checkout on sys.path works as well.
+if "torch._dynamo" in _sys.modules:
+    _backend.register()
 
 __all__ = [
     "Artifact",

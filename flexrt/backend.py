@@ -231,7 +231,13 @@ def flexrt_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], opti
 
 
 def register() -> None:
-    """Register the backend name with dynamo (called by `import flexrt`)."""
+    """Register the name "flexrt" with dynamo, unless dynamo already knows it.
+
+    An installed flexrt is found by torch.compile through its `torch_dynamo_backends` entry point
+    without being imported. `import flexrt` calls this only when torch._dynamo is already loaded:
+    importing dynamo costs 1.3 s of a 1.9 s `import flexrt` on a 2-core CPU, and loading a saved
+    artifact needs none of it. `compile(ir="torch_compile")` calls it before torch.compile.
+    """
     from torch._dynamo import list_backends, register_backend
 
     if BACKEND_NAME not in list_backends(exclude_tags=()):
@@ -244,6 +250,7 @@ class TorchCompiledModule(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module, specs: Sequence[Input], kw_specs: Mapping[str, Input], options: Mapping[str, Any]) -> None:
         super().__init__()
+        register()  # a source tree is not installed: no entry point
         self.compiled = torch.compile(model, backend=BACKEND_NAME, options=dict(options))
         self.specs = list(specs)
         self.kw_specs = dict(kw_specs)

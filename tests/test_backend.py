@@ -157,3 +157,23 @@ def test_ir_torch_compile_applies_input_ranges_and_freezes_weights():
         model.qkv_proj.weight.mul_(2)
         with pytest.raises(Exception, match=r"weight changed after torch.compile built"):
             compiled(torch.randn(3, 20, 96))
+
+
+def test_import_is_light_and_torch_compile_finds_the_backend_by_name():
+    """`import flexrt` does not load dynamo (1.3 s on a 2-core CPU); an installed flexrt is still
+    found by name through its torch_dynamo_backends entry point, in a process that never asked."""
+    from importlib.metadata import entry_points
+
+    if "flexrt" not in entry_points(group="torch_dynamo_backends").names:
+        pytest.skip("flexrt is not installed (pip install -e .): no entry point to find")
+    code = (
+        "import sys, torch, flexrt\n"
+        "assert 'torch._dynamo' not in sys.modules, 'import flexrt loaded dynamo'\n"
+        "from torch._dynamo.backends.registry import lookup_backend\n"
+        "assert lookup_backend('flexrt') is flexrt.backend.flexrt_backend\n"
+    )
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]

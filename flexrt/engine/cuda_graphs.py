@@ -57,7 +57,7 @@ class _Slot:
 
     def free(self) -> bool:
         """No caller holds an output, or anything sharing its storage (a view, a slice)."""
-        return all(r <= br and u <= bu for (r, u), (br, bu) in zip(self._counts(), self.baseline))
+        return self._counts() == self.baseline  # holders only add: any difference means held
 
     def measure(self) -> None:
         self.baseline = self._counts()
@@ -101,7 +101,11 @@ class CudaGraphCache:
         if zero_copy:
             slot = slots[0]
         else:
-            slot = next((s for s in slots if s.free()), None)
+            for slot in slots:
+                if slot.free():
+                    break
+            else:
+                slot = None
             if slot is None and len(slots) < SLOTS_PER_SHAPE:
                 slot = self._capture(key, inputs)
             if slot is None:  # the caller holds the outputs of every slot: do not overwrite them
