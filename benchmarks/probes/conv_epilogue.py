@@ -7,16 +7,20 @@ pointwise kernel (bias/BN, residual add, ReLU) reads and writes it again. Tensor
 epilogue into the convolution. PyTorch exposes cuDNN's fused forms as
 `torch.cudnn_convolution_relu` and `torch.cudnn_convolution_add_relu`. Per ResNet-50 layer shape
 at batch 128, fp16, channels-last: Inductor's conv + epilogue (torch.compile, static) against the
-cuDNN fused op, median of CUDA-event timings, and the max difference of their outputs.
+cuDNN fused op, median of CUDA-event timings of CUDA-graph replays, and the max difference of their
+outputs from eager.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+
+from flexrt.demo import median_ms
 
 # (name, in_ch, out_ch, kernel, stride, spatial) — the ResNet-50 bottleneck convolutions
 LAYERS = [
@@ -30,19 +34,40 @@ LAYERS = [
 ]
 
 
-def median_ms(fn, reps: int = 50) -> float:
+def graph_ms(fn: Callable[[], object], reps: int = 50) -> float:
+    """Median latency of replaying `fn` captured in a CUDA graph: GPU time only, no per-call host
+    overhead (tens of microseconds on the lent host for a torch.compile'd function, which would
+    swamp the small layers)."""
     for _ in range(10):
         fn()
     torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
         fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return sorted(times)[len(times) // 2]
+    return median_ms(graph.replay, torch.device("cuda"), reps, warmup=5)
+
+
+def variants(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, z: torch.Tensor, stride: int, pad: int) -> list:
+    """(label, function, eager reference) for conv+bias+relu and conv+bias+add+relu, both ways."""
+
+    def relu_ref() -> torch.Tensor:
+        return F.relu(F.conv2d(x, w, bias, stride, pad))
+
+    def add_relu_ref() -> torch.Tensor:
+        return F.relu(F.conv2d(x, w, bias, stride, pad) + z)
+
+    def cudnn_relu() -> torch.Tensor:
+        return torch.cudnn_convolution_relu(x, w, bias, (stride, stride), (pad, pad), (1, 1), 1)
+
+    def cudnn_add_relu() -> torch.Tensor:
+        return torch.cudnn_convolution_add_relu(x, w, z, 1.0, bias, (stride, stride), (pad, pad), (1, 1), 1)
+
+    return [
+        ("relu_inductor", torch.compile(relu_ref, dynamic=False), relu_ref),
+        ("relu_cudnn_fused", cudnn_relu, relu_ref),
+        ("add_relu_inductor", torch.compile(add_relu_ref, dynamic=False), add_relu_ref),
+        ("add_relu_cudnn_fused", cudnn_add_relu, add_relu_ref),
+    ]
 
 
 def main() -> int:
@@ -57,29 +82,13 @@ def main() -> int:
         pad = k // 2
         z = torch.randn(batch, cout, hw // stride, hw // stride, device=dev, dtype=dt).to(memory_format=torch.channels_last)
 
-        def relu_ref(x=x, w=w, bias=bias):
-            return F.relu(F.conv2d(x, w, bias, stride, pad))
-
-        def add_relu_ref(x=x, w=w, bias=bias, z=z):
-            return F.relu(F.conv2d(x, w, bias, stride, pad) + z)
-
-        inductor_relu = torch.compile(relu_ref, dynamic=False)
-        inductor_add = torch.compile(add_relu_ref, dynamic=False)
-
-        def cudnn_relu():
-            return torch.cudnn_convolution_relu(x, w, bias, (stride, stride), (pad, pad), (1, 1), 1)
-
-        def cudnn_add_relu():
-            return torch.cudnn_convolution_add_relu(x, w, z, 1.0, bias, (stride, stride), (pad, pad), (1, 1), 1)
-
+        fns = variants(x, w, bias, z, stride, pad)
         with torch.no_grad():
             row = {"layer": name, "batch": batch}
-            for label, fn, ref in (("relu_inductor", inductor_relu, relu_ref), ("relu_cudnn_fused", cudnn_relu, relu_ref),
-                                   ("add_relu_inductor", inductor_add, add_relu_ref),
-                                   ("add_relu_cudnn_fused", cudnn_add_relu, add_relu_ref)):
+            for label, fn, ref in fns:
                 try:
                     out, expect = fn(), ref()
-                    row[label] = median_ms(fn)
+                    row[label] = graph_ms(fn)
                     row[label + "_maxdiff"] = float((out.float() - expect.float()).abs().max())
                 except Exception as e:  # noqa: BLE001 - a probe reports what fails
                     row[label] = f"error: {type(e).__name__}: {str(e)[:200]}"
