@@ -32,6 +32,36 @@ class ConvNet(nn.Module):
         return self.head(self.features(x).flatten(1))
 
 
+class ResidualNet(nn.Module):
+    """A ResNet bottleneck's patterns: conv-bn-relu, conv-bn + residual add + relu (in place, as
+    torchvision writes them), and a strided conv-bn shortcut with no relu after it."""
+
+    def __init__(self, ch: int = 16) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, ch, 3, padding=1, bias=False), nn.BatchNorm2d(ch), nn.ReLU(inplace=True))
+        self.a = nn.Sequential(nn.Conv2d(ch, ch, 3, padding=1, bias=False), nn.BatchNorm2d(ch), nn.ReLU(inplace=True))
+        self.b = nn.Sequential(nn.Conv2d(ch, ch, 1, bias=False), nn.BatchNorm2d(ch))
+        self.down = nn.Sequential(nn.Conv2d(ch, 2 * ch, 1, stride=2, bias=False), nn.BatchNorm2d(2 * ch))
+        self.c = nn.Conv2d(ch, 2 * ch, 3, stride=2, padding=1)
+        self.bn_c = nn.BatchNorm2d(2 * ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.head = nn.Linear(2 * ch, 10)
+        for bn in (m for m in self.modules() if isinstance(m, nn.BatchNorm2d)):  # non-trivial statistics
+            nn.init.uniform_(bn.weight, 0.5, 1.5)
+            nn.init.uniform_(bn.bias, -0.2, 0.2)
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.5, 1.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        y = self.b(self.a(x))
+        y += x
+        x = self.relu(y)
+        y = self.bn_c(self.c(x)) + self.down(x)
+        x = self.relu(y)
+        return self.head(x.mean((2, 3)))
+
+
 class MatMul(nn.Module):
     """The seed's custom-constraints example: attention scores of query and key."""
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from flexrt.engine.binary import EngineBinary
+from flexrt.engine.binary import EXTERN_NODES, EngineBinary
 from flexrt.errors import ArtifactError
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,10 @@ def _shared_object(binary: EngineBinary) -> Iterator[str]:
     memfd = getattr(os, "memfd_create", None)
     with tempfile.TemporaryDirectory(prefix="flexrt-engine-") as tmp:
         path = os.path.join(tmp, "engine.so")
+        extern = binary.kernels.get(EXTERN_NODES)
+        if extern is not None:  # read by the runner's constructor from beside the .so
+            with open(os.path.join(tmp, EXTERN_NODES), "wb") as f:
+                f.write(extern)
         if memfd is None or not os.path.isdir("/proc/self/fd"):
             with open(path, "wb") as f:
                 _fill(binary, f)
@@ -87,10 +91,11 @@ def load_runner(binary: EngineBinary, device: torch.device) -> Any:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ArtifactError("this engine was built for CUDA but CUDA is not available on this machine")
     kernel_dir = ""
-    if binary.kernels:  # kernel files are read lazily at first run: keep them until the process exits
+    kernels = {n: d for n, d in binary.kernels.items() if n != EXTERN_NODES}
+    if kernels:  # kernel files are read lazily at first run: keep them until the process exits
         kernel_dir = tempfile.mkdtemp(prefix="flexrt-kernels-")
         atexit.register(shutil.rmtree, kernel_dir, True)
-        for name, data in binary.kernels.items():
+        for name, data in kernels.items():
             with open(os.path.join(kernel_dir, os.path.basename(name)), "wb") as f:
                 f.write(data)
     try:

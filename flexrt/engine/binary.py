@@ -62,6 +62,12 @@ class ArchiveRef:
         return buf.getvalue()
 
 
+# Among an engine's files: the AOTInductor proxy executor's description of the ops it calls through
+# the dispatcher (ops without a C shim, such as cuDNN's fused convolutions). The runner reads it
+# from beside the shared object, with the same stem, when it is constructed.
+EXTERN_NODES = "engine.json"
+
+
 @dataclasses.dataclass(frozen=True)
 class EngineBinary:
     """What one (segment, profile) compiles to: the shared object (in memory or in an archive) and kernels."""

@@ -26,7 +26,7 @@ from torch.utils._sympy.value_ranges import ValueRanges, bound_sympy
 
 import flexrt
 from flexrt.engine import cache
-from flexrt.engine.binary import EngineBinary
+from flexrt.engine.binary import EXTERN_NODES, EngineBinary
 from flexrt.errors import CompilationError
 from flexrt.settings import CompileSettings
 from flexrt.spec import UNBOUNDED, finite_or
@@ -226,6 +226,9 @@ def compile_engine(ep: ExportedProgram, settings: CompileSettings, label: str) -
             if len(sos) != 1:
                 raise CompilationError(f"build: expected one shared object in the AOTInductor package, found {sos}")
             kernels = {os.path.basename(n): z.read(n) for n in names if n.endswith((".cubin", ".fatbin", ".hsaco", ".spv"))}
+            extern = sos[0][: -len(".so")] + ".json"
+            if extern in names:  # ops called through the dispatcher (see binary.EXTERN_NODES)
+                kernels[EXTERN_NODES] = z.read(extern)
             binary = EngineBinary(z.read(sos[0]), kernels)
     seconds = time.perf_counter() - start
     logger.info("engine %s: built in %.1f s (%.1f MB)", label, seconds, binary.size / 1e6)
