@@ -1,10 +1,11 @@
 """The artifact: one zip file holding an engine (and what a module needs around it).
 
-Layout (FORMAT_VERSION 1):
+Layout (FORMAT_VERSION 2; 1 had no engine.json and is read the same way):
   manifest.json           format, versions, device, inputs, outputs, profiles, settings, segment
                           graph per profile, pytree specs, sha256 and size of every other member
   engines/p{k}_s{i}.so    AOTInductor engine (shared object) of segment i at profile k
-  engines/p{k}_s{i}/...   its kernel files, where Inductor did not embed them
+  engines/p{k}_s{i}/...   its kernel files, where Inductor did not embed them, and engine.json, the
+                          ops it calls through the dispatcher (cuDNN's fused convolutions), if any
   torch/p{k}_s{i}.pt2     a PyTorch segment: torch.export serialisation (data, no pickled code)
   constants/p{k}.pt       tensors returned as-is (torch.save, read back with weights_only=True)
   source.pt2              the traced program, kept for on_out_of_range='eager'/'build'
@@ -44,7 +45,7 @@ from flexrt.trace import bind, normalize_inputs
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: engines may need engine.json beside them; a format-1 reader would fail to load those
 MANIFEST = "manifest.json"
 MAGIC = "flexrt-artifact"
 

@@ -22,7 +22,7 @@ def artifact(tmp_path_factory, zoo):
 def test_inspect_tables(artifact, capsys):
     assert main(["inspect", artifact]) == 0
     out = capsys.readouterr().out
-    for text in ("flexrt-artifact v1", "torch " + torch.__version__, "Inputs and outputs", "Profiles", "Segments",
+    for text in (f"flexrt-artifact v{flexrt.serialize.FORMAT_VERSION}", "torch " + torch.__version__, "Inputs and outputs", "Profiles", "Segments",
                  "PyTorch", "nonzero", "output shape depends on tensor data", "(2, 16)", "(16, 16)"):
         assert text in out, text
 

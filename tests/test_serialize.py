@@ -207,6 +207,9 @@ def test_checksum_future_format_other_torch_and_cuda_artifacts(saved, tmp_path):
     _rewrite(saved, bad, corrupt="engines/")
     with pytest.raises(ArtifactError, match=r"member 'engines/p0_s0.so' does not match its checksum"):
         flexrt.load(bad)
+    older = str(tmp_path / "format1.ep")  # format 1 differs only by never having engine.json
+    _rewrite(saved, older, edit_manifest=lambda m: m.update(format_version=1))
+    assert flexrt.load(older).manifest["format_version"] == 1
     future = str(tmp_path / "future.ep")
     _rewrite(saved, future, edit_manifest=lambda m: m.update(format_version=99))
     with pytest.raises(ArtifactError, match=r"format 99 .* upgrade flexrt"):
