@@ -4,6 +4,7 @@ fused convolutions on CUDA; results against eager over the range."""
 from __future__ import annotations
 
 import dataclasses
+import zipfile
 
 import pytest
 import torch
@@ -59,7 +60,7 @@ def test_folded_weights_reproduce_conv_and_batch_norm():
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
-def test_fused_engine_matches_eager_on_the_gpu(dtype):
+def test_fused_engine_matches_eager_on_the_gpu(dtype, tmp_path):
     torch.manual_seed(0)
     model = ResidualNet().eval().to("cuda", dtype)
     spec = flexrt.Input(min_shape=(1, 3, 16, 16), opt_shape=(4, 3, 24, 24), max_shape=(8, 3, 32, 32), dtype=dtype, name="x")
@@ -71,3 +72,9 @@ def test_fused_engine_matches_eager_on_the_gpu(dtype):
     assert aten.batch_norm.default not in targets
     for _ in range(2):  # plain runs, then CUDA-graph replays
         sweep(compiled, model, [spec], device="cuda", precision=dtype)
+    # the engine calls the fused ops through AOTInductor's proxy executor: its description must
+    # travel with the artifact and sit beside the engine when it is loaded again
+    path = str(tmp_path / "fused.ep")
+    flexrt.save(compiled, path)
+    assert "engines/p0_s0/engine.json" in zipfile.ZipFile(path).namelist()
+    sweep(flexrt.load(path).module(), model, [spec], device="cuda", precision=dtype)
