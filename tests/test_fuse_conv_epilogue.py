@@ -37,6 +37,22 @@ def test_the_rewrite_fuses_relu_and_residual_add_and_folds_the_rest():
         assert gone not in targets
 
 
+def test_grouped_and_dilated_convolutions_are_only_folded():
+    """The fused ops were measured for plain convolutions only; others keep Inductor's conv."""
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, padding=1, groups=4), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, padding=2, dilation=2), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+    ).eval()
+    settings = dataclasses.replace(build_settings({}), device=torch.device("cuda"))
+    gm = fuse_conv_epilogue(_graph(model), settings)
+    targets = [n.target for n in gm.graph.nodes if n.op == "call_function"]
+    assert targets.count(aten.cudnn_convolution_relu.default) == 1
+    assert targets.count(aten.conv2d.default) == 2
+    assert targets.count(aten.relu.default) == 2
+    assert aten.batch_norm.default not in targets
+
+
 def test_nothing_changes_for_cpu_engines():
     gm = _graph(ResidualNet().eval())
     before = [n.target for n in gm.graph.nodes]

@@ -3,9 +3,9 @@
 
 The first call of a shape runs plainly (a cold start's first call pays for no capture); the second
 captures. One entry per shape in a bounded LRU, all graphs sharing one memory pool; static input
-buffers are filled by copy. Outputs are handed out without a copy: the graph's static output tensors themselves, and a
-graph is replayed only when nothing of its outputs is alive any more (no reference to the tensor,
-no view of its storage): each shape has up to two
+buffers are filled by copy (one launch for all inputs). Outputs are handed out without a copy:
+the graph's static output tensors themselves. A graph is replayed only when nothing of its outputs
+is alive any more (no reference to the tensor, no view of its storage): each shape has up to two
 captured slots (the usual `y = model(x)` loop alternates between them while the previous `y` is
 still referenced), and when the caller holds the outputs of both, the call runs without a graph.
 So a later call never overwrites a tensor already handed out; zero-copy callers get the static

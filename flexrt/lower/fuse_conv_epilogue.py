@@ -8,10 +8,10 @@ convolution plus epilogue (benchmarks/results/probes/conv_epilogue.json). Tensor
 same way.
 
 Rewrites `conv2d -> batch_norm(eval) [-> add(z)] -> relu` (each the only user of the one before,
-weights constant) into one fused op with the BN folded into its weight (channels-last, so cuDNN
-returns channels-last whatever the input's layout) and bias. A conv2d -> batch_norm without a ReLU
-after it gets the BN folded in and stays a conv2d. Only for CUDA engines in float16, bfloat16 or
-float32.
+weights constant, 4-D input, no groups or dilation) into one fused op with the BN folded into its
+weight (channels-last, so cuDNN returns channels-last whatever the input's layout) and bias. Any
+other conv2d -> batch_norm gets the BN folded in and stays a conv2d. Only for CUDA engines in
+float16, bfloat16 or float32.
 """
 
 from __future__ import annotations
@@ -102,6 +102,9 @@ def _match(gm: torch.fx.GraphModule, conv: torch.fx.Node) -> tuple[Any, ...] | N
         return None
     if isinstance(_arg(conv.args, 4, [0, 0]), str):  # padding="same"/"valid"
         return None
+    x = conv.args[0].meta.get("val") if isinstance(conv.args[0], torch.fx.Node) else None
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:  # unbatched (C, H, W) input
+        return None
     bn = _only_user(conv)
     if bn is None or bn.target is not aten.batch_norm.default or bn.kwargs or len(bn.args) < 8 or bn.args[5]:
         return None
@@ -116,6 +119,8 @@ def _match(gm: torch.fx.GraphModule, conv: torch.fx.Node) -> tuple[Any, ...] | N
     if weight is None or weight.dim() != 4 or weight.dtype not in _DTYPES:
         return None
     after = _only_user(bn)
+    if list(_arg(conv.args, 5, [1, 1])) != [1, 1] or _arg(conv.args, 6, 1) != 1:
+        return bn, None, None, None  # dilated or grouped: fold only (the fused ops were measured without)
     if after is not None and after.target in _RELU:
         return bn, None, after, None
     if after is not None and after.target in _ADD and not after.kwargs and len(after.args) == 2:
