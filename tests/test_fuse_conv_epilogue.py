@@ -53,6 +53,38 @@ def test_grouped_and_dilated_convolutions_are_only_folded():
     assert aten.batch_norm.default not in targets
 
 
+class _InPlace(torch.nn.Module):
+    """Two in-place writes the fused ops must not reorder: the residual updated in place by the
+    add (`x += bn(conv(x))`), and a tensor the convolution read modified before the ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pre = torch.nn.Conv2d(3, 8, 1)
+        self.conv1, self.bn1 = torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.BatchNorm2d(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.pre(x)
+        h += self.bn1(self.conv1(h))
+        h = torch.relu(h)
+        y = self.bn2(self.conv2(h))
+        h.mul_(2.0)
+        return torch.relu(y) + h
+
+
+def test_in_place_writes_around_the_pattern_keep_it_unfused():
+    torch.manual_seed(0)
+    model = _InPlace().eval()
+    settings = dataclasses.replace(build_settings({}), device=torch.device("cuda"))
+    gm = fuse_conv_epilogue(_graph(model), settings)
+    targets = [n.target for n in gm.graph.nodes if n.op == "call_function"]
+    assert aten.cudnn_convolution_relu.default not in targets
+    assert aten.cudnn_convolution_add_relu.default not in targets
+    assert aten.batch_norm.default not in targets  # still folded
+    x = torch.randn(2, 3, 8, 8)  # what is left runs anywhere: compare with eager
+    torch.testing.assert_close(gm(x), model(x), rtol=1e-4, atol=1e-5)
+
+
 def test_nothing_changes_for_cpu_engines():
     gm = _graph(ResidualNet().eval())
     before = [n.target for n in gm.graph.nodes]

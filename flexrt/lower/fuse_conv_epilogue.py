@@ -45,7 +45,7 @@ def fuse_conv_epilogue(gm: torch.fx.GraphModule, settings: CompileSettings) -> t
         weight, bias = _fold(gm, conv, bn)
         args = conv.args
         stride, padding, dilation, groups = (_arg(args, i, d) for i, d in ((3, [1, 1]), (4, [0, 0]), (5, [1, 1]), (6, 1)))
-        with gm.graph.inserting_before(relu or bn):
+        with gm.graph.inserting_before(relu or conv):  # fused: where the relu was; folded: where the conv was
             w = gm.graph.get_attr(_register(gm, weight))
             b = gm.graph.get_attr(_register(gm, bias))
             if relu is None:
@@ -121,16 +121,32 @@ def _match(gm: torch.fx.GraphModule, conv: torch.fx.Node) -> tuple[Any, ...] | N
     after = _only_user(bn)
     if list(_arg(conv.args, 5, [1, 1])) != [1, 1] or _arg(conv.args, 6, 1) != 1:
         return bn, None, None, None  # dilated or grouped: fold only (the fused ops were measured without)
-    if after is not None and after.target in _RELU:
+    if after is not None and after.target in _RELU and not _mutation_between(conv, after, {bn}):
         return bn, None, after, None
     if after is not None and after.target in _ADD and not after.kwargs and len(after.args) == 2:
         z = after.args[1] if after.args[0] is bn else after.args[0]
         relu = _only_user(after)
         val, zval = bn.meta.get("val"), getattr(z, "meta", {}).get("val")
         same = isinstance(val, torch.Tensor) and isinstance(zval, torch.Tensor) and zval.shape == val.shape and zval.dtype == val.dtype
-        if relu is not None and relu.target in _RELU and z is not bn and same:
-            return bn, after, relu, z
+        # add_ writes into its first argument: only the BN output (which nothing else reads) may be it
+        writes_z = after.target is aten.add_.Tensor and after.args[0] is not bn
+        if relu is not None and relu.target in _RELU and z is not bn and same and not writes_z:
+            if not _mutation_between(conv, relu, {bn, after}):
+                return bn, after, relu, z
     return bn, None, None, None
+
+
+def _mutation_between(first: torch.fx.Node, last: torch.fx.Node, chain: set[torch.fx.Node]) -> bool:
+    """Whether an in-place op other than the chain's own runs between `first` and `last`: the fused
+    op reads the convolution's input (and the residual) where `last` was, so nothing may change
+    them in between."""
+    node = first.next
+    while node is not last and node.op != "root":
+        target = node.target
+        if node not in chain and isinstance(target, torch._ops.OpOverload) and target._schema.is_mutable:
+            return True
+        node = node.next
+    return False
 
 
 def _fold(gm: torch.fx.GraphModule, conv: torch.fx.Node, bn: torch.fx.Node) -> tuple[torch.Tensor, torch.Tensor]:
