@@ -7,7 +7,6 @@ caller can count them over a stream of random shapes.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import time
@@ -16,17 +15,9 @@ from typing import Any, ClassVar
 import torch
 
 from benchmarks.models import Case
+from flexrt.engine.aoti import promote_libstdcxx
 
 logger = logging.getLogger(__name__)
-
-
-def promote_libstdcxx() -> None:
-    """Make the loaded libstdc++ global before an AOTInductor .so loads: without it, loading a
-    package crashed on the GPU image (see flexrt/engine/aoti.py)."""
-    try:
-        ctypes.CDLL("libstdc++.so.6", mode=os.RTLD_GLOBAL | getattr(os, "RTLD_NOLOAD", 0))
-    except OSError as e:
-        logger.debug("libstdc++ not promoted: %s", e)
 
 
 class Peer:
@@ -166,7 +157,7 @@ class AOTI(Peer):
         self.artifact = torch._inductor.aoti_compile_and_package(ep, package_path=os.path.join(self.workdir, "aoti.pt2"))
         compile_s = time.perf_counter() - t
         t = time.perf_counter()
-        promote_libstdcxx()
+        promote_libstdcxx()  # without it, loading a package crashed on the GPU image (flexrt/engine/aoti.py)
         # the package's own loader, without aoti_load_package's device probe (46 s on the GPU image)
         from torch.export.pt2_archive._package import AOTICompiledModel
 

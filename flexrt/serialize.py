@@ -222,10 +222,7 @@ def _read_members(path: str, manifest: dict[str, Any], z: zipfile.ZipFile) -> di
             if name not in z.NameToInfo:
                 raise ArtifactError(f"{path!r} is missing member {name!r}; the file is damaged, save it again")
             continue
-        buf = io.BytesIO()
-        ArchiveRef(path, name, info["sha256"]).copy_to(buf, z)
-        data = buf.getvalue()
-        members[name] = data
+        members[name] = ArchiveRef(path, name, info["sha256"]).read(z)
     return members
 
 

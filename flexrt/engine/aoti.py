@@ -1,7 +1,7 @@
 """Load an AOTInductor engine (.so) straight into a runner, without the .pt2 package loader.
 
 Why not `torch._inductor.aoti_load_package`: on the GPU image it took 46 s (a compiler probe) and,
-like every route that constructs the runner in a fresh process, crashed (see `_global_libstdcxx`).
+like every route that constructs the runner in a fresh process, crashed (see `promote_libstdcxx`).
 Constructing `AOTIModelContainerRunner{Cpu,Cuda}` on the shared object takes milliseconds. The
 shared object is written to an anonymous in-memory file (memfd) and opened through /proc, so a
 load costs one copy of the engine and no disk writes.
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 
 @functools.cache
-def _global_libstdcxx() -> None:
+def promote_libstdcxx() -> None:
     """Put libstdc++ in the global symbol scope before any engine .so is loaded.
 
     On the GPU image (torch 2.11, g++ 13) the AOTI wrapper .so does not list libstdc++ as NEEDED,
@@ -87,7 +87,7 @@ def _fill(binary: EngineBinary, f: Any) -> None:
 
 def load_runner(binary: EngineBinary, device: torch.device) -> Any:
     """A runner for one engine; nothing of it stays on disk once loaded."""
-    _global_libstdcxx()
+    promote_libstdcxx()
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ArtifactError("this engine was built for CUDA but CUDA is not available on this machine")
     kernel_dir = ""

@@ -56,9 +56,9 @@ class ArchiveRef:
                 f"{self.path!r}: member {self.member!r} does not match its checksum; the file is corrupt, save it again"
             )
 
-    def read(self) -> bytes:
+    def read(self, archive: zipfile.ZipFile | None = None) -> bytes:
         buf = io.BytesIO()
-        self.copy_to(buf)
+        self.copy_to(buf, archive)
         return buf.getvalue()
 
 
