@@ -47,6 +47,14 @@ OUTPUTS_NOTE = (
 )
 
 
+TF32_NOTE = (
+    "float32: flexrt's engines use TF32 for matrix products and convolutions unless compiled with "
+    "disable_tf32=True (its default, as TensorRT's; PyTorch's default is strict float32 matmuls), so its "
+    "error against eager is flagged above 2e-3 rather than 1e-4. flexrt_no_tf32 is flexrt with "
+    "disable_tf32=True; it is not counted as a peer in flexrt ÷ best peer."
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class Knobs:
     """Counts and limits; smoke runs use small ones."""
@@ -158,6 +166,8 @@ def run(
         if not keep_inductor_cache:
             notes.append("Each peer compiles with its own fresh Inductor and Triton caches: build times are cold.")
         notes.append(OUTPUTS_NOTE)
+        if case.dtype == torch.float32 and dev.type == "cuda":
+            notes.append(TF32_NOTE)
         prior = _previous(out / f"{model_name}.json", result) if peers else {}
         plan = measure.Plan(case, dev, sizes, rotations, refs, knobs.warmup, knobs.iters, knobs.stream_calls,
                             knobs.stream_budget_s, started + (budget_s or knobs.budget_s), workdir,
@@ -165,8 +175,9 @@ def run(
         measured: dict[str, Any] = {}
         for name in names:
             cls = PEERS[name]
-            if cls.needs_cuda and dev.type != "cuda":
-                measured[name] = {"status": "skipped", "reason": "needs CUDA"}
+            skip = cls.skip_reason(case, dev)
+            if skip is not None:
+                measured[name] = {"status": "skipped", "reason": skip}
             elif plan.remaining() < 0:
                 measured[name] = {"status": "skipped", "reason": "time budget (run it alone with --peers)"}
             else:

@@ -71,6 +71,7 @@ def _error(e: BaseException) -> str:
 
 
 def _shape(peer: Peer, plan: Plan, size: int) -> dict[str, Any]:
+    tolerance = peer.tolerance(plan.tolerance)
     inputs, ref = plan.rotations[size][0], plan.refs[size]
     out, first_s = timing.first_call(peer, inputs, plan.device)
     rel_first = timing.rel_error(out, ref)
@@ -78,7 +79,7 @@ def _shape(peer: Peer, plan: Plan, size: int) -> dict[str, Any]:
     stats = timing.time_calls(peer, plan.rotations[size], plan.device, plan.warmup, plan.iters)
     rel = timing.rel_error(peer(inputs), ref)
     return {**stats, "first_call_s": first_s, "rel_err": rel, "rel_err_first_call": rel_first,
-            "rel_err_flag": not rel <= plan.tolerance or not rel_first <= plan.tolerance}
+            "rel_err_flag": not rel <= tolerance or not rel_first <= tolerance, "tolerance": tolerance}
 
 
 def _compiles_text(delta: dict[str, int], total: dict[str, int]) -> str:

@@ -20,6 +20,7 @@ import torch
 
 import flexrt
 from flexrt.demo import ExpandReshapeModel, median_ms
+from flexrt.engine.tf32 import tf32_policy
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -35,6 +36,13 @@ def _host_us(fn: Any, device: torch.device, calls: int = 200) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - t) / calls * 1e6
+
+
+def _bare(runner: Any, x: torch.Tensor) -> Any:
+    """The runner as flexrt's engine segment calls it: under the engine's TF32 policy (the default
+    allows TF32), so that both run the same kernels."""
+    with tf32_policy(True):
+        return runner.run([x])
 
 
 def run(device: str | None = None, out_dir: str | None = None) -> dict[str, Any]:
@@ -53,14 +61,14 @@ def run(device: str | None = None, out_dir: str | None = None) -> dict[str, Any]
                 "eager": lambda x=x: model(x),
                 "flexrt": lambda x=x: with_graphs(x),
                 "flexrt_no_graphs": lambda x=x: without(x),
-                "aoti_runner": lambda x=x: runner.run([x]),
+                "aoti_runner": lambda x=x: _bare(runner, x),
             }
             if dev.type == "cuda":
-                runner.run([x])
+                _bare(runner, x)
                 torch.cuda.synchronize()
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph):
-                    runner.run([x])
+                    _bare(runner, x)
                 peers["aoti_runner_graph_replay"] = graph.replay
             rows[b] = {name: {"latency_ms": median_ms(fn, dev, 100, warmup=10), "host_us": _host_us(fn, dev)} for name, fn in peers.items()}
     result = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "torch": torch.__version__, "rows": rows}

@@ -16,6 +16,7 @@ import torch
 
 from benchmarks.models import Case
 from flexrt.engine.aoti import promote_libstdcxx
+from flexrt.engine.tf32 import TF32_TOLERANCE
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,15 @@ class Peer:
 
     def compile_counts(self) -> dict[str, int]:
         return {}
+
+    @classmethod
+    def skip_reason(cls, case: Case, device: torch.device) -> str | None:
+        """Why this peer does not run on this case, or None."""
+        return "needs CUDA" if cls.needs_cuda and device.type != "cuda" else None
+
+    def tolerance(self, default: float) -> float:
+        """The relative error against eager this peer's output may show (above it is flagged)."""
+        return default
 
     def stream_note(self, counts: dict[str, int]) -> str | None:
         """Anything a reader must know about the compile counts after the stream."""
@@ -175,6 +185,11 @@ class Flexrt(Peer):
 
     name = "flexrt"
     cold_start = "flexrt"
+    options: ClassVar[dict[str, Any]] = {}
+
+    def tolerance(self, default: float) -> float:
+        tf32 = self.case.dtype == torch.float32 and self.device.type == "cuda" and not self.options.get("disable_tf32")
+        return max(default, TF32_TOLERANCE) if tf32 else default
 
     def setup(self) -> dict[str, Any]:
         import flexrt
@@ -182,7 +197,7 @@ class Flexrt(Peer):
 
         before = flexrt.engine.cache.stats()
         self.fn = flexrt.compile(self.model, ir="dynamo", inputs=self.case.flexrt_inputs(),
-                                 enabled_precisions={self.case.dtype})
+                                 enabled_precisions={self.case.dtype}, **self.options)
         after = flexrt.engine.cache.stats()
         return {"profiles": len(self.fn.engine.profiles), "engine_builds": after["misses"] - before["misses"],
                 "engine_cache_hits": after["hits"] - before["hits"], "flexrt_version": flexrt.__version__}
@@ -195,5 +210,21 @@ class Flexrt(Peer):
                 "cuda_graph_captures": int(captures)}
 
 
-PEERS: dict[str, type[Peer]] = {p.name: p for p in (Peer, EagerCudaGraph, Flexrt, AOTI, TorchCompile, TorchCompileRO)}
+class FlexrtNoTf32(Flexrt):
+    """flexrt with `disable_tf32=True`: strict float32, what the other peers compute by default."""
+
+    name = "flexrt_no_tf32"
+    cold_start = None
+    options: ClassVar[dict[str, Any]] = {"disable_tf32": True}
+
+    @classmethod
+    def skip_reason(cls, case: Case, device: torch.device) -> str | None:
+        if case.dtype != torch.float32 or device.type != "cuda":
+            return "TF32 applies to float32 models on CUDA only"
+        return super().skip_reason(case, device)
+
+
+PEERS: dict[str, type[Peer]] = {
+    p.name: p for p in (Peer, EagerCudaGraph, Flexrt, FlexrtNoTf32, AOTI, TorchCompile, TorchCompileRO)
+}
 PEER_NAMES = tuple(PEERS)

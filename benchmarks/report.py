@@ -43,7 +43,7 @@ def latency_table(result: Result) -> str:
         cells = [size, " ".join("x".join(map(str, s)) for s in result["input_shapes"][size])]
         cells += [_ms(_median(result, p, size)) for p in peers]
         mine = _median(result, "flexrt", size)
-        others = {p: _median(result, p, size) for p in peers if p != "flexrt"}
+        others = {p: _median(result, p, size) for p in peers if not p.startswith("flexrt")}  # flexrt's variants are not peers
         others = {p: v for p, v in others.items() if v is not None}
         if mine is not None and others:
             best = min(others, key=lambda p: others[p])

@@ -5,6 +5,13 @@ import torch
 import flexrt as torch_tensorrt
 
 device = "cuda" if torch.cuda.is_available() else "cpu"
+# float32 engines on CUDA use TF32 for matrix products and convolutions, as TensorRT's do by default
+# (compile with disable_tf32=True for strict float32): compare with eager to a relative tolerance
+TOL = 2e-3 if device == "cuda" else 1e-4
+
+
+def close(out: torch.Tensor, ref: torch.Tensor) -> bool:
+    return out.shape == ref.shape and float((out - ref).norm()) <= TOL * float(ref.norm())
 
 
 class MatMul(torch.nn.Module):
@@ -25,9 +32,9 @@ exp_program = torch.export.export(model, tuple(inputs), dynamic_shapes=dynamic_s
 trt_gm = torch_tensorrt.dynamo.compile(exp_program, inputs)
 # Run inference
 out = trt_gm(*inputs)
-assert torch.allclose(out, model(*inputs), rtol=1e-4, atol=1e-4)
+assert close(out, model(*inputs))
 for n in (1, 3, 10):
     q, k = torch.randn(1, 12, n, 64, device=device), torch.randn(1, 12, n, 64, device=device)
-    assert torch.allclose(trt_gm(q, k), model(q, k), rtol=1e-4, atol=1e-4)
+    assert close(trt_gm(q, k), model(q, k))
     print(f"seq_len {n}: output {tuple(trt_gm(q, k).shape)} matches eager")
 print("custom_constraints: OK")

@@ -13,6 +13,13 @@ import torch
 import flexrt
 
 device = "cuda" if torch.cuda.is_available() else "cpu"
+# float32 engines on CUDA use TF32 for matrix products and convolutions, as TensorRT's do by default
+# (compile with disable_tf32=True for strict float32): compare with eager to a relative tolerance
+TOL = 2e-3 if device == "cuda" else 1e-4
+
+
+def close(out: torch.Tensor, ref: torch.Tensor) -> bool:
+    return out.shape == ref.shape and float((out - ref).norm()) <= TOL * float(ref.norm())
 
 
 class Classifier(torch.nn.Module):
@@ -59,7 +66,7 @@ with low_latency, dynamic_batching, offline:
         outputs = runner.infer(feed_dict={"x": x})
         with torch.no_grad():
             expected = model(x)
-        assert torch.allclose(outputs["output"], expected, rtol=1e-4, atol=1e-4)
+        assert close(outputs["output"], expected)
         ctx = runner.context
         print(f"{runner.name}: batch {batch:3d} -> output {tuple(outputs['output'].shape)} "
               f"(profile {ctx.active_optimization_profile}), matches eager")

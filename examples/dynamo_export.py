@@ -5,6 +5,13 @@ import torch
 import flexrt as torch_tensorrt
 
 device = "cuda" if torch.cuda.is_available() else "cpu"
+# float32 engines on CUDA use TF32 for matrix products and convolutions, as TensorRT's do by default
+# (compile with disable_tf32=True for strict float32): compare with eager to a relative tolerance
+TOL = 2e-3 if device == "cuda" else 1e-4
+
+
+def close(out: torch.Tensor, ref: torch.Tensor) -> bool:
+    return out.shape == ref.shape and float((out - ref).norm()) <= TOL * float(ref.norm())
 
 
 class MyModel(torch.nn.Module):
@@ -23,7 +30,7 @@ inputs = [torch.randn((1, 3, 224, 224), dtype=torch.float32).to(device)]
 exp_program = torch.export.export(model, tuple(inputs))
 trt_gm = torch_tensorrt.dynamo.compile(exp_program, inputs)  # Output is a torch.nn.Module
 out = trt_gm(*inputs)
-assert torch.allclose(out, model(*inputs), rtol=1e-4, atol=1e-4)
+assert close(out, model(*inputs))
 print("static ExportedProgram: matches eager", tuple(out.shape))
 
 # Tracing: Input ranges -> torch.export.Dim -> ExportedProgram, then compile it
@@ -33,6 +40,6 @@ print("traced ranges:", {str(k): str(v) for k, v in exp_program.range_constraint
 trt_gm = torch_tensorrt.dynamo.compile(exp_program, inputs)
 for batch in (1, 3, 8):
     x = torch.randn(batch, 3, 224, 224, device=device)
-    assert torch.allclose(trt_gm(x), model(x), rtol=1e-4, atol=1e-4)
+    assert close(trt_gm(x), model(x))
     print(f"traced program, batch {batch}: matches eager")
 print("dynamo_export: OK")

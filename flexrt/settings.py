@@ -67,7 +67,6 @@ TENSORRT_ONLY_OPTIONS = frozenset(
         "enable_weight_streaming",
         "engine_cache_size",
         "custom_engine_cache",
-        "disable_tf32",
     }
 )
 
@@ -88,6 +87,7 @@ class CompileSettings:
     optimization_level: int = 3
     cache_dir: str | None = None
     on_out_of_range: OutOfRange = "error"
+    disable_tf32: bool = False  # as TensorRT: float32 matmuls and convolutions may use TF32 on CUDA
 
     @property
     def engine_dtype(self) -> torch.dtype:
@@ -118,6 +118,7 @@ class CompileSettings:
             "cuda_graph_cache_size": self.cuda_graph_cache_size,
             "optimization_level": self.optimization_level,
             "on_out_of_range": self.on_out_of_range,
+            "disable_tf32": self.disable_tf32,
         }
 
 
@@ -134,6 +135,7 @@ def settings_from_description(d: Mapping[str, Any], device: torch.device) -> Com
         cuda_graph_cache_size=int(d["cuda_graph_cache_size"]),
         optimization_level=int(d["optimization_level"]),
         on_out_of_range=d["on_out_of_range"],
+        disable_tf32=bool(d.get("disable_tf32", False)),  # absent from artifacts written before the option existed
     )
 
 
@@ -242,6 +244,9 @@ def build_settings(options: Mapping[str, Any], device: torch.device | None = Non
     if values.get("cache_dir") is None:
         env_dir = os.environ.get("FLEXRT_CACHE_DIR")
         values["cache_dir"] = env_dir or None
+    for flag in ("disable_tf32", "cuda_graphs", "truncate_long_and_double", "require_full_compilation", "dryrun"):
+        if flag in values and not isinstance(values[flag], bool):
+            raise InputSpecError(f"{flag} must be True or False, got {values[flag]!r}")
     size = values.get("cuda_graph_cache_size", 1)
     if not isinstance(size, int) or size < 1:
         raise InputSpecError(f"cuda_graph_cache_size must be an integer >= 1, got {size!r}")

@@ -10,6 +10,7 @@ import torch
 import torch.utils._pytree as pytree
 
 import flexrt
+from flexrt.engine.tf32 import TF32_TOLERANCE
 from flexrt.spec import random_tensor
 
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 2e-2, torch.float64: 1e-6}
@@ -23,8 +24,12 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float(diff / scale)
 
 
-def assert_matches(out: Any, ref: Any, precision: torch.dtype = torch.float32) -> None:
-    """Same structure, shapes and dtypes; values within the precision's relative tolerance."""
+def assert_matches(out: Any, ref: Any, precision: torch.dtype = torch.float32, tf32: bool | None = None) -> None:
+    """Same structure, shapes and dtypes; values within the precision's relative tolerance.
+
+    `tf32`: whether the engine may have used TF32 (default: for float32 on CUDA, as flexrt allows
+    unless compiled with `disable_tf32=True`).
+    """
     out_leaves, out_spec = pytree.tree_flatten(out)
     ref_leaves, ref_spec = pytree.tree_flatten(ref)
     assert out_spec == ref_spec, f"output structure {out_spec} != eager {ref_spec}"
@@ -39,7 +44,9 @@ def assert_matches(out: Any, ref: Any, precision: torch.dtype = torch.float32) -
         assert torch.isfinite(o.double()).all() or not torch.isfinite(r.double()).all()
         if r.dtype.is_floating_point:
             err = rel_err(o, r)
-            assert err <= TOLERANCE[precision], f"relative error {err:.2e} > {TOLERANCE[precision]:.0e}"
+            uses_tf32 = o.device.type == "cuda" if tf32 is None else tf32
+            tol = TF32_TOLERANCE if precision == torch.float32 and uses_tf32 else TOLERANCE[precision]
+            assert err <= tol, f"relative error {err:.2e} > {tol:.0e}"
         else:
             assert torch.equal(o, r)
 

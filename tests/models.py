@@ -32,6 +32,22 @@ class ConvNet(nn.Module):
         return self.head(self.features(x).flatten(1))
 
 
+class SelfAttention(nn.Module):
+    """Attention as BERT writes it: query, key and value as three linear layers on one input."""
+
+    def __init__(self, dim: int = 64, heads: int = 4) -> None:
+        super().__init__()
+        self.heads = heads
+        self.query, self.key, self.value = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, d = x.shape
+        q, k, v = (p(x).view(b, s, self.heads, -1).transpose(1, 2) for p in (self.query, self.key, self.value))
+        a = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.out(a.transpose(1, 2).reshape(b, s, d)) + x
+
+
 class ResidualNet(nn.Module):
     """A ResNet bottleneck's patterns: conv-bn-relu, conv-bn + residual add + relu (in place, as
     torchvision writes them), and a strided conv-bn shortcut with no relu after it."""

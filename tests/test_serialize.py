@@ -11,7 +11,7 @@ import zipfile
 
 import pytest
 import torch
-from helpers import assert_matches, sweep
+from helpers import TF32_TOLERANCE, TOLERANCE, assert_matches, sweep
 from models import ExpandReshapeModel
 
 import flexrt
@@ -52,7 +52,9 @@ CHILD = textwrap.dedent(
 
 
 def run_fresh(path: str, cases: list, tmp_path) -> dict:
-    """Load the artifact in a new Python process, run the cases there, return its timings."""
+    """Load the artifact in a new Python process, run the cases there, return its timings.
+
+    Float32 cases on CUDA are held to TF32's tolerance: the engines may use it (flexrt's default)."""
     case_file = str(tmp_path / "cases.pt")
     torch.save(cases, case_file)
     script = tmp_path / "child.py"
@@ -62,7 +64,9 @@ def run_fresh(path: str, cases: list, tmp_path) -> dict:
     assert p.returncode == 0, p.stderr[-3000:]
     line = next(x for x in p.stdout.splitlines() if x.startswith("RESULT "))
     result = json.loads(line[7:])
-    assert result["worst"] <= 1e-4 and result["n"] == len(cases)
+    on_cuda = any(t.is_cuda for _, _, e in cases for t in torch.utils._pytree.tree_leaves(e) if isinstance(t, torch.Tensor))
+    tolerance = TF32_TOLERANCE if on_cuda else TOLERANCE[torch.float32]
+    assert result["worst"] <= tolerance and result["n"] == len(cases)
     return result
 
 

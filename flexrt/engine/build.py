@@ -8,6 +8,7 @@ Example inputs sit at the profile's opt (at least 2 on dynamic dims), so Inducto
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -27,6 +28,7 @@ from torch.utils._sympy.value_ranges import ValueRanges, bound_sympy
 import flexrt
 from flexrt.engine import cache
 from flexrt.engine.binary import EXTERN_NODES, EngineBinary
+from flexrt.engine.tf32 import tf32_policy
 from flexrt.errors import CompilationError
 from flexrt.settings import CompileSettings
 from flexrt.spec import UNBOUNDED, finite_or
@@ -189,6 +191,7 @@ def engine_key(ep: ExportedProgram, settings: CompileSettings) -> str:
         torch.__version__,
         _device_key(settings.device),
         repr(sorted(inductor_configs(settings, ep).items())),
+        f"tf32={not settings.disable_tf32}",
         _canonical_symbols(str(ep.graph)),
         _canonical_symbols(repr(sorted((str(k), str(v)) for k, v in ep.range_constraints.items()))),
         repr([(tuple(t.shape), str(t.dtype), tuple(t.stride())) for t in (ep.example_inputs or ((), {}))[0]]),
@@ -213,7 +216,9 @@ def compile_engine(ep: ExportedProgram, settings: CompileSettings, label: str) -
         logger.info("engine %s: reused from cache (%s)", label, key[:12])
         return EngineBinary.from_bytes(blob)
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="flexrt-build-") as tmp:
+    # Inductor's Triton GEMM templates read the TF32 flag when they are generated
+    policy = tf32_policy(not settings.disable_tf32) if settings.device.type == "cuda" else contextlib.nullcontext()
+    with tempfile.TemporaryDirectory(prefix="flexrt-build-") as tmp, policy:
         try:
             path = torch._inductor.aoti_compile_and_package(
                 ep, package_path=os.path.join(tmp, "engine.pt2"), inductor_configs=inductor_configs(settings, ep)

@@ -40,7 +40,7 @@ class Engine:
         self.state = state
         self.settings = state.settings
         self.device = state.settings.device
-        self.programs = [Program(p, self.device) for p in state.programs]
+        self.programs = [Program(p, self.device, not state.settings.disable_tf32) for p in state.programs]
         self.checker = ShapeChecker(state.inputs, state.profiles, self.device)
 
     @property
@@ -78,7 +78,7 @@ class Engine:
         """Append a profile built after the fact (on_out_of_range='build'); returns its index."""
         self.state.profiles.append(profile)
         self.state.programs.append(program)
-        self.programs.append(Program(program, self.device))
+        self.programs.append(Program(program, self.device, not self.settings.disable_tf32))
         self.checker = ShapeChecker(self.state.inputs, self.state.profiles, self.device)
         return len(self.state.profiles) - 1
 

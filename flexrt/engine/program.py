@@ -12,6 +12,7 @@ from torch.export import ExportedProgram
 
 from flexrt.engine.aoti import load_runner
 from flexrt.engine.binary import EngineBinary
+from flexrt.engine.tf32 import in_effect, tf32_policy
 from flexrt.partition import OutputRef
 
 logger = logging.getLogger(__name__)
@@ -47,12 +48,19 @@ class ProgramState:
 
 
 class _EngineSegment:
-    def __init__(self, state: SegmentState, device: torch.device) -> None:
+    """An engine's runner; on CUDA it runs under the engine's TF32 policy (see `flexrt.engine.tf32`)."""
+
+    def __init__(self, state: SegmentState, device: torch.device, allow_tf32: bool) -> None:
         assert state.engine is not None
         self.runner = load_runner(state.engine, device)
+        self.tf32 = allow_tf32 if device.type == "cuda" else None
 
     def __call__(self, inputs: list[Any]) -> list[torch.Tensor]:
-        return self.runner.run([t if t.is_contiguous() else t.contiguous() for t in inputs])
+        inputs = [t if t.is_contiguous() else t.contiguous() for t in inputs]
+        if self.tf32 is None or in_effect(self.tf32):
+            return self.runner.run(inputs)
+        with tf32_policy(self.tf32):
+            return self.runner.run(inputs)
 
 
 class _TorchSegment:
@@ -69,10 +77,10 @@ class Program:
     """Runs one profile. With one engine segment that takes the inputs and gives the outputs, a
     call is a single `runner.run`; otherwise values flow through a dict, dropped after last use."""
 
-    def __init__(self, state: ProgramState, device: torch.device) -> None:
+    def __init__(self, state: ProgramState, device: torch.device, allow_tf32: bool = True) -> None:
         self.state = state
         self.segments: list[Any] = [
-            _EngineSegment(s, device) if s.kind == "engine" else _TorchSegment(s) for s in state.segments
+            _EngineSegment(s, device, allow_tf32) if s.kind == "engine" else _TorchSegment(s) for s in state.segments
         ]
         only = state.segments[0] if len(state.segments) == 1 else None
         self._direct = (

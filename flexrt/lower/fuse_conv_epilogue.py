@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import functools
 import logging
-import operator
 from typing import Any
 
 import torch
 
+from flexrt.lower.graph_constants import constant, mutation_between, register_constant
 from flexrt.settings import CompileSettings
 
 logger = logging.getLogger(__name__)
@@ -46,8 +46,8 @@ def fuse_conv_epilogue(gm: torch.fx.GraphModule, settings: CompileSettings) -> t
         args = conv.args
         stride, padding, dilation, groups = (_arg(args, i, d) for i, d in ((3, [1, 1]), (4, [0, 0]), (5, [1, 1]), (6, 1)))
         with gm.graph.inserting_before(relu or conv):  # fused: where the relu was; folded: where the conv was
-            w = gm.graph.get_attr(_register(gm, weight))
-            b = gm.graph.get_attr(_register(gm, bias))
+            w = gm.graph.get_attr(register_constant(gm, weight))
+            b = gm.graph.get_attr(register_constant(gm, bias))
             if relu is None:
                 new = gm.graph.call_function(aten.conv2d.default, (args[0], w, b, stride, padding, dilation, groups))
                 end = bn
@@ -88,12 +88,6 @@ def _only_user(node: torch.fx.Node) -> torch.fx.Node | None:
     return users[0] if len(users) == 1 else None
 
 
-def _constant(gm: torch.fx.GraphModule, node: Any) -> torch.Tensor | None:
-    if node is None:
-        return None
-    if not (isinstance(node, torch.fx.Node) and node.op == "get_attr"):
-        raise LookupError("not a constant")
-    return operator.attrgetter(node.target)(gm)
 
 
 def _match(gm: torch.fx.GraphModule, conv: torch.fx.Node) -> tuple[Any, ...] | None:
@@ -109,9 +103,9 @@ def _match(gm: torch.fx.GraphModule, conv: torch.fx.Node) -> tuple[Any, ...] | N
     if bn is None or bn.target is not aten.batch_norm.default or bn.kwargs or len(bn.args) < 8 or bn.args[5]:
         return None
     try:
-        weight = _constant(gm, conv.args[1])
+        weight = constant(gm, conv.args[1])
         for a in (_arg(conv.args, 2, None), *bn.args[1:5]):
-            _constant(gm, a)
+            constant(gm, a)
     except LookupError:
         return None
     if bn.args[3] is None or bn.args[4] is None:  # no running statistics: BN uses the batch's
@@ -121,7 +115,7 @@ def _match(gm: torch.fx.GraphModule, conv: torch.fx.Node) -> tuple[Any, ...] | N
     after = _only_user(bn)
     if list(_arg(conv.args, 5, [1, 1])) != [1, 1] or _arg(conv.args, 6, 1) != 1:
         return bn, None, None, None  # dilated or grouped: fold only (the fused ops were measured without)
-    if after is not None and after.target in _RELU and not _mutation_between(conv, after, {bn}):
+    if after is not None and after.target in _RELU and not mutation_between(conv, after, {bn}):
         return bn, None, after, None
     if after is not None and after.target in _ADD and not after.kwargs and len(after.args) == 2:
         z = after.args[1] if after.args[0] is bn else after.args[0]
@@ -131,30 +125,19 @@ def _match(gm: torch.fx.GraphModule, conv: torch.fx.Node) -> tuple[Any, ...] | N
         # add_ writes into its first argument: only the BN output (which nothing else reads) may be it
         writes_z = after.target is aten.add_.Tensor and after.args[0] is not bn
         if relu is not None and relu.target in _RELU and z is not bn and same and not writes_z:
-            if not _mutation_between(conv, relu, {bn, after}):
+            if not mutation_between(conv, relu, {bn, after}):
                 return bn, after, relu, z
     return bn, None, None, None
 
 
-def _mutation_between(first: torch.fx.Node, last: torch.fx.Node, chain: set[torch.fx.Node]) -> bool:
-    """Whether an in-place op other than the chain's own runs between `first` and `last`: the fused
-    op reads the convolution's input (and the residual) where `last` was, so nothing may change
-    them in between."""
-    node = first.next
-    while node is not last and node.op != "root":
-        target = node.target
-        if node not in chain and isinstance(target, torch._ops.OpOverload) and target._schema.is_mutable:
-            return True
-        node = node.next
-    return False
 
 
 def _fold(gm: torch.fx.GraphModule, conv: torch.fx.Node, bn: torch.fx.Node) -> tuple[torch.Tensor, torch.Tensor]:
     """The convolution's weight and bias with the BatchNorm folded in (computed in float32)."""
-    weight = _constant(gm, conv.args[1])
+    weight = constant(gm, conv.args[1])
     assert weight is not None
-    bias = _constant(gm, _arg(conv.args, 2, None))
-    gamma, beta, mean, var = (_constant(gm, a) for a in bn.args[1:5])
+    bias = constant(gm, _arg(conv.args, 2, None))
+    gamma, beta, mean, var = (constant(gm, a) for a in bn.args[1:5])
     eps = float(bn.args[7])
     w32 = weight.float()
     out_ch = w32.shape[0]
@@ -165,13 +148,6 @@ def _fold(gm: torch.fx.GraphModule, conv: torch.fx.Node, bn: torch.fx.Node) -> t
     return new_weight, new_bias.to(weight.dtype)
 
 
-def _register(gm: torch.fx.GraphModule, t: torch.Tensor) -> str:
-    i = 0
-    while hasattr(gm, f"_flexrt_fused_{i}"):
-        i += 1
-    name = f"_flexrt_fused_{i}"
-    gm.register_buffer(name, t)
-    return name
 
 
 def _out_size(x: torch.Tensor, w: torch.Tensor, stride: Any, padding: Any, dilation: Any) -> list[Any]:

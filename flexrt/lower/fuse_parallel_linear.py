@@ -1,0 +1,111 @@
+"""Merge linear layers that read the same tensor into one wider matrix product (CUDA engines).
+
+Why: attention projects one hidden state three times (query, key, value). Run separately, each
+product is a GEMM launch of its own, and at small token counts each is latency-bound: the three
+cost nearly three times what one GEMM with the three weights stacked costs. TensorRT merges such
+layers the same way ("horizontal" GEMM fusion); Inductor does only under `freezing`.
+
+Rewrites `linear(x, W_i, b_i)` for i = 1..n (n >= 2, same x, constant weights of one dtype and
+width, biases all present or all absent) into `y = linear(x, cat(W), cat(b))` and gives each old
+user its slice of `y` along the last dim. The merged product runs where the first of them was, so
+a group is cut wherever something writes in place in between.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from flexrt.lower.graph_constants import constant, mutation_between, register_constant
+from flexrt.settings import CompileSettings
+
+logger = logging.getLogger(__name__)
+
+aten = torch.ops.aten
+
+
+def fuse_parallel_linear(gm: torch.fx.GraphModule, settings: CompileSettings) -> torch.fx.GraphModule:
+    if settings.device.type != "cuda":
+        return gm
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
+    merged = 0
+    for x in list(gm.graph.nodes):
+        groups: dict[tuple[Any, ...], list[torch.fx.Node]] = {}
+        for user in x.users:
+            key = _key(gm, user, x)
+            if key is not None:
+                groups.setdefault(key, []).append(user)
+        for group in groups.values():
+            for run in _runs(sorted(group, key=order.__getitem__)):
+                if len(run) >= 2:
+                    _merge(gm, x, run)
+                    merged += len(run)
+    if merged:
+        gm.graph.eliminate_dead_code()
+        gm.recompile()
+        logger.info("fuse_parallel_linear: %d linear layers merged into wider ones", merged)
+    return gm
+
+
+def _runs(group: list[torch.fx.Node]) -> list[list[torch.fx.Node]]:
+    """The group (in graph order) cut wherever an in-place write falls between a run's first
+    member and the next: the merged product runs at the first member's place."""
+    runs = [[group[0]]]
+    for node in group[1:]:
+        if mutation_between(runs[-1][0], node, {*runs[-1], node}):
+            runs.append([node])
+        else:
+            runs[-1].append(node)
+    return runs
+
+
+def _key(gm: torch.fx.GraphModule, node: torch.fx.Node, x: torch.fx.Node) -> tuple[Any, ...] | None:
+    """What must agree for `node` to merge with its siblings on `x`; None if it cannot merge."""
+    if node.op != "call_function" or node.target is not aten.linear.default or node.kwargs or node.args[0] is not x:
+        return None
+    val = x.meta.get("val")
+    if not isinstance(val, torch.Tensor) or not hasattr(val, "fake_mode") or val.dim() < 1:
+        return None
+    try:
+        weight = constant(gm, node.args[1])
+        bias = constant(gm, node.args[2] if len(node.args) > 2 else None)
+    except LookupError:
+        return None
+    if weight is None or weight.dim() != 2 or weight.dtype != val.dtype:
+        return None
+    if bias is not None and (bias.dim() != 1 or bias.dtype != weight.dtype):
+        return None
+    return weight.dtype, weight.device, weight.shape[1], bias is not None
+
+
+def _merge(gm: torch.fx.GraphModule, x: torch.fx.Node, group: list[torch.fx.Node]) -> None:
+    weights = [constant(gm, n.args[1]) for n in group]
+    biases = [constant(gm, n.args[2] if len(n.args) > 2 else None) for n in group]
+    weight = torch.cat([w.detach() for w in weights if w is not None])
+    bias = torch.cat([b.detach() for b in biases if b is not None]) if biases[0] is not None else None
+    val = x.meta["val"]
+    graph = gm.graph
+    with graph.inserting_before(group[0]):
+        w = graph.get_attr(register_constant(gm, weight))
+        b = graph.get_attr(register_constant(gm, bias)) if bias is not None else None
+        fused = graph.call_function(aten.linear.default, (x, w, b))
+        with val.fake_mode:
+            fused.meta["val"] = aten.linear.default(
+                val, val.fake_mode.from_tensor(weight), None if bias is None else val.fake_mode.from_tensor(bias)
+            )
+        for key in ("stack_trace", "nn_module_stack", "source_fn_stack"):
+            if key in group[0].meta:
+                fused.meta[key] = group[0].meta[key]
+        start, last = 0, val.dim() - 1
+        for node, wt in zip(group, weights):
+            assert wt is not None
+            part = graph.call_function(aten.slice.Tensor, (fused, last, start, start + wt.shape[0]))
+            with val.fake_mode:
+                part.meta["val"] = aten.slice.Tensor(fused.meta["val"], last, start, start + wt.shape[0])
+            part.meta.update({k: v for k, v in node.meta.items() if k != "val"})
+            start += wt.shape[0]
+            node.replace_all_uses_with(part)
+    for node in group:
+        graph.erase_node(node)
