@@ -162,7 +162,8 @@ def run(
                 w = timing.work(model, rotations[s][0], weights)
                 result["floor"][str(s)] = {**w, "floor_ms": timing.floor_ms(w, rates, case.dtype)}
             notes.append("Floor = max(FLOPs / matmul rate, bytes / copy bandwidth); FLOPs from FlopCounterMode on eager, "
-                         "bytes = weights + inputs + output (activations assumed to stay on chip).")
+                         "bytes = weights + inputs + output (activations assumed to stay on chip)."
+                         + (" float32: at the TF32 matmul rate (flexrt's default)." if case.dtype == torch.float32 and dev.type == "cuda" else ""))
         if not keep_inductor_cache:
             notes.append("Each peer compiles with its own fresh Inductor and Triton caches: build times are cold.")
         notes.append(OUTPUTS_NOTE)

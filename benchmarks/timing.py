@@ -6,6 +6,7 @@ shows host launch cost whenever the GPU waits on the host); on CPU by time.perf_
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import statistics
@@ -17,6 +18,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from flexrt.demo import median_ms
+from flexrt.engine.tf32 import tf32_policy
 
 logger = logging.getLogger(__name__)
 
@@ -143,15 +145,20 @@ def _time_op(op: Callable[[], Any], device: torch.device, iters: int) -> float:
 
 
 def device_rates(device: torch.device, dtypes: Sequence[torch.dtype]) -> dict[str, Any]:
-    """Matrix rate (FLOP/s of a large square matmul, per dtype) and copy bandwidth (read+write B/s)."""
+    """Matrix rate (FLOP/s of a large square matmul, per dtype; on CUDA float32 also with TF32, as
+    "tfloat32") and copy bandwidth (read+write B/s)."""
     cuda = device.type == "cuda"
     rates: dict[str, float] = {}
-    for dtype in dict.fromkeys([torch.float16, *dtypes] if cuda else dtypes):
+    kinds = [(d, False) for d in dict.fromkeys([torch.float16, *dtypes] if cuda else dtypes)]
+    if cuda and torch.float32 in dtypes:
+        kinds.append((torch.float32, True))
+    for dtype, tf32 in kinds:
         n = 8192 if cuda else 1024
         a = torch.randn(n, n, device=device, dtype=torch.float32).to(dtype)
         b = torch.randn(n, n, device=device, dtype=torch.float32).to(dtype)
-        seconds = _time_op(lambda a=a, b=b: a @ b, device, 10 if cuda else 5)
-        rates[str(dtype).replace("torch.", "")] = 2 * n**3 / seconds
+        with tf32_policy(tf32) if cuda else contextlib.nullcontext():
+            seconds = _time_op(lambda a=a, b=b: a @ b, device, 10 if cuda else 5)
+        rates["tfloat32" if tf32 else str(dtype).replace("torch.", "")] = 2 * n**3 / seconds
         del a, b
     numel = (1 << 28) if cuda else (1 << 24)  # 1 GiB / 64 MiB of float32
     bufs = [torch.empty(numel, device=device, dtype=torch.float32).fill_(1.0) for _ in range(2)]
@@ -183,8 +190,10 @@ def work(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], weights: int)
 
 
 def floor_ms(w: dict[str, Any], rates: dict[str, Any], dtype: torch.dtype) -> float:
-    """max(FLOPs / matrix rate, bytes / copy bandwidth), in ms."""
-    rate = rates["matmul_flops_per_s"].get(str(dtype).replace("torch.", ""))
+    """max(FLOPs / matrix rate, bytes / copy bandwidth), in ms; float32 at the TF32 rate where one
+    was measured (flexrt's float32 engines use TF32 by default)."""
+    name = str(dtype).replace("torch.", "")
+    rate = rates["matmul_flops_per_s"].get("tfloat32" if name == "float32" else name) or rates["matmul_flops_per_s"].get(name)
     if rate is None:
         rate = max(rates["matmul_flops_per_s"].values())
     return max(w["flops"] / rate, w["bytes"] / rates["copy_bytes_per_s"]) * 1e3
