@@ -11,7 +11,6 @@ perf_counter, synchronised once), which shows the Python overhead when the GPU w
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 
 import flexrt
+from benchmarks import report
 from flexrt.demo import ExpandReshapeModel, median_ms
 from flexrt.engine.tf32 import tf32_policy
 
@@ -72,9 +72,7 @@ def run(device: str | None = None, out_dir: str | None = None) -> dict[str, Any]
                 peers["aoti_runner_graph_replay"] = graph.replay
             rows[b] = {name: {"latency_ms": median_ms(fn, dev, 100, warmup=10), "host_us": _host_us(fn, dev)} for name, fn in peers.items()}
     result = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "torch": torch.__version__, "rows": rows}
-    out = Path(out_dir) if out_dir else RESULTS
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"overhead_{dev.type}.json").write_text(json.dumps(result, indent=1))
+    report.save_json(result, out_dir or RESULTS, f"overhead_{dev.type}.json")
     for b, peers in rows.items():
         print(f"batch {b}: " + "; ".join(f"{k} {v['latency_ms']:.4f} ms / {v['host_us']:.1f} us" for k, v in peers.items()))
     return result

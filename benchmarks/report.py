@@ -174,6 +174,15 @@ def write(result: Result, out_dir: Path) -> dict[str, Path]:
     return paths
 
 
+def save_json(data: Any, out_dir: Path | str, name: str) -> Path:
+    """Write `data` as `<out_dir>/<name>` (indent 1), creating the folder: probes and side benchmarks."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
+    path.write_text(json.dumps(data, indent=1))
+    return path
+
+
 def load(path: Path) -> Result | None:
     try:
         return json.loads(path.read_text())

@@ -24,11 +24,11 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float(diff / scale)
 
 
-def assert_matches(out: Any, ref: Any, precision: torch.dtype = torch.float32, tf32: bool | None = None) -> None:
+def assert_matches(out: Any, ref: Any, precision: torch.dtype = torch.float32) -> None:
     """Same structure, shapes and dtypes; values within the precision's relative tolerance.
 
-    `tf32`: whether the engine may have used TF32 (default: for float32 on CUDA, as flexrt allows
-    unless compiled with `disable_tf32=True`).
+    Float32 on CUDA is held to TF32's tolerance: flexrt's engines use TF32 there unless compiled
+    with `disable_tf32=True` (tests of strict engines check their error themselves).
     """
     out_leaves, out_spec = pytree.tree_flatten(out)
     ref_leaves, ref_spec = pytree.tree_flatten(ref)
@@ -44,8 +44,8 @@ def assert_matches(out: Any, ref: Any, precision: torch.dtype = torch.float32, t
         assert torch.isfinite(o.double()).all() or not torch.isfinite(r.double()).all()
         if r.dtype.is_floating_point:
             err = rel_err(o, r)
-            uses_tf32 = o.device.type == "cuda" if tf32 is None else tf32
-            tol = TF32_TOLERANCE if precision == torch.float32 and uses_tf32 else TOLERANCE[precision]
+            tf32 = precision == torch.float32 and o.device.type == "cuda"
+            tol = TF32_TOLERANCE if tf32 else TOLERANCE[precision]
             assert err <= tol, f"relative error {err:.2e} > {tol:.0e}"
         else:
             assert torch.equal(o, r)

@@ -59,9 +59,7 @@ def test_float32_engine_uses_tf32_unless_disabled() -> None:
     are left as they were."""
     model = _Mlp().cuda().eval()
     spec = flexrt.Input(min_shape=(1, 1024), opt_shape=(64, 1024), max_shape=(256, 1024))
-    before = _flags()
-    torch._C._set_cublas_allow_tf32(False)  # eager reference in strict float32 (PyTorch's default)
-    try:
+    with tf32_policy(False):  # eager reference in strict float32 (PyTorch's default for matmuls)
         fast = flexrt.compile(model, inputs=[spec])
         strict = flexrt.compile(model, inputs=[spec], disable_tf32=True)
         for batch in (1, 64, 100, 256):
@@ -74,7 +72,4 @@ def test_float32_engine_uses_tf32_unless_disabled() -> None:
                     # batch 1 is a matrix-vector product, which cuBLAS runs without tensor cores
                     assert batch == 1 or fast_err > 2e-5, f"batch {batch}: TF32 engine error {fast_err:.1e}: no TF32?"
                     assert strict_err < 2e-5, f"batch {batch}: strict engine error {strict_err:.1e}"
-                    assert not torch._C._get_cublas_allow_tf32()
-    finally:
-        torch._C._set_cublas_allow_tf32(before[0])
-        torch._C._set_cudnn_allow_tf32(before[1])
+                    assert _flags() == (False, False)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +20,7 @@ import torch
 import flexrt
 from benchmarks import measure, timing
 from benchmarks.models import get_case
+from benchmarks.report import save_json
 
 ITERS = 20
 
@@ -81,9 +80,7 @@ def main() -> int:
                 print(f"    {us:8.1f} us x{n:<5.1f} {k[:100]}")
         report["sizes"][str(size)] = rows
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"graph_replay_{args.model}.json").write_text(json.dumps(report, indent=1))
+        save_json(report, args.out, f"graph_replay_{args.model}.json")
     return 0
 
 

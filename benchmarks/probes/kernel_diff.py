@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
 import flexrt
 from benchmarks.models import get_case
+from benchmarks.report import save_json
 
 CUDA = torch.cuda.is_available()
 ACTIVITY = torch.profiler.ProfilerActivity.CUDA if CUDA else torch.profiler.ProfilerActivity.CPU
@@ -83,9 +82,7 @@ def main() -> int:
             for k, (n, us) in sorted(ks.items(), key=lambda kv: -kv[1][1])[:25]:
                 print(f"  {us:8.1f} us  x{n:<3d} {k[:110]}")
         report[str(size)] = rows
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"kernel_diff_{args.model}.json").write_text(json.dumps(report, indent=1))
+    save_json(report, args.out, f"kernel_diff_{args.model}.json")
     return 0
 
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,6 +19,7 @@ import torch
 import flexrt
 from benchmarks import measure, timing
 from benchmarks.models import get_case
+from benchmarks.report import save_json
 
 
 def run(model_name: str, levels: list[int], smoke: bool) -> dict[str, Any]:
@@ -62,9 +61,7 @@ def main() -> int:
     args = parser.parse_args()
     result = run(args.model, [int(x) for x in args.levels.split(",")], args.smoke)
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"opt_levels_{args.model}.json").write_text(json.dumps(result, indent=1))
+        save_json(result, args.out, f"opt_levels_{args.model}.json")
     return 0
 
 
