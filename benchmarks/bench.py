@@ -153,6 +153,7 @@ def run(
                          "inductor_cache": "default" if keep_inductor_cache else "fresh per peer"},
             "notes": notes, "peers": {},
         }
+        tf32 = case.dtype == torch.float32 and dev.type == "cuda"  # flexrt's float32 engines use TF32 there
         if case.floor:
             console.log("measuring the device's matrix rate and copy bandwidth")
             result["device_rates"] = rates = timing.device_rates(dev, [case.dtype])
@@ -163,11 +164,11 @@ def run(
                 result["floor"][str(s)] = {**w, "floor_ms": timing.floor_ms(w, rates, case.dtype)}
             notes.append("Floor = max(FLOPs / matmul rate, bytes / copy bandwidth); FLOPs from FlopCounterMode on eager, "
                          "bytes = weights + inputs + output (activations assumed to stay on chip)."
-                         + (" float32: at the TF32 matmul rate (flexrt's default)." if case.dtype == torch.float32 and dev.type == "cuda" else ""))
+                         + (" float32: at the TF32 matmul rate (flexrt's default)." if tf32 else ""))
         if not keep_inductor_cache:
             notes.append("Each peer compiles with its own fresh Inductor and Triton caches: build times are cold.")
         notes.append(OUTPUTS_NOTE)
-        if case.dtype == torch.float32 and dev.type == "cuda":
+        if tf32:
             notes.append(TF32_NOTE)
         prior = _previous(out / f"{model_name}.json", result) if peers else {}
         plan = measure.Plan(case, dev, sizes, rotations, refs, knobs.warmup, knobs.iters, knobs.stream_calls,
