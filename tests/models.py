@@ -48,6 +48,23 @@ class SelfAttention(nn.Module):
         return self.out(a.transpose(1, 2).reshape(b, s, d)) + x
 
 
+class PatchMlp(nn.Module):
+    """A vision transformer's patterns without attention: a patch-embedding convolution (kernel ==
+    stride, 3 input channels; the input is cropped to whole patches), then an MLP block with
+    exact GELU and one with tanh GELU on a bias-free layer."""
+
+    def __init__(self, dim: int = 32, patch: int = 8) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, patch, stride=patch)
+        self.fc1, self.fc2 = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
+        self.fc3, self.fc4 = nn.Linear(dim, 2 * dim, bias=False), nn.Linear(2 * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.patch(x).flatten(2).transpose(1, 2)
+        t = t + self.fc2(nn.functional.gelu(self.fc1(t)))
+        return t + self.fc4(nn.functional.gelu(self.fc3(t), approximate="tanh"))
+
+
 class ResidualNet(nn.Module):
     """A ResNet bottleneck's patterns: conv-bn-relu, conv-bn + residual add + relu (in place, as
     torchvision writes them), and a strided conv-bn shortcut with no relu after it."""

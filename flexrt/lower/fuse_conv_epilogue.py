@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from flexrt.lower.graph_constants import constant, mutation_between, register_constant
+from flexrt.lower.graph_edit import constant, mutation_between, register_constant
 from flexrt.settings import CompileSettings
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from flexrt.lower.graph_constants import constant, mutation_between, register_constant
+from flexrt.lower.graph_edit import constant, emit, fake_constant, mutation_between, register_constant
 from flexrt.settings import CompileSettings
 
 logger = logging.getLogger(__name__)
@@ -90,21 +90,12 @@ def _merge(gm: torch.fx.GraphModule, x: torch.fx.Node, group: list[torch.fx.Node
     with graph.inserting_before(group[0]):
         w = graph.get_attr(register_constant(gm, weight))
         b = graph.get_attr(register_constant(gm, bias)) if bias is not None else None
-        fused = graph.call_function(aten.linear.default, (x, w, b))
-        with val.fake_mode:
-            fused.meta["val"] = aten.linear.default(
-                val, val.fake_mode.from_tensor(weight), None if bias is None else val.fake_mode.from_tensor(bias)
-            )
-        for key in ("stack_trace", "nn_module_stack", "source_fn_stack"):
-            if key in group[0].meta:
-                fused.meta[key] = group[0].meta[key]
+        fakes = {w: fake_constant(weight, val)} | ({b: fake_constant(bias, val)} if b is not None else {})
+        fused = emit(graph, aten.linear.default, (x, w, b), group[0], fakes)
         start, last = 0, val.dim() - 1
         for node, wt in zip(group, weights):
             assert wt is not None
-            part = graph.call_function(aten.slice.Tensor, (fused, last, start, start + wt.shape[0]))
-            with val.fake_mode:
-                part.meta["val"] = aten.slice.Tensor(fused.meta["val"], last, start, start + wt.shape[0])
-            part.meta.update({k: v for k, v in node.meta.items() if k != "val"})
+            part = emit(graph, aten.slice.Tensor, (fused, last, start, start + wt.shape[0]), node)
             start += wt.shape[0]
             node.replace_all_uses_with(part)
     for node in group:

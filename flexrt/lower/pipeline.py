@@ -10,7 +10,9 @@ import torch
 from torch.export import ExportedProgram
 
 from flexrt.lower.cast_precision import cast_precision
+from flexrt.lower.conv_patches_to_linear import conv_patches_to_linear
 from flexrt.lower.fuse_conv_epilogue import fuse_conv_epilogue
+from flexrt.lower.fuse_linear_gelu import fuse_linear_gelu
 from flexrt.lower.fuse_parallel_linear import fuse_parallel_linear
 from flexrt.lower.strip_guards import strip_guards
 from flexrt.lower.truncate_double import truncate_double
@@ -21,8 +23,17 @@ logger = logging.getLogger(__name__)
 Pass = Callable[[torch.fx.GraphModule, CompileSettings], torch.fx.GraphModule]
 
 # One pass per file; each takes and returns a GraphModule and reads only the settings it is given.
-# fuse_parallel_linear runs before cast_precision, while node metadata still holds the model's dtypes.
-PASSES: list[Pass] = [strip_guards, truncate_double, fuse_parallel_linear, cast_precision, fuse_conv_epilogue]
+# fuse_parallel_linear runs before cast_precision, while node metadata still holds the model's dtypes;
+# fuse_linear_gelu after it, since it applies only where the weights end up float16 or bfloat16.
+PASSES: list[Pass] = [
+    strip_guards,
+    truncate_double,
+    fuse_parallel_linear,
+    cast_precision,
+    fuse_conv_epilogue,
+    conv_patches_to_linear,
+    fuse_linear_gelu,
+]
 
 
 def lower(ep: ExportedProgram, settings: CompileSettings) -> torch.fx.GraphModule:
