@@ -167,9 +167,9 @@ _CONVOLUTIONS = {
 
 
 def inductor_configs(settings: CompileSettings, ep: ExportedProgram | None = None) -> dict[str, Any]:
-    from flexrt.engine.cse import CommonSubexpressions  # imports Inductor: only when an engine is built
+    from flexrt.engine.post_grad import PostGradPasses  # imports Inductor: only when an engine is built
 
-    cfg: dict[str, Any] = {"aot_inductor.package_constants_in_so": True, "post_grad_custom_pre_pass": CommonSubexpressions()}
+    cfg: dict[str, Any] = {"aot_inductor.package_constants_in_so": True, "post_grad_custom_pre_pass": PostGradPasses()}
     if settings.device.type == "cuda":
         cfg["aot_inductor.embed_kernel_binary"] = True
         # Inductor turns its channels-last layout optimisation off for any graph with dynamic shapes

@@ -3,10 +3,10 @@
 Why: `scaled_dot_product_attention` converts a boolean mask to an additive one inside each call.
 BERT's 12 layers share one mask, so after decomposition Inductor's graph holds 12 identical
 `where(mask, 0, -65504)` nodes, and Inductor wrote 12 copies of the [batch, 1, seq, seq] mask on
-every call: 107 us of a 2.1 ms call at sequence 512 with dynamic shapes, where one copy serves
-all 12 layers (H100, fp16; `benchmarks/results/probes/kernel_diff_bert_gelu_epilogue.json`).
-Inductor runs no common-subexpression elimination on its post-grad graph; this pass, set as its
-`post_grad_custom_pre_pass`, does.
+every call: 107 us of a 2.0 ms call at sequence 512 with dynamic shapes (H100, fp16;
+`benchmarks/results/probes/kernel_diff_bert_gelu_epilogue.json`). Inductor runs no
+common-subexpression elimination on its post-grad graph; this pass does (`post_grad.py`). One
+node is not yet one buffer: `attention_masks.py` does the rest.
 
 Two nodes merge when they call the same op with the same inputs and the same constant arguments
 (compared by type and value, so 0.0 and -0.0, or 1 and True, stay apart), and the op is pure:
@@ -16,32 +16,12 @@ node computes what each of the originals did.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
-from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
-
-logger = logging.getLogger(__name__)
 
 # Allocations whose contents are undefined until written: two are never the same buffer.
 _UNINITIALISED = ("empty", "new_empty")
-
-
-class CommonSubexpressions(CustomGraphPass):
-    """The pass as Inductor takes it: callable on the graph, with a `uuid` for its FX graph cache
-    and a `repr` stable across processes for flexrt's engine cache key."""
-
-    def __call__(self, graph: torch.fx.Graph) -> None:
-        merged = merge_common_subexpressions(graph)
-        if merged:
-            logger.debug("cse: %d duplicate nodes merged in Inductor's graph", merged)
-
-    def uuid(self) -> bytes:
-        return get_hash_for_files((__file__,))
-
-    def __repr__(self) -> str:
-        return f"flexrt.engine.cse.CommonSubexpressions({self.uuid().hex()[:16]})"
 
 
 def merge_common_subexpressions(graph: torch.fx.Graph) -> int:

@@ -84,15 +84,14 @@ def _rewrite(gm: torch.fx.GraphModule, linear: torch.fx.Node, gelu: torch.fx.Nod
     assert weight is not None
     n, k = weight.shape
     with graph.inserting_before(gelu):
-        bias_node = linear.args[2] if len(linear.args) > 2 and linear.args[2] is not None else None
-        fakes = {}
-        if bias_node is None:  # the epilogue wants a bias vector: zeros add nothing
+        w = linear.args[1]
+        bias_node = linear.args[2] if len(linear.args) > 2 else None
+        bias = constant(gm, bias_node)
+        if bias is None:  # the epilogue wants a bias vector: zeros add nothing
             bias = torch.zeros(n, dtype=weight.dtype, device=weight.device)
             bias_node = graph.get_attr(register_constant(gm, bias))
-            fakes[bias_node] = fake_constant(bias, val)
-        w = linear.args[1]
-        if w.meta.get("val") is None:
-            fakes[w] = fake_constant(weight, val)
+        # constants as fakes in the graph's (maybe pre-cast) dtype, like the rest of its metadata
+        fakes = {w: fake_constant(weight, val), bias_node: fake_constant(bias, val)}
         # Leading dims as the graph knows them: sizes, or sym_size nodes for the dynamic ones.
         lead = [
             d if isinstance(d, int) else emit(graph, aten.sym_size.int, (x, i), linear)

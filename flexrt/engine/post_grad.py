@@ -1,0 +1,41 @@
+"""flexrt's passes on Inductor's post-grad graph, in order, handed to Inductor as its
+`post_grad_custom_pre_pass` when an engine is built.
+
+Why here and not in `flexrt/lower`: what they fix appears only after Inductor's decompositions
+(an attention call's boolean mask becomes a per-call `where`), and it is Inductor's lowering that
+they steer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
+
+from flexrt.engine import attention_masks, cse
+
+logger = logging.getLogger(__name__)
+
+PostGradPass = Callable[[torch.fx.Graph], int]
+
+# Each pass rewrites the graph in place and returns how many rewrites it made.
+POST_GRAD_PASSES: list[PostGradPass] = [cse.merge_common_subexpressions, attention_masks.realize_shared_attention_masks]
+
+
+class PostGradPasses(CustomGraphPass):
+    """The passes as Inductor takes them: callable on the graph, with a `uuid` for Inductor's FX
+    graph cache and a `repr` stable across processes for flexrt's engine cache key."""
+
+    def __call__(self, graph: torch.fx.Graph) -> None:
+        for p in POST_GRAD_PASSES:
+            n = p(graph)
+            if n:
+                logger.debug("post-grad: %s made %d rewrites", p.__name__, n)
+
+    def uuid(self) -> bytes:
+        return get_hash_for_files((__file__, cse.__file__, attention_masks.__file__))
+
+    def __repr__(self) -> str:
+        return f"flexrt.engine.post_grad.PostGradPasses({self.uuid().hex()[:16]})"

@@ -1,0 +1,105 @@
+"""flexrt's passes on Inductor's post-grad graph (every engine): identical pure computations
+merged, and one buffer for an attention mask that several cuDNN attention calls read; the graph
+rewrites, what they must leave alone, and an engine whose attention layers share one mask."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from helpers import sweep
+from torch._inductor import inductor_prims
+
+import flexrt
+from flexrt.engine.attention_masks import realize_shared_attention_masks
+from flexrt.engine.cse import merge_common_subexpressions
+from flexrt.engine.post_grad import PostGradPasses
+
+aten = torch.ops.aten
+
+
+def _graph() -> tuple[torch.fx.Graph, dict[str, torch.fx.Node]]:
+    g = torch.fx.Graph()
+    x, m = g.placeholder("x"), g.placeholder("m")
+    n = {}
+    for name, value in (("zero", 0.0), ("zero_again", 0.0), ("neg_zero", -0.0), ("one", 1.0), ("true", True)):
+        n[name] = g.call_function(aten.full.default, ([], value), {"dtype": torch.float32})
+    n["where"] = g.call_function(aten.where.self, (m, n["zero"], x))
+    n["where_again"] = g.call_function(aten.where.self, (m, n["zero_again"], x))
+    n["rand"] = g.call_function(aten.rand_like.default, (x,))
+    n["rand_again"] = g.call_function(aten.rand_like.default, (x,))
+    n["empty"] = g.call_function(aten.empty.memory_format, ([2],), {"dtype": torch.float32})
+    n["empty_again"] = g.call_function(aten.empty.memory_format, ([2],), {"dtype": torch.float32})
+    n["add_"] = g.call_function(aten.add_.Tensor, (x, n["one"]))
+    n["add_again"] = g.call_function(aten.add_.Tensor, (x, n["one"]))
+    g.output(tuple(n.values()))
+    return g, n
+
+
+def test_pure_duplicates_merge_and_nothing_else_does():
+    g, n = _graph()
+    assert merge_common_subexpressions(g) == 2  # zero_again, then where_again (now the same call)
+    outputs = next(node for node in g.nodes if node.op == "output").args[0]
+    by_name = dict(zip(n, outputs))
+    assert by_name["zero_again"] is n["zero"] and by_name["where_again"] is n["where"]
+    assert by_name["neg_zero"] is n["neg_zero"]  # -0.0 == 0.0 in Python, not as a tensor's sign
+    assert by_name["true"] is n["true"] and by_name["one"] is n["one"]  # True == 1.0, other dtype
+    for name in ("rand_again", "empty_again", "add_again"):  # random, uninitialised, in place
+        assert by_name[name] is n[name]
+    g.lint()
+
+
+def test_shared_attention_mask_is_realized_once_for_its_readers():
+    g = torch.fx.Graph()
+    q, k, v, shared, own = (g.placeholder(name) for name in ("q", "k", "v", "shared", "own"))
+    shared.meta["val"] = torch.empty(2, 1, 5, 5)
+    own.meta["val"] = torch.empty(2, 1, 5, 5)
+    cudnn = aten._scaled_dot_product_cudnn_attention.default
+    calls = [g.call_function(cudnn, (q, k, v, mask, False)) for mask in (shared, shared, own)]
+    g.output(tuple(calls))
+    assert realize_shared_attention_masks(g) == 1
+    forced = [n for n in g.nodes if n.target is inductor_prims.force_stride_order]
+    assert len(forced) == 1 and forced[0].args == (shared, [25, 25, 5, 1])
+    assert [c.args[3] for c in calls] == [forced[0], forced[0], own]  # a mask read once stays as it is
+    g.lint()
+
+
+def test_pass_identity_is_stable_for_the_caches():
+    assert repr(PostGradPasses()) == repr(PostGradPasses())
+    assert PostGradPasses().uuid() == PostGradPasses().uuid()
+
+
+class _TwoAttentions(torch.nn.Module):
+    """Two attention layers reading one boolean padding mask, as BERT's layers do (heads of 64, as
+    BERT's; the first key always kept, so no row is fully masked whatever the random mask)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(128, 384), torch.nn.Linear(128, 384)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        first = torch.arange(mask.shape[1], device=mask.device) == 0
+        keep = (mask.bool() | first)[:, None, None, :]
+        out = x
+        for proj in (self.a, self.b):
+            q, k, v = proj(out).view(x.shape[0], x.shape[1], 3, 2, 64).permute(2, 0, 3, 1, 4)
+            out = out + torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep).transpose(1, 2).reshape(x.shape)
+        return out
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_engine_with_a_shared_mask_merges_and_matches_eager(device, caplog):
+    torch.manual_seed(0)
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    model = _TwoAttentions().eval().to(device, dtype)
+    specs = [
+        flexrt.Input(min_shape=(1, 2, 128), opt_shape=(2, 8, 128), max_shape=(4, 16, 128), dtype=dtype, name="x"),
+        flexrt.Input(min_shape=(1, 2), opt_shape=(2, 8), max_shape=(4, 16), dtype=torch.int64, name="mask"),
+    ]
+    with caplog.at_level(logging.DEBUG, logger="flexrt.engine.post_grad"):
+        compiled = flexrt.compile(model, inputs=specs, enabled_precisions={dtype})
+    assert "merge_common_subexpressions made" in caplog.text
+    if device == "cuda":  # SDPA runs as cuDNN attention there, both layers on the one mask
+        assert "realize_shared_attention_masks made 1 rewrites" in caplog.text
+    sweep(compiled, model, specs, device=device, precision=dtype)
