@@ -28,7 +28,7 @@ def realize_shared_attention_masks(graph: torch.fx.Graph) -> int:
     for node in list(graph.nodes):
         readers = [u for u in node.users if u.target in _ATTENTION and len(u.args) > _MASK_ARG and u.args[_MASK_ARG] is node]
         val = node.meta.get("val")
-        strides = _order_strides(val) if isinstance(val, torch.Tensor) else None
+        strides = _guard_free_strides(val) if isinstance(val, torch.Tensor) else None
         if len(readers) < 2 or strides is None:
             continue
         with graph.inserting_after(node):
@@ -40,7 +40,7 @@ def realize_shared_attention_masks(graph: torch.fx.Graph) -> int:
     return realized
 
 
-def _order_strides(val: torch.Tensor) -> list[int | torch.SymInt] | None:
+def _guard_free_strides(val: torch.Tensor) -> list[int | torch.SymInt] | None:
     """The mask's own strides, symbolic ones as they are: the lowering reads only their order, and
     Inductor's fake-tensor update compares them with the input's, which must hold without a guard
     (hint values here would specialise the engine to the example shape). None for data-dependent

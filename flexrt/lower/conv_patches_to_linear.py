@@ -19,11 +19,10 @@ the convolution's output is (Inductor fuses that copy into what reads it).
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import torch
 
-from flexrt.lower.graph_edit import constant, emit, fake_constant
+from flexrt.lower.graph_edit import constant, conv2d_args, emit, fake_constant
 from flexrt.settings import CompileSettings
 
 logger = logging.getLogger(__name__)
@@ -46,12 +45,6 @@ def conv_patches_to_linear(gm: torch.fx.GraphModule, settings: CompileSettings) 
     return gm
 
 
-def _arg(args: tuple[Any, ...], i: int, default: Any) -> Any:
-    """Argument `i` of the call, or its schema default; int lists as lists."""
-    value = args[i] if len(args) > i else default
-    return list(value) if isinstance(value, tuple) else value
-
-
 def _matches(gm: torch.fx.GraphModule, conv: torch.fx.Node) -> bool:
     if conv.op != "call_function" or conv.target is not aten.conv2d.default or conv.kwargs:
         return False
@@ -60,17 +53,18 @@ def _matches(gm: torch.fx.GraphModule, conv: torch.fx.Node) -> bool:
         return False
     if not all(isinstance(d, int) for d in x.shape[1:]):  # channels and spatial sizes must be static
         return False
+    args = conv2d_args(conv)
     try:
-        weight = constant(gm, conv.args[1])
-        constant(gm, _arg(conv.args, 2, None))
+        weight = constant(gm, args.weight)
+        constant(gm, args.bias)
     except LookupError:
         return False
     if weight is None or weight.dim() != 4:
         return False
     out_ch, in_ch, kh, kw = weight.shape
-    stride, padding = _arg(conv.args, 3, [1, 1]), _arg(conv.args, 4, [0, 0])
-    dilation, groups = _arg(conv.args, 5, [1, 1]), _arg(conv.args, 6, 1)
-    if stride != [kh, kw] or kh * kw == 1 or padding not in ([0, 0], "valid") or dilation != [1, 1] or groups != 1:
+    if args.stride != [kh, kw] or kh * kw == 1 or args.padding not in ([0, 0], "valid"):
+        return False
+    if args.dilation != [1, 1] or args.groups != 1:
         return False
     _, c, h, w = x.shape
     return c == in_ch and c % 8 != 0 and (c * kh * kw) % 8 == 0 and h >= kh and w >= kw
@@ -78,8 +72,7 @@ def _matches(gm: torch.fx.GraphModule, conv: torch.fx.Node) -> bool:
 
 def _rewrite(gm: torch.fx.GraphModule, conv: torch.fx.Node) -> None:
     graph = gm.graph
-    x, w_node = conv.args[0], conv.args[1]
-    b_node = _arg(conv.args, 2, None)
+    x, w_node, b_node = conv2d_args(conv)[:3]
     weight = constant(gm, w_node)
     assert weight is not None
     out_ch, c, kh, kw = weight.shape

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from flexrt.lower.graph_edit import constant, mutation_between, register_constant
+from flexrt.lower.graph_edit import constant, conv2d_args, mutation_between, register_constant
 from flexrt.settings import CompileSettings
 
 logger = logging.getLogger(__name__)
@@ -43,26 +43,26 @@ def fuse_conv_epilogue(gm: torch.fx.GraphModule, settings: CompileSettings) -> t
             continue
         bn, add, relu, z = match
         weight, bias = _fold(gm, conv, bn)
-        args = conv.args
-        stride, padding, dilation, groups = (_arg(args, i, d) for i, d in ((3, [1, 1]), (4, [0, 0]), (5, [1, 1]), (6, 1)))
+        args = conv2d_args(conv)
+        stride, padding, dilation, groups = args.stride, args.padding, args.dilation, args.groups
         with gm.graph.inserting_before(relu or conv):  # fused: where the relu was; folded: where the conv was
             w = gm.graph.get_attr(register_constant(gm, weight))
             b = gm.graph.get_attr(register_constant(gm, bias))
             if relu is None:
-                new = gm.graph.call_function(aten.conv2d.default, (args[0], w, b, stride, padding, dilation, groups))
+                new = gm.graph.call_function(aten.conv2d.default, (args.x, w, b, stride, padding, dilation, groups))
                 end = bn
                 folded += 1
             elif add is None:
                 _cudnn_meta_kernels()
                 new = gm.graph.call_function(
-                    aten.cudnn_convolution_relu.default, (args[0], w, b, stride, padding, dilation, groups)
+                    aten.cudnn_convolution_relu.default, (args.x, w, b, stride, padding, dilation, groups)
                 )
                 end = relu
                 fused += 1
             else:
                 _cudnn_meta_kernels()
                 new = gm.graph.call_function(
-                    aten.cudnn_convolution_add_relu.default, (args[0], w, z, 1.0, b, stride, padding, dilation, groups)
+                    aten.cudnn_convolution_add_relu.default, (args.x, w, z, 1.0, b, stride, padding, dilation, groups)
                 )
                 end = relu
                 fused += 1
@@ -79,22 +79,17 @@ def fuse_conv_epilogue(gm: torch.fx.GraphModule, settings: CompileSettings) -> t
     return gm
 
 
-def _arg(args: tuple[Any, ...], i: int, default: Any) -> Any:
-    return args[i] if len(args) > i else default
-
-
 def _only_user(node: torch.fx.Node) -> torch.fx.Node | None:
     users = list(node.users)
     return users[0] if len(users) == 1 else None
-
-
 
 
 def _match(gm: torch.fx.GraphModule, conv: torch.fx.Node) -> tuple[Any, ...] | None:
     """(bn, add or None, relu or None, residual or None) for a fusable conv, else None."""
     if conv.op != "call_function" or conv.target is not aten.conv2d.default or not conv.kwargs == {}:
         return None
-    if isinstance(_arg(conv.args, 4, [0, 0]), str):  # padding="same"/"valid"
+    args = conv2d_args(conv)
+    if isinstance(args.padding, str):  # padding="same"/"valid"
         return None
     x = conv.args[0].meta.get("val") if isinstance(conv.args[0], torch.fx.Node) else None
     if not isinstance(x, torch.Tensor) or x.dim() != 4:  # unbatched (C, H, W) input
@@ -104,7 +99,7 @@ def _match(gm: torch.fx.GraphModule, conv: torch.fx.Node) -> tuple[Any, ...] | N
         return None
     try:
         weight = constant(gm, conv.args[1])
-        for a in (_arg(conv.args, 2, None), *bn.args[1:5]):
+        for a in (args.bias, *bn.args[1:5]):
             constant(gm, a)
     except LookupError:
         return None
@@ -113,7 +108,7 @@ def _match(gm: torch.fx.GraphModule, conv: torch.fx.Node) -> tuple[Any, ...] | N
     if weight is None or weight.dim() != 4 or weight.dtype not in _DTYPES:
         return None
     after = _only_user(bn)
-    if list(_arg(conv.args, 5, [1, 1])) != [1, 1] or _arg(conv.args, 6, 1) != 1:
+    if args.dilation != [1, 1] or args.groups != 1:
         return bn, None, None, None  # dilated or grouped: fold only (the fused ops were measured without)
     if after is not None and after.target in _RELU and not mutation_between(conv, after, {bn}):
         return bn, None, after, None
@@ -130,13 +125,11 @@ def _match(gm: torch.fx.GraphModule, conv: torch.fx.Node) -> tuple[Any, ...] | N
     return bn, None, None, None
 
 
-
-
 def _fold(gm: torch.fx.GraphModule, conv: torch.fx.Node, bn: torch.fx.Node) -> tuple[torch.Tensor, torch.Tensor]:
     """The convolution's weight and bias with the BatchNorm folded in (computed in float32)."""
     weight = constant(gm, conv.args[1])
     assert weight is not None
-    bias = constant(gm, _arg(conv.args, 2, None))
+    bias = constant(gm, conv2d_args(conv).bias)
     gamma, beta, mean, var = (constant(gm, a) for a in bn.args[1:5])
     eps = float(bn.args[7])
     w32 = weight.float()
@@ -146,8 +139,6 @@ def _fold(gm: torch.fx.GraphModule, conv: torch.fx.Node, bn: torch.fx.Node) -> t
     new_bias = shift * scale + (beta.float() if beta is not None else 0.0)
     new_weight = (w32 * scale.reshape(-1, 1, 1, 1)).to(weight.dtype).contiguous(memory_format=torch.channels_last)
     return new_weight, new_bias.to(weight.dtype)
-
-
 
 
 def _out_size(x: torch.Tensor, w: torch.Tensor, stride: Any, padding: Any, dilation: Any) -> list[Any]:

@@ -5,7 +5,7 @@ that a rewrite would reorder."""
 from __future__ import annotations
 
 import operator
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.fx.node import map_arg
@@ -32,6 +32,25 @@ def register_constant(gm: torch.fx.GraphModule, t: torch.Tensor) -> str:
     name = f"_flexrt_fused_{i}"
     gm.register_buffer(name, t)
     return name
+
+
+class Conv2dArgs(NamedTuple):
+    x: Any
+    weight: Any
+    bias: Any
+    stride: list[int]
+    padding: list[int] | str
+    dilation: list[int]
+    groups: int
+
+
+_CONV2D_DEFAULTS = (None, None, None, [1, 1], [0, 0], [1, 1], 1)
+
+
+def conv2d_args(node: torch.fx.Node) -> Conv2dArgs:
+    """An `aten.conv2d` call's arguments with the schema's defaults filled in, int lists as lists."""
+    values = [node.args[i] if len(node.args) > i else d for i, d in enumerate(_CONV2D_DEFAULTS)]
+    return Conv2dArgs(*(list(v) if isinstance(v, tuple) else v for v in values))
 
 
 def mutation_between(first: torch.fx.Node, last: torch.fx.Node, chain: set[torch.fx.Node]) -> bool:
