@@ -22,7 +22,7 @@ import logging
 
 import torch
 
-from flexrt.lower.graph_edit import constant, conv2d_args, emit, fake_constant
+from flexrt.lower.graph_edit import constant, conv2d_args, emit, fake_constant, fake_value
 from flexrt.settings import CompileSettings
 
 logger = logging.getLogger(__name__)
@@ -48,8 +48,8 @@ def conv_patches_to_linear(gm: torch.fx.GraphModule, settings: CompileSettings) 
 def _matches(gm: torch.fx.GraphModule, conv: torch.fx.Node) -> bool:
     if conv.op != "call_function" or conv.target is not aten.conv2d.default or conv.kwargs:
         return False
-    x = conv.args[0].meta.get("val") if isinstance(conv.args[0], torch.fx.Node) else None
-    if not isinstance(x, torch.Tensor) or not hasattr(x, "fake_mode") or x.dim() != 4:
+    x = fake_value(conv.args[0])
+    if x is None or x.dim() != 4:
         return False
     if not all(isinstance(d, int) for d in x.shape[1:]):  # channels and spatial sizes must be static
         return False

@@ -25,7 +25,7 @@ import logging
 
 import torch
 
-from flexrt.lower.graph_edit import constant, emit, fake_constant, register_constant
+from flexrt.lower.graph_edit import constant, emit, fake_constant, fake_value, linear_args, register_constant
 from flexrt.settings import CompileSettings
 
 logger = logging.getLogger(__name__)
@@ -61,12 +61,13 @@ def _match(gm: torch.fx.GraphModule, gelu: torch.fx.Node) -> torch.fx.Node | Non
         return None
     if len(linear.users) != 1:  # the pre-GELU activation is read elsewhere: it must be written anyway
         return None
-    x = linear.args[0].meta.get("val") if isinstance(linear.args[0], torch.fx.Node) else None
-    if not isinstance(x, torch.Tensor) or not hasattr(x, "fake_mode") or x.dim() < 2:
+    args = linear_args(linear)
+    x = fake_value(args.x)
+    if x is None or x.dim() < 2:
         return None
     try:
-        weight = constant(gm, linear.args[1])
-        bias = constant(gm, linear.args[2] if len(linear.args) > 2 else None)
+        weight = constant(gm, args.weight)
+        bias = constant(gm, args.bias)
     except LookupError:
         return None
     if weight is None or weight.dim() != 2 or weight.dtype not in _DTYPES:
@@ -78,14 +79,12 @@ def _match(gm: torch.fx.GraphModule, gelu: torch.fx.Node) -> torch.fx.Node | Non
 
 def _rewrite(gm: torch.fx.GraphModule, linear: torch.fx.Node, gelu: torch.fx.Node) -> None:
     graph = gm.graph
-    x = linear.args[0]
+    x, w, bias_node = linear_args(linear)
     val = x.meta["val"]
-    weight = constant(gm, linear.args[1])
+    weight = constant(gm, w)
     assert weight is not None
     n, k = weight.shape
     with graph.inserting_before(gelu):
-        w = linear.args[1]
-        bias_node = linear.args[2] if len(linear.args) > 2 else None
         bias = constant(gm, bias_node)
         if bias is None:  # the epilogue wants a bias vector: zeros add nothing
             bias = torch.zeros(n, dtype=weight.dtype, device=weight.device)

@@ -18,7 +18,15 @@ from typing import Any
 
 import torch
 
-from flexrt.lower.graph_edit import constant, emit, fake_constant, mutation_between, register_constant
+from flexrt.lower.graph_edit import (
+    constant,
+    emit,
+    fake_constant,
+    fake_value,
+    linear_args,
+    mutation_between,
+    register_constant,
+)
 from flexrt.settings import CompileSettings
 
 logger = logging.getLogger(__name__)
@@ -65,12 +73,13 @@ def _key(gm: torch.fx.GraphModule, node: torch.fx.Node, x: torch.fx.Node) -> tup
     """What must agree for `node` to merge with its siblings on `x`; None if it cannot merge."""
     if node.op != "call_function" or node.target is not aten.linear.default or node.kwargs or node.args[0] is not x:
         return None
-    val = x.meta.get("val")
-    if not isinstance(val, torch.Tensor) or not hasattr(val, "fake_mode") or val.dim() < 1:
+    val = fake_value(x)
+    if val is None or val.dim() < 1:
         return None
+    args = linear_args(node)
     try:
-        weight = constant(gm, node.args[1])
-        bias = constant(gm, node.args[2] if len(node.args) > 2 else None)
+        weight = constant(gm, args.weight)
+        bias = constant(gm, args.bias)
     except LookupError:
         return None
     if weight is None or weight.dim() != 2 or weight.dtype != val.dtype:
@@ -81,8 +90,8 @@ def _key(gm: torch.fx.GraphModule, node: torch.fx.Node, x: torch.fx.Node) -> tup
 
 
 def _merge(gm: torch.fx.GraphModule, x: torch.fx.Node, group: list[torch.fx.Node]) -> None:
-    weights = [constant(gm, n.args[1]) for n in group]
-    biases = [constant(gm, n.args[2] if len(n.args) > 2 else None) for n in group]
+    weights = [constant(gm, linear_args(n).weight) for n in group]
+    biases = [constant(gm, linear_args(n).bias) for n in group]
     weight = torch.cat([w.detach() for w in weights if w is not None])
     bias = torch.cat([b.detach() for b in biases if b is not None]) if biases[0] is not None else None
     val = x.meta["val"]

@@ -34,6 +34,24 @@ def register_constant(gm: torch.fx.GraphModule, t: torch.Tensor) -> str:
     return name
 
 
+def fake_value(arg: Any) -> torch.Tensor | None:
+    """The fake tensor a node's metadata holds for its value (symbolic sizes and all); None for a
+    non-node argument or a node without one."""
+    val = arg.meta.get("val") if isinstance(arg, torch.fx.Node) else None
+    return val if isinstance(val, torch.Tensor) and hasattr(val, "fake_mode") else None
+
+
+class LinearArgs(NamedTuple):
+    x: Any
+    weight: Any
+    bias: Any
+
+
+def linear_args(node: torch.fx.Node) -> LinearArgs:
+    """An `aten.linear` call's arguments, the bias None where the call has none."""
+    return LinearArgs(node.args[0], node.args[1], node.args[2] if len(node.args) > 2 else None)
+
+
 class Conv2dArgs(NamedTuple):
     x: Any
     weight: Any
