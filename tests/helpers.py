@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -11,7 +12,12 @@ import torch.utils._pytree as pytree
 
 import flexrt
 from flexrt.engine.tf32 import TF32_TOLERANCE
+from flexrt.settings import build_settings
 from flexrt.spec import random_tensor
+
+# Settings aimed at CUDA, built on any machine: the lowering passes rewrite only CUDA engines' graphs,
+# and the rewrites themselves are checked on the CPU against eager.
+CUDA_SETTINGS = dataclasses.replace(build_settings({}, torch.device("cpu")), device=torch.device("cuda"))
 
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 2e-2, torch.float64: 1e-6}
 

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import pytest
 import torch
-from helpers import sweep
+from helpers import CUDA_SETTINGS, sweep
 from models import PatchMlp
 
 import flexrt
@@ -16,7 +15,6 @@ from flexrt.lower.conv_patches_to_linear import conv_patches_to_linear
 from flexrt.settings import build_settings
 
 aten = torch.ops.aten
-CUDA_SETTINGS = dataclasses.replace(build_settings({}, torch.device("cpu")), device=torch.device("cuda"))
 
 
 class _Convs(torch.nn.Module):

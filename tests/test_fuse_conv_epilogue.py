@@ -3,12 +3,11 @@ fused convolutions on CUDA; results against eager over the range."""
 
 from __future__ import annotations
 
-import dataclasses
 import zipfile
 
 import pytest
 import torch
-from helpers import sweep
+from helpers import CUDA_SETTINGS, sweep
 from models import ResidualNet
 
 import flexrt
@@ -25,8 +24,7 @@ def _graph(model: torch.nn.Module) -> torch.fx.GraphModule:
 
 def test_the_rewrite_fuses_relu_and_residual_add_and_folds_the_rest():
     """The rewrite itself (it needs no GPU to run; the fused ops do): settings aimed at CUDA."""
-    settings = dataclasses.replace(build_settings({}), device=torch.device("cuda"))
-    gm = fuse_conv_epilogue(_graph(ResidualNet().eval()), settings)
+    gm = fuse_conv_epilogue(_graph(ResidualNet().eval()), CUDA_SETTINGS)
     targets = [n.target for n in gm.graph.nodes if n.op == "call_function"]
     # stem and a: conv-bn-relu; b: conv-bn + x, relu; c: conv-bn + shortcut, relu; the shortcut
     # (conv-bn, then that add) keeps a conv2d with its BN folded in
@@ -44,8 +42,7 @@ def test_grouped_and_dilated_convolutions_are_only_folded():
         torch.nn.Conv2d(8, 8, 3, padding=1, groups=4), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
         torch.nn.Conv2d(8, 8, 3, padding=2, dilation=2), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
     ).eval()
-    settings = dataclasses.replace(build_settings({}), device=torch.device("cuda"))
-    gm = fuse_conv_epilogue(_graph(model), settings)
+    gm = fuse_conv_epilogue(_graph(model), CUDA_SETTINGS)
     targets = [n.target for n in gm.graph.nodes if n.op == "call_function"]
     assert targets.count(aten.cudnn_convolution_relu.default) == 1
     assert targets.count(aten.conv2d.default) == 2
@@ -75,8 +72,7 @@ class _InPlace(torch.nn.Module):
 def test_in_place_writes_around_the_pattern_keep_it_unfused():
     torch.manual_seed(0)
     model = _InPlace().eval()
-    settings = dataclasses.replace(build_settings({}), device=torch.device("cuda"))
-    gm = fuse_conv_epilogue(_graph(model), settings)
+    gm = fuse_conv_epilogue(_graph(model), CUDA_SETTINGS)
     targets = [n.target for n in gm.graph.nodes if n.op == "call_function"]
     assert aten.cudnn_convolution_relu.default not in targets
     assert aten.cudnn_convolution_add_relu.default not in targets

@@ -3,12 +3,11 @@ engines); the rewrite is checked on CPU against eager, the engine and its accura
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import pytest
 import torch
-from helpers import TOLERANCE, rel_err, sweep
+from helpers import CUDA_SETTINGS, TOLERANCE, rel_err, sweep
 from models import PatchMlp
 
 import flexrt
@@ -17,7 +16,6 @@ from flexrt.settings import build_settings
 from flexrt.spec import random_tensor
 
 aten = torch.ops.aten
-CUDA_SETTINGS = dataclasses.replace(build_settings({}, torch.device("cpu")), device=torch.device("cuda"))
 
 
 class _Mlp(torch.nn.Module):

@@ -3,12 +3,11 @@ is checked on CPU against eager, the engine on the GPU."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import pytest
 import torch
-from helpers import sweep
+from helpers import CUDA_SETTINGS, sweep
 from models import SelfAttention
 
 import flexrt
@@ -16,7 +15,6 @@ from flexrt.lower.fuse_parallel_linear import fuse_parallel_linear
 from flexrt.settings import build_settings
 
 aten = torch.ops.aten
-CUDA_SETTINGS = dataclasses.replace(build_settings({}, torch.device("cpu")), device=torch.device("cuda"))
 
 
 def _graph(model: torch.nn.Module, dim: int = 64) -> torch.fx.GraphModule:
