@@ -41,8 +41,9 @@ logger = logging.getLogger(__name__)
 RESULTS = Path(__file__).resolve().parent / "results"
 OUTPUTS_NOTE = (
     "Outputs: eager_cudagraph returns its graph's static output and torch_compile_ro its CUDA-graph-tree output, "
-    "both overwritten by the next call; flexrt hands out its graphs' static output tensors and never replays a "
-    "graph while anything of its outputs (the tensor or a view of it) is still referenced (two graphs per shape, "
+    "both overwritten by the next call; flexrt hands out its graphs' static output tensors (copied out of the "
+    "shared memory pool inside the graph where they landed on memory an earlier graph may use) and never replays "
+    "a graph while anything of its outputs (the tensor or a view of it) is still referenced (two graphs per shape, "
     "else a plain run)."
 )
 

@@ -3,8 +3,13 @@
 
 The first call of a shape runs plainly (a cold start's first call pays for no capture); the second
 captures. One entry per shape in a bounded LRU, all graphs sharing one memory pool; static input
-buffers are filled by copy (one launch for all inputs). Outputs are handed out without a copy:
-the graph's static output tensors themselves. A graph is replayed only when nothing of its outputs
+buffers are filled by copy (one launch for all inputs). A graph's intermediates go back to the
+shared pool after capture, so a graph captured later may place its outputs on them, and replaying
+the earlier graph would then overwrite outputs the caller holds. So each capture checks where its
+outputs landed: in memory the pool did not have before (the usual case for large outputs), they
+are handed out as they are, the graph's static output tensors themselves; otherwise the graph is
+recorded again, ending with a copy of its outputs into buffers allocated outside the pool (device
+work inside the graph, no host work per call). A graph is replayed only when nothing of its outputs
 is alive any more (no reference to the tensor, no view of its storage): each shape has up to two
 captured slots (the usual `y = model(x)` loop alternates between them while the previous `y` is
 still referenced), and when the caller holds the outputs of both, the call runs without a graph.
@@ -36,6 +41,14 @@ def _use_count(t: torch.Tensor) -> int:
     return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
 
 
+def _copy_all(dst: Sequence[torch.Tensor], src: Sequence[torch.Tensor]) -> None:
+    """dst[i] <- src[i]; one launch for several tensors."""
+    if len(dst) == 1:
+        dst[0].copy_(src[0])
+    elif dst:
+        torch._foreach_copy_(list(dst), list(src))
+
+
 @contextlib.contextmanager
 def cudnn_autotune() -> Iterator[None]:
     """cudnn.benchmark on for the duration (conv algorithms timed once per shape), then restored."""
@@ -54,6 +67,7 @@ class _Slot:
     outputs: list[Any]
     tensors: list[torch.Tensor]  # the tensor outputs, handed out as they are (no view per call)
     baseline: list[tuple[int, int]]  # (references, storage uses) of each when nobody but us holds it
+    copies_out: bool  # the graph copies its outputs out of the shared pool (see the module docstring)
 
     def free(self) -> bool:
         """No caller holds an output, or anything sharing its storage (a view, a slice)."""
@@ -111,10 +125,7 @@ class CudaGraphCache:
             if slot is None:  # the caller holds the outputs of every slot: do not overwrite them
                 self.plain_runs += 1
                 return self.fn(inputs)
-        if len(inputs) == 1:
-            slot.inputs[0].copy_(inputs[0])
-        else:  # one launch for all inputs
-            torch._foreach_copy_(slot.inputs, list(inputs))
+        _copy_all(slot.inputs, inputs)
         slot.graph.replay()
         return list(slot.outputs)
 
@@ -122,25 +133,59 @@ class CudaGraphCache:
         static = [t.detach().clone() for t in inputs]
         if self.stream is None:
             self.stream = torch.cuda.Stream(self.device)
-        graph = torch.cuda.CUDAGraph()
         try:
             with cudnn_autotune():
                 self.stream.wait_stream(torch.cuda.current_stream(self.device))
                 with torch.cuda.stream(self.stream):
                     self.fn(static)  # warm up on the capture stream
                 torch.cuda.current_stream(self.device).wait_stream(self.stream)
-                with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
-                    outputs = list(self.fn(static))
+                earlier = self._pool_segments()
+                graph, outputs = self._record(static, None)
+                copies_out = _overlaps(_tensors(outputs), earlier)
+                if copies_out:  # an output may sit on an earlier graph's intermediates: record again
+                    out = [torch.empty_like(o) if isinstance(o, torch.Tensor) else o for o in outputs]
+                    del graph, outputs
+                    graph, outputs = self._record(static, out)
         except Exception as e:  # noqa: BLE001 - any capture failure means: run without graphs
             logger.warning("CUDA graph capture failed (%s); this context runs without CUDA graphs", e)
             self.disabled = True
             self.entries.clear()
             return None
-        slot = _Slot(graph, static, outputs, [o for o in outputs if isinstance(o, torch.Tensor)], [])
+        slot = _Slot(graph, static, outputs, _tensors(outputs), [], copies_out)
         slot.measure()
         self.entries.setdefault(key, []).append(slot)
         self.captures += 1
-        logger.debug("captured a CUDA graph for input shapes %s (%d shapes cached)", [tuple(s) for s in key], len(self.entries))
+        logger.debug("captured a CUDA graph for input shapes %s (%d shapes cached, outputs copied out: %s)",
+                     [tuple(s) for s in key], len(self.entries), copies_out)
         while len(self.entries) > self.capacity:
             self.entries.popitem(last=False)
         return slot
+
+    def _record(self, static: list[torch.Tensor], out: list[Any] | None) -> tuple[torch.cuda.CUDAGraph, list[Any]]:
+        """Capture fn(static) into the shared pool; with `out`, the graph ends by copying its outputs
+        there (buffers from outside the pool), and fn's own outputs go back to the pool."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
+            produced = list(self.fn(static))
+            if out is not None:
+                _copy_all(_tensors(out), _tensors(produced))
+        return graph, produced if out is None else out
+
+    def _pool_segments(self) -> list[tuple[int, int]]:
+        """Address ranges of the shared pool's memory: where earlier graphs may keep intermediates."""
+        return [(s["address"], s["address"] + s["total_size"]) for s in torch.cuda.memory_snapshot()
+                if tuple(s["segment_pool_id"]) == tuple(self.pool)]
+
+
+def _tensors(values: Sequence[Any]) -> list[torch.Tensor]:
+    return [v for v in values if isinstance(v, torch.Tensor)]
+
+
+def _overlaps(tensors: Sequence[torch.Tensor], ranges: Sequence[tuple[int, int]]) -> bool:
+    """Whether any tensor's storage touches any of the address ranges [start, end)."""
+    for t in tensors:
+        lo = t.untyped_storage().data_ptr()
+        hi = lo + t.untyped_storage().nbytes()
+        if any(lo < end and start < hi for start, end in ranges):
+            return True
+    return False

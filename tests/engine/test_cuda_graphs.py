@@ -66,6 +66,30 @@ def test_outputs_are_never_overwritten_by_a_later_call(compiled):
         assert_matches(part, expected)
 
 
+def test_a_held_output_survives_replays_of_graphs_captured_before_it(compiled):
+    """All graphs of a context share one memory pool, and a graph's intermediates are freed back
+    into it after capture: a graph captured later may get those blocks. Its outputs must not, or
+    replaying the earlier graph would overwrite an output the caller still holds."""
+    model, m = compiled
+    sizes = (40, 11, 2)  # largest first: the smaller outputs fit where the larger intermediates were
+    with flexrt.Runner(m.engine, profile=0) as r, torch.no_grad():  # a fresh context: an empty pool
+        for b in sizes:
+            for _ in range(2):  # a plain run, then the capture
+                r.infer({"x": torch.randn(b, 64, device="cuda")})
+        held = []
+        for b in sizes[1:]:
+            x = torch.randn(b, 64, device="cuda")
+            held.append((r.infer({"x": x})["output"], model(x)))
+        for b in sizes:  # replays every graph while the outputs of the later ones are held
+            r.infer({"x": torch.randn(b, 64, device="cuda")})
+        torch.cuda.synchronize()
+        for out, expected in held:
+            assert_matches(out, expected)
+        slots = {b: r.context.graphs.entries[(torch.Size([b, 64]),)][0] for b in sizes}
+    assert not slots[40].copies_out  # the first graph in an empty pool: nothing earlier to overlap
+    assert slots[11].copies_out or slots[2].copies_out  # smaller outputs landed in the pool's old memory
+
+
 def test_zero_copy_runner_hands_out_the_static_buffers(compiled):
     model, m = compiled
     with flexrt.Runner(m.engine, profile=0, zero_copy_outputs=True) as r:
