@@ -1,11 +1,12 @@
 """The CUDA-graph slot's liveness check (CPU): a slot is free only when the caller holds nothing of
-its outputs — not the tensor, not a container of it, not a view of its storage."""
+its outputs — not the tensor, not a container of it, not a view of its storage. And the address
+test that decides whether a capture copies its outputs out of the shared pool."""
 
 from __future__ import annotations
 
 import torch
 
-from flexrt.engine.cuda_graphs import _Slot
+from flexrt.engine.cuda_graphs import _overlaps, _Slot
 
 
 def _slot() -> _Slot:
@@ -37,3 +38,15 @@ def test_any_hold_on_an_output_keeps_the_slot_busy():
         assert not slot.free()
         del held
         assert slot.free()
+
+
+def test_an_output_overlaps_a_range_when_any_byte_of_its_storage_is_in_it():
+    base = torch.zeros(64, dtype=torch.uint8)
+    start = base.data_ptr()
+    view = base[16:32]  # a view: its whole storage counts, as the graph writes the whole block
+    assert _overlaps([view], [(start + 63, start + 100)])  # the storage's last byte
+    assert _overlaps([view], [(start - 10, start + 1)])  # its first byte
+    assert not _overlaps([view], [(start + 64, start + 100), (start - 10, start)])  # touching ends only
+    assert not _overlaps([view], [])  # an empty pool before the first capture
+    other = torch.zeros(8)
+    assert _overlaps([other, view], [(start + 5, start + 6)])  # any of several outputs
