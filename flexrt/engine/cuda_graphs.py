@@ -6,7 +6,8 @@ captures. One entry per shape in a bounded LRU, all graphs sharing one memory po
 buffers are filled by copy (one launch for all inputs). A graph's intermediates go back to the
 shared pool after capture, so a graph captured later may place its outputs on them, and replaying
 the earlier graph would then overwrite outputs the caller holds. So each capture checks where its
-outputs landed: in memory the pool did not have before (the usual case for large outputs), they
+outputs landed: in memory the pool did not have before (the seed model's large outputs did in the
+benchmark), they
 are handed out as they are, the graph's static output tensors themselves; otherwise the graph is
 recorded again, ending with a copy of its outputs into buffers allocated outside the pool (device
 work inside the graph, no host work per call). A graph is replayed only when nothing of its outputs

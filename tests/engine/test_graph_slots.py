@@ -43,7 +43,7 @@ def test_any_hold_on_an_output_keeps_the_slot_busy():
 def test_an_output_overlaps_a_range_when_any_byte_of_its_storage_is_in_it():
     base = torch.zeros(64, dtype=torch.uint8)
     start = base.data_ptr()
-    view = base[16:32]  # a view: its whole storage counts, as the graph writes the whole block
+    view = base[16:32]  # a view: the whole block it lives in counts (conservative)
     assert _overlaps([view], [(start + 63, start + 100)])  # the storage's last byte
     assert _overlaps([view], [(start - 10, start + 1)])  # its first byte
     assert not _overlaps([view], [(start + 64, start + 100), (start - 10, start)])  # touching ends only
