@@ -11,8 +11,9 @@ benchmark), they are handed out as they are, the graph's static output tensors t
 otherwise the graph is recorded again, ending with a copy of its outputs into buffers allocated
 outside the pool (device work inside the graph, no host work per call). A graph is replayed only
 when nothing of its outputs is alive any more (no reference to the tensor, no view of its
-storage): each shape has up to two captured slots (the usual `y = model(x)` loop alternates between them while the previous `y` is
-still referenced), and when the caller holds the outputs of both, the call runs without a graph.
+storage): each shape has up to two captured slots (the usual `y = model(x)` loop alternates
+between them while the previous `y` is still referenced), and when the caller holds the outputs
+of both, the call runs without a graph.
 So a later call never overwrites a tensor already handed out; zero-copy callers get the static
 buffers themselves and accept that.
 
