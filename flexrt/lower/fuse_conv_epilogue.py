@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from flexrt.lower.graph_edit import constant, conv2d_args, mutation_between, register_constant
+from flexrt.lower.graph_edit import constant, conv2d_args, fake_value, mutation_between, register_constant
 from flexrt.settings import CompileSettings
 
 logger = logging.getLogger(__name__)
@@ -91,14 +91,14 @@ def _match(gm: torch.fx.GraphModule, conv: torch.fx.Node) -> tuple[Any, ...] | N
     args = conv2d_args(conv)
     if isinstance(args.padding, str):  # padding="same"/"valid"
         return None
-    x = conv.args[0].meta.get("val") if isinstance(conv.args[0], torch.fx.Node) else None
-    if not isinstance(x, torch.Tensor) or x.dim() != 4:  # unbatched (C, H, W) input
+    x = fake_value(args.x)
+    if x is None or x.dim() != 4:  # unbatched (C, H, W) input
         return None
     bn = _only_user(conv)
     if bn is None or bn.target is not aten.batch_norm.default or bn.kwargs or len(bn.args) < 8 or bn.args[5]:
         return None
     try:
-        weight = constant(gm, conv.args[1])
+        weight = constant(gm, args.weight)
         for a in (args.bias, *bn.args[1:5]):
             constant(gm, a)
     except LookupError:
@@ -127,9 +127,10 @@ def _match(gm: torch.fx.GraphModule, conv: torch.fx.Node) -> tuple[Any, ...] | N
 
 def _fold(gm: torch.fx.GraphModule, conv: torch.fx.Node, bn: torch.fx.Node) -> tuple[torch.Tensor, torch.Tensor]:
     """The convolution's weight and bias with the BatchNorm folded in (computed in float32)."""
-    weight = constant(gm, conv.args[1])
+    args = conv2d_args(conv)
+    weight = constant(gm, args.weight)
     assert weight is not None
-    bias = constant(gm, conv2d_args(conv).bias)
+    bias = constant(gm, args.bias)
     gamma, beta, mean, var = (constant(gm, a) for a in bn.args[1:5])
     eps = float(bn.args[7])
     w32 = weight.float()

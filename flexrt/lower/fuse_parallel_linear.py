@@ -90,8 +90,9 @@ def _key(gm: torch.fx.GraphModule, node: torch.fx.Node, x: torch.fx.Node) -> tup
 
 
 def _merge(gm: torch.fx.GraphModule, x: torch.fx.Node, group: list[torch.fx.Node]) -> None:
-    weights = [constant(gm, linear_args(n).weight) for n in group]
-    biases = [constant(gm, linear_args(n).bias) for n in group]
+    args = [linear_args(n) for n in group]
+    weights = [constant(gm, a.weight) for a in args]
+    biases = [constant(gm, a.bias) for a in args]
     weight = torch.cat([w.detach() for w in weights if w is not None])
     bias = torch.cat([b.detach() for b in biases if b is not None]) if biases[0] is not None else None
     val = x.meta["val"]
