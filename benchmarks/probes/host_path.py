@@ -8,7 +8,8 @@ engines in one process, flexrt's default and one without the Inductor post-grad 
 (`flexrt.engine.post_grad`), and times them interleaved, round by round, as `benchmarks.timing`
 does (back-to-back calls, CUDA events, 3 rotating inputs), so that drift of the host between
 rounds hits both alike. For the default engine it also times the layers of a call: the execution
-context alone, the input copy plus the graph replay, and the replay alone.
+context alone, feeding the graph its input (re-pointing its input copy, see
+`flexrt.engine.graph_inputs`) plus the replay, and the replay alone.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def _calls(default: Any, plain: Any, ctx: Any, slot: Any) -> dict[str, Any]:
         "flexrt": lambda i: default(*i),
         "flexrt_without_post_grad_passes": lambda i: plain(*i),
         "context_execute": lambda i: ctx.execute(list(i)),
-        "copy_and_replay": lambda i: (slot.inputs[0].copy_(i[0]), slot.graph.replay()),
+        "feed_and_replay": lambda i: (slot.feed(i), slot.graph.replay()),
         "replay_only": lambda i: slot.graph.replay(),
     }
 

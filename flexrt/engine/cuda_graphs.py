@@ -2,8 +2,10 @@
 (DESIGN §5), so each shape seen is captured once and replayed from then on.
 
 The first call of a shape runs plainly (a cold start's first call pays for no capture); the second
-captures. One entry per shape in a bounded LRU, all graphs sharing one memory pool; static input
-buffers are filled by copy (one launch for all inputs). A graph's intermediates go back to the
+captures. One entry per shape in a bounded LRU, all graphs sharing one memory pool. Each graph
+begins by copying its inputs into static buffers, and before each replay those copies are re-pointed
+at the caller's tensors (`graph_inputs`: no copy launched from the host); where that is not
+available, the static buffers are filled by one copy launch before the replay. A graph's intermediates go back to the
 shared pool after capture, so a graph captured later may place its outputs on them, and replaying
 the earlier graph would then overwrite outputs the caller holds. So each capture checks where its
 outputs landed: in memory the pool did not have before (the seed model's large outputs did in the
@@ -26,12 +28,15 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
+
+from flexrt.engine import graph_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +74,7 @@ class _Slot:
     tensors: list[torch.Tensor]  # the tensor outputs, handed out as they are (no view per call)
     baseline: list[tuple[int, int]]  # (references, storage uses) of each when nobody but us holds it
     copies_out: bool  # the graph copies its outputs out of the shared pool (see the module docstring)
+    feed: Callable[[Sequence[torch.Tensor]], None]  # gives the graph the caller's inputs before a replay
 
     def free(self) -> bool:
         """No caller holds an output, or anything sharing its storage (a view, a slice)."""
@@ -126,12 +132,13 @@ class CudaGraphCache:
             if slot is None:  # the caller holds the outputs of every slot: do not overwrite them
                 self.plain_runs += 1
                 return self.fn(inputs)
-        _copy_all(slot.inputs, inputs)
+        slot.feed(inputs)
         slot.graph.replay()
         return list(slot.outputs)
 
     def _capture(self, key: tuple[Any, ...], inputs: Sequence[torch.Tensor]) -> _Slot | None:
         static = [t.detach().clone() for t in inputs]
+        sources = [t if t.is_contiguous() else t.contiguous() for t in inputs] if graph_inputs.supported() else None
         if self.stream is None:
             self.stream = torch.cuda.Stream(self.device)
         try:
@@ -141,35 +148,47 @@ class CudaGraphCache:
                     self.fn(static)  # warm up on the capture stream
                 torch.cuda.current_stream(self.device).wait_stream(self.stream)
                 earlier = self._pool_segments()
-                graph, outputs = self._record(static, None)
-                copies_out = _overlaps(_tensors(outputs), earlier)
-                if copies_out:  # an output may sit on an earlier graph's intermediates: record again
+                out: list[Any] | None = None
+                graph, outputs = self._record(static, sources, out)
+                if _overlaps(_tensors(outputs), earlier):  # an output may sit on an earlier graph's intermediates
                     out = [torch.empty_like(o) if isinstance(o, torch.Tensor) else o for o in outputs]
                     del graph, outputs
-                    graph, outputs = self._record(static, out)
+                    graph, outputs = self._record(static, sources, out)
+                feed = graph_inputs.find_input_copies(graph, static, sources) if sources is not None else None
+                if feed is None and sources is not None:  # its input copies cannot be re-pointed: record plainly
+                    del graph, outputs
+                    graph, outputs = self._record(static, None, out)
         except Exception as e:  # noqa: BLE001 - any capture failure means: run without graphs
             logger.warning("CUDA graph capture failed (%s); this context runs without CUDA graphs", e)
             self.disabled = True
             self.entries.clear()
             return None
-        slot = _Slot(graph, static, outputs, _tensors(outputs), [], copies_out)
+        copies_out = out is not None
+        slot = _Slot(graph, static, outputs, _tensors(outputs), [], copies_out, feed or functools.partial(_copy_all, static))
         slot.measure()
         self.entries.setdefault(key, []).append(slot)
         self.captures += 1
-        logger.debug("captured a CUDA graph for input shapes %s (%d shapes cached, outputs copied out: %s)",
-                     [tuple(s) for s in key], len(self.entries), copies_out)
+        logger.debug("captured a CUDA graph for input shapes %s (%d shapes cached, outputs copied out: %s, inputs re-pointed: %s)",
+                     [tuple(s) for s in key], len(self.entries), copies_out, isinstance(feed, graph_inputs.InputCopies))
         while len(self.entries) > self.capacity:
             self.entries.popitem(last=False)
         return slot
 
-    def _record(self, static: list[torch.Tensor], out: list[Any] | None) -> tuple[torch.cuda.CUDAGraph, list[Any]]:
-        """Capture fn(static) into the shared pool; with `out`, the graph ends by copying its outputs
-        there (buffers from outside the pool), and fn's own outputs go back to the pool."""
-        graph = torch.cuda.CUDAGraph()
+    def _record(self, static: list[torch.Tensor], sources: list[torch.Tensor] | None,
+                out: list[Any] | None) -> tuple[torch.cuda.CUDAGraph, list[Any]]:
+        """Capture fn(static) into the shared pool. With `sources`, the graph begins by copying them
+        into `static` (one memcpy each, re-pointed per call) and is kept for `graph_inputs`; with
+        `out`, it ends by copying its outputs there (buffers from outside the pool), and fn's own
+        outputs go back to the pool."""
+        graph = torch.cuda.CUDAGraph(keep_graph=True) if sources is not None else torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
+            for dst, src in zip(static, sources or ()):
+                dst.copy_(src)
             produced = list(self.fn(static))
             if out is not None:
                 _copy_all(_tensors(out), _tensors(produced))
+        if sources is not None:
+            graph.instantiate()
         return graph, produced if out is None else out
 
     def _pool_segments(self) -> list[tuple[int, int]]:

@@ -7,6 +7,7 @@ import torch
 from helpers import assert_matches, sweep
 
 import flexrt
+from flexrt.engine import graph_inputs
 
 pytestmark = pytest.mark.cuda
 
@@ -88,6 +89,53 @@ def test_a_held_output_survives_replays_of_graphs_captured_before_it(compiled):
         slots = {b: r.context.graphs.entries[(torch.Size([b, 64]),)][0] for b in sizes}
     assert not slots[40].copies_out  # the first graph in an empty pool: nothing earlier to overlap
     assert slots[11].copies_out or slots[2].copies_out  # smaller outputs landed in the pool's old memory
+
+
+def test_each_replay_reads_the_callers_tensor_through_re_pointed_input_copies(compiled):
+    """The graph's input copy is re-pointed at the caller's tensor before each replay
+    (`graph_inputs`): a replay must read the tensor of this call, also after it changed in place,
+    also when it is a non-contiguous view, never the one the graph was captured with."""
+    model, m = compiled
+    graphs = m.contexts[0].graphs
+    with torch.no_grad():
+        x = torch.randn(9, 64, device="cuda")
+        m(x)
+        m(x)  # captured with x as the copy's source
+        slot = graphs.entries[(torch.Size([9, 64]),)][0]
+        assert isinstance(slot.feed, graph_inputs.InputCopies)  # the GPU image has the runtime graph API
+        for _ in range(3):
+            y = torch.randn(9, 64, device="cuda")
+            assert_matches(m(y), model(y))
+        x.normal_()  # the capture-time tensor changes in place: read now, not a stale copy
+        assert_matches(m(x), model(x))
+        wide = torch.randn(9, 128, device="cuda")
+        view = wide[:, ::2]  # same shape, not contiguous
+        assert not view.is_contiguous()
+        assert_matches(m(view), model(view))
+        captures = graphs.captures
+        for _ in range(4):
+            z = torch.randn(9, 64, device="cuda")
+            assert_matches(m(z), model(z))
+        assert graphs.captures == captures  # all of them replays
+
+
+def test_re_pointed_inputs_of_a_two_input_engine():
+    class Two(torch.nn.Module):
+        def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return torch.relu(a @ b.t()) + a.sum(-1, keepdim=True)
+
+    specs = [flexrt.Input(min_shape=(1, 32), opt_shape=(4, 32), max_shape=(16, 32), name="a"),
+             flexrt.Input(min_shape=(1, 32), opt_shape=(4, 32), max_shape=(16, 32), name="b")]
+    model = Two().eval().cuda()
+    m = flexrt.compile(model, inputs=specs)
+    with torch.no_grad():
+        for n, k in [(3, 5), (3, 5), (3, 5), (16, 1), (16, 1), (16, 1)]:
+            a, b = torch.randn(n, 32, device="cuda"), torch.randn(k, 32, device="cuda")
+            assert_matches(m(a, b), model(a, b))
+        slot = m.contexts[0].graphs.entries[(torch.Size([16, 32]), torch.Size([1, 32]))][0]
+        assert isinstance(slot.feed, graph_inputs.InputCopies)
+        assert len(slot.feed.nodes) == 2
+    sweep(m, model, specs, device="cuda")
 
 
 def test_zero_copy_runner_hands_out_the_static_buffers(compiled):
