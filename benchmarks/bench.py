@@ -62,14 +62,16 @@ class Knobs:
 
     warmup: int
     iters: int
+    warmup_ms: float  # warm-up lasts at least this long, and timing at least rep_ms (timing.time_calls)
+    rep_ms: float
     rotate: int
     stream_calls: int
     stream_budget_s: float
     budget_s: float
 
 
-FULL = Knobs(warmup=10, iters=50, rotate=3, stream_calls=200, stream_budget_s=45, budget_s=420)
-SMOKE = Knobs(warmup=3, iters=10, rotate=2, stream_calls=40, stream_budget_s=10, budget_s=600)
+FULL = Knobs(warmup=10, iters=50, warmup_ms=25, rep_ms=100, rotate=3, stream_calls=200, stream_budget_s=45, budget_s=420)
+SMOKE = Knobs(warmup=3, iters=10, warmup_ms=0, rep_ms=0, rotate=2, stream_calls=40, stream_budget_s=10, budget_s=600)
 
 
 def _previous(path: Path, result: dict[str, Any]) -> dict[str, Any]:
@@ -172,7 +174,8 @@ def run(
         if tf32:
             notes.append(TF32_NOTE)
         prior = _previous(out / f"{model_name}.json", result) if peers else {}
-        plan = measure.Plan(case, dev, sizes, rotations, refs, knobs.warmup, knobs.iters, knobs.stream_calls,
+        plan = measure.Plan(case, dev, sizes, rotations, refs, knobs.warmup, knobs.iters, knobs.warmup_ms, knobs.rep_ms,
+                            knobs.stream_calls,
                             knobs.stream_budget_s, started + (budget_s or knobs.budget_s), workdir,
                             lambda msg, style=None: console.log(escape(msg), style=style))
         measured: dict[str, Any] = {}

@@ -38,6 +38,8 @@ class Plan:
     refs: dict[int, torch.Tensor]  # eager output on the reference input
     warmup: int
     iters: int
+    warmup_ms: float
+    rep_ms: float
     stream_calls: int
     stream_budget_s: float
     deadline: float  # perf_counter time after which remaining work is skipped
@@ -76,7 +78,7 @@ def _shape(peer: Peer, plan: Plan, size: int) -> dict[str, Any]:
     out, first_s = timing.first_call(peer, inputs, plan.device)
     rel_first = timing.rel_error(out, ref)
     del out
-    stats = timing.time_calls(peer, plan.rotations[size], plan.device, plan.warmup, plan.iters)
+    stats = timing.time_calls(peer, plan.rotations[size], plan.device, plan.warmup, plan.iters, plan.warmup_ms, plan.rep_ms)
     rel = timing.rel_error(peer(inputs), ref)
     return {**stats, "first_call_s": first_s, "rel_err": rel, "rel_err_first_call": rel_first,
             "rel_err_flag": not rel <= tolerance or not rel_first <= tolerance, "tolerance": tolerance}

@@ -113,7 +113,12 @@ def markdown(result: Result) -> str:
     meta = (f"{result['description']}; {result['dtype']}; {result['dim']} {result['range']['min']}..{result['range']['max']} "
             f"(opt {result['range']['opt']}). Device: {result['device_name']}; torch {result['torch']}; {result['date']}.")
     s = result["settings"]
-    how = (f"Median of {s['iters']} timed calls after {s['warmup']} warm-up calls, rotating {s['rotate']} inputs "
+    if s.get("rep_ms"):
+        counts = (f"Median of at least {s['iters']} timed calls, as many as fill {s['rep_ms']:g} ms (up to 2000), after "
+                  f"at least {s['warmup']} warm-up calls and {s['warmup_ms']:g} ms")
+    else:
+        counts = f"Median of {s['iters']} timed calls after {s['warmup']} warm-up calls"
+    how = (f"{counts}, rotating {s['rotate']} inputs "
            f"({'CUDA events' if result['device'] == 'cuda' else 'perf_counter'}). Compiles counted over "
            f"{s['stream_calls']} calls of random {result['dim']} in the range. Ratio < 1: flexrt faster.")
     parts = [title, meta, how, "## Latency (median ms)", latency_table(result), "## Peers", peer_table(result),

@@ -50,10 +50,22 @@ def first_call(fn: Call, inputs: tuple[torch.Tensor, ...], device: torch.device)
     return out, time.perf_counter() - start
 
 
-def time_calls(fn: Call, rotation: Sequence[tuple[torch.Tensor, ...]], device: torch.device, warmup: int, iters: int) -> dict[str, float]:
-    """Median and p90 per-call latency (ms) after warm-up, rotating over pre-made inputs."""
-    for i in range(warmup):
-        fn(rotation[i % len(rotation)])
+def time_calls(fn: Call, rotation: Sequence[tuple[torch.Tensor, ...]], device: torch.device, warmup: int, iters: int,
+               warmup_ms: float = 0.0, rep_ms: float = 0.0, max_iters: int = 2000) -> dict[str, float]:
+    """Median and p90 per-call latency (ms) after warm-up, rotating over pre-made inputs.
+
+    At least `warmup` calls and `warmup_ms` of warm-up, then at least `iters` timed calls and as many
+    as fill `rep_ms` (at most `max_iters`), as triton's do_bench budgets by time: a 30 us call timed
+    50 times is 1.5 ms of samples, where one slow stretch of the host moves the median."""
+    n = 0
+    start = time.perf_counter()
+    while n < warmup or (time.perf_counter() - start) * 1e3 < warmup_ms:
+        fn(rotation[n % len(rotation)])
+        n += 1
+        if n >= warmup:
+            sync(device)
+    per_call_ms = max((time.perf_counter() - start) * 1e3 / max(n, 1), 1e-6)
+    iters = max(iters, min(max_iters, int(rep_ms / per_call_ms)))
     sync(device)
     wall = time.perf_counter()
     if device.type == "cuda":
@@ -77,6 +89,8 @@ def time_calls(fn: Call, rotation: Sequence[tuple[torch.Tensor, ...]], device: t
         "p90_ms": percentile(times, 90),
         "min_ms": min(times),
         "wall_ms_per_call": wall_ms,
+        "warmup_calls": n,
+        "timed_calls": iters,
     }
 
 
