@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 Call = Callable[[tuple[torch.Tensor, ...]], Any]
 
+_PROBE_CALLS = 5  # back-to-back calls after warm-up that set how many fill rep_ms
+
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -64,8 +66,15 @@ def time_calls(fn: Call, rotation: Sequence[tuple[torch.Tensor, ...]], device: t
         n += 1
         if n >= warmup:
             sync(device)
-    per_call_ms = max((time.perf_counter() - start) * 1e3 / max(n, 1), 1e-6)
-    iters = max(iters, min(max_iters, int(rep_ms / per_call_ms)))
+    if rep_ms > 0:  # the per-call time from warm calls only (first calls may compile or capture)
+        sync(device)
+        probe = time.perf_counter()
+        for i in range(_PROBE_CALLS):
+            fn(rotation[(n + i) % len(rotation)])
+        sync(device)
+        n += _PROBE_CALLS
+        per_call_ms = max((time.perf_counter() - probe) * 1e3 / _PROBE_CALLS, 1e-6)
+        iters = max(iters, min(max_iters, int(rep_ms / per_call_ms)))
     sync(device)
     wall = time.perf_counter()
     if device.type == "cuda":

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # benchmarks/ is a folder of the checkout, not an installed package
@@ -42,3 +44,28 @@ def test_profiles_benchmark_checks_each_config_against_eager(tmp_path: Path) -> 
         assert set(config["rel_err"]) == set(profiles.BATCHES)
         assert max(config["rel_err"].values()) < config["tolerance"]
     assert "Largest relative error" in (tmp_path / "profiles_cpu.md").read_text()
+
+
+def test_time_calls_budgets_warm_up_and_timing_by_time() -> None:
+    """A fast call gets more timed calls than the minimum (as many as fill rep_ms, capped), and a
+    slow first call (a compile, say) does not shrink that budget."""
+    from benchmarks import timing
+
+    calls: list[int] = []
+
+    def fn(inputs: tuple[torch.Tensor, ...]) -> None:
+        if not calls:
+            time.sleep(0.05)  # the first call is slow, as a compile would be
+        calls.append(1)
+        time.sleep(0.0002)
+
+    x = (torch.zeros(1),)
+    stats = timing.time_calls(fn, [x], torch.device("cpu"), warmup=3, iters=10, warmup_ms=20, rep_ms=100, max_iters=1000)
+    assert 40 < stats["timed_calls"] <= 1000  # about 100 ms / 0.25 ms; counting the slow first call gives 10
+    assert stats["warmup_calls"] >= 3 + 5
+    assert len(calls) == stats["warmup_calls"] + stats["timed_calls"]
+    assert stats["median_ms"] >= 0.2
+    capped = timing.time_calls(fn, [x], torch.device("cpu"), warmup=1, iters=2, warmup_ms=0, rep_ms=1000, max_iters=7)
+    assert capped["timed_calls"] == 7
+    plain = timing.time_calls(fn, [x], torch.device("cpu"), warmup=2, iters=4)
+    assert (plain["warmup_calls"], plain["timed_calls"]) == (2, 4)
