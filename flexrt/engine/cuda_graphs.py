@@ -148,16 +148,11 @@ class CudaGraphCache:
                     self.fn(static)  # warm up on the capture stream
                 torch.cuda.current_stream(self.device).wait_stream(self.stream)
                 earlier = self._pool_segments()
-                out: list[Any] | None = None
-                graph, outputs = self._record(static, sources, out)
-                if _overlaps(_tensors(outputs), earlier):  # an output may sit on an earlier graph's intermediates
-                    out = [torch.empty_like(o) if isinstance(o, torch.Tensor) else o for o in outputs]
-                    del graph, outputs
-                    graph, outputs = self._record(static, sources, out)
+                graph, outputs, out = self._record_checked(static, sources, earlier)
                 feed = graph_inputs.find_input_copies(graph, static, sources) if sources is not None else None
                 if feed is None and sources is not None:  # its input copies cannot be re-pointed: record plainly
-                    del graph, outputs
-                    graph, outputs = self._record(static, None, out)
+                    del graph, outputs, out
+                    graph, outputs, out = self._record_checked(static, None, earlier)
         except Exception as e:  # noqa: BLE001 - any capture failure means: run without graphs
             logger.warning("CUDA graph capture failed (%s); this context runs without CUDA graphs", e)
             self.disabled = True
@@ -173,6 +168,19 @@ class CudaGraphCache:
         while len(self.entries) > self.capacity:
             self.entries.popitem(last=False)
         return slot
+
+    def _record_checked(self, static: list[torch.Tensor], sources: list[torch.Tensor] | None,
+                        earlier: list[tuple[int, int]]) -> tuple[torch.cuda.CUDAGraph, list[Any], list[Any] | None]:
+        """Record; if an output landed on memory the pool had before this capture (`earlier`, where
+        an earlier graph may keep intermediates), record again copying the outputs out of the pool.
+        Returns the graph, its outputs and the out-of-pool buffers (None when not copied out)."""
+        graph, outputs = self._record(static, sources, None)
+        if not _overlaps(_tensors(outputs), earlier):
+            return graph, outputs, None
+        out = [torch.empty_like(o) if isinstance(o, torch.Tensor) else o for o in outputs]
+        del graph, outputs
+        graph, outputs = self._record(static, sources, out)
+        return graph, outputs, out
 
     def _record(self, static: list[torch.Tensor], sources: list[torch.Tensor] | None,
                 out: list[Any] | None) -> tuple[torch.cuda.CUDAGraph, list[Any]]:

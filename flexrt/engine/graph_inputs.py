@@ -82,14 +82,21 @@ class InputCopies:
         self.nodes = nodes
         self.dsts = [t.data_ptr() for t in static]
         self.nbytes = [t.numel() * t.element_size() for t in static]
+        self.made: list[torch.Tensor] = []
 
     def __call__(self, inputs: Sequence[torch.Tensor]) -> None:
+        made: list[torch.Tensor] = []
         for node, dst, nbytes, t in zip(self.nodes, self.dsts, self.nbytes, inputs):
             if not t.is_contiguous():
                 t = t.contiguous()
+                made.append(t)
             rc = self.set_params(self.exec, node, dst, t.data_ptr(), nbytes, _DEVICE_TO_DEVICE)
             if rc:
                 raise FlexrtError(f"cudaGraphExecMemcpyNodeSetParams1D failed (CUDA error {rc}) while feeding a CUDA graph")
+        # Contiguous copies made here must outlive this call: freed now, the allocator could give one's
+        # memory to the next input's copy before the replay reads it. Kept until the next call (by then
+        # the replay that reads them is enqueued, and stream order protects them).
+        self.made = made
 
 
 def find_input_copies(graph: torch.cuda.CUDAGraph, static: Sequence[torch.Tensor],

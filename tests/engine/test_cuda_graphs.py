@@ -135,6 +135,10 @@ def test_re_pointed_inputs_of_a_two_input_engine():
         slot = m.contexts[0].graphs.entries[(torch.Size([16, 32]), torch.Size([1, 32]))][0]
         assert isinstance(slot.feed, graph_inputs.InputCopies)
         assert len(slot.feed.nodes) == 2
+        for _ in range(4):  # both inputs strided views of one size (plain run, capture, replays):
+            wide = torch.randn(2, 8, 64, device="cuda")  # each gets its own contiguous copy
+            a, b = wide[0, :, ::2], wide[1, :, 1::2]
+            assert_matches(m(a, b), model(a, b))
     sweep(m, model, specs, device="cuda")
 
 
