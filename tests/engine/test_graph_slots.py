@@ -11,7 +11,7 @@ from flexrt.engine.cuda_graphs import _overlaps, _Slot
 
 def _slot() -> _Slot:
     outputs = [torch.randn(4, 4), 3, torch.randn(8)]
-    slot = _Slot(None, [], outputs, [o for o in outputs if isinstance(o, torch.Tensor)], [], False)  # type: ignore[arg-type]
+    slot = _Slot(None, [], outputs, [o for o in outputs if isinstance(o, torch.Tensor)], [], False, lambda inputs: None)  # type: ignore[arg-type]
     slot.measure()
     return slot
 
