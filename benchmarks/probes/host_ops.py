@@ -7,8 +7,9 @@ many back-to-back calls (the GPU work of each is far below its host cost), the s
 `CudaGraphCache.run` and candidate replacements: the input copy through `Tensor.copy_`, through
 `torch._foreach_copy_`, and through the driver's `cuMemcpyDtoDAsync` called with ctypes on the
 current stream; the copy as a memcpy node of the graph whose source is re-pointed before each
-replay (`cudaGraphExecMemcpyNodeSetParams1D`), against `copy_` then replay; the held-output check through `untyped_storage()` per call and through a storage
-handle kept from capture; and `CUDAGraph.replay` of a one-kernel graph.
+replay (flexrt's `graph_inputs`, `cudaGraphExecMemcpyNodeSetParams1D`), against `copy_` then
+replay; the held-output check through `untyped_storage()` per call and through a storage handle
+kept from capture; and `CUDAGraph.replay` of a one-kernel graph.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 
 from benchmarks.report import save_json
+from flexrt.engine import graph_inputs
 
 
 def host_us(fn: Callable[[], Any], n: int = 3000, rounds: int = 7) -> float:
@@ -41,22 +43,10 @@ def host_us(fn: Callable[[], Any], n: int = 3000, rounds: int = 7) -> float:
     return statistics.median(per)
 
 
-class _Memcpy3DParms(ctypes.Structure):
-    _fields_ = [("srcArray", ctypes.c_void_p), ("srcPos", ctypes.c_size_t * 3), ("srcPtr", ctypes.c_size_t * 4),
-                ("dstArray", ctypes.c_void_p), ("dstPos", ctypes.c_size_t * 3), ("dstPtr", ctypes.c_size_t * 4),
-                ("extent", ctypes.c_size_t * 3), ("kind", ctypes.c_int)]
-
-
-def _cudart() -> ctypes.CDLL:
-    with open("/proc/self/maps") as f:
-        paths = {line.split()[-1] for line in f if "libcudart.so" in line}
-    return ctypes.CDLL(sorted(paths)[0])
-
-
 def _repointed_graph(src: torch.Tensor, static: torch.Tensor) -> tuple[Callable[[], Any], Callable[[], Any]]:
     """(re-point the graph's input copy at `src` then replay, copy_ into the static input then replay)
-    for a graph holding `static <- staging` then one kernel on `static`."""
-    rt = _cudart()
+    for a graph holding `static <- staging` then one kernel on `static`; the re-pointing is flexrt's
+    own (`graph_inputs.find_input_copies`)."""
     staging = torch.empty_like(static)
     g = torch.cuda.CUDAGraph(keep_graph=True)
     s = torch.cuda.Stream()
@@ -69,31 +59,11 @@ def _repointed_graph(src: torch.Tensor, static: torch.Tensor) -> tuple[Callable[
         static.copy_(staging)
         static.mul_(2.0)
     g.instantiate()
-    raw = ctypes.c_void_p(g.raw_cuda_graph())
-    count = ctypes.c_size_t(0)
-    assert rt.cudaGraphGetNodes(raw, None, ctypes.byref(count)) == 0
-    nodes = (ctypes.c_void_p * count.value)()
-    assert rt.cudaGraphGetNodes(raw, nodes, ctypes.byref(count)) == 0
-    node = None
-    for n in nodes:
-        kind = ctypes.c_int(-1)
-        assert rt.cudaGraphNodeGetType(ctypes.c_void_p(n), ctypes.byref(kind)) == 0
-        if kind.value == 1:  # cudaGraphNodeTypeMemcpy
-            p = _Memcpy3DParms()
-            assert rt.cudaGraphMemcpyNodeGetParams(ctypes.c_void_p(n), ctypes.byref(p)) == 0
-            if p.srcPtr[0] == staging.data_ptr():
-                node = ctypes.c_void_p(n)
-    assert node is not None, "no memcpy node reads the staging buffer"
-    exec_ = ctypes.c_void_p(g.raw_cuda_graph_exec())
-    setp = rt.cudaGraphExecMemcpyNodeSetParams1D
-    setp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    nbytes = src.numel() * src.element_size()
-    dst = static.data_ptr()
+    feed = graph_inputs.find_input_copies(g, [static], [staging])
+    assert feed is not None, "no memcpy node reads the staging buffer"
 
     def repoint_and_replay() -> None:
-        rc = setp(exec_, node, dst, src.data_ptr(), nbytes, 3)  # cudaMemcpyDeviceToDevice
-        if rc:
-            raise RuntimeError(f"cudaGraphExecMemcpyNodeSetParams1D: {rc}")
+        feed([src])
         g.replay()
 
     def copy_and_replay() -> None:
@@ -103,7 +73,6 @@ def _repointed_graph(src: torch.Tensor, static: torch.Tensor) -> tuple[Callable[
     repoint_and_replay()
     torch.cuda.synchronize()
     assert torch.equal(static, src * 2), "re-pointed graph did not read the new source"
-    repoint_and_replay.graph = g  # keep alive
     return repoint_and_replay, copy_and_replay
 
 
