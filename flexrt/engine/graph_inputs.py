@@ -21,7 +21,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -73,12 +73,11 @@ class InputCopies:
     """The memcpy nodes of one instantiated graph that fill its static inputs; calling it with the
     caller's inputs re-points them."""
 
-    def __init__(self, graph: torch.cuda.CUDAGraph, nodes: list[int], static: Sequence[torch.Tensor]) -> None:
+    def __init__(self, graph: torch.cuda.CUDAGraph | None, exec_: int, set_params: Callable[..., int], nodes: list[int],
+                 static: Sequence[torch.Tensor]) -> None:
         self.graph = graph  # keeps the executable graph (and so the handles) alive
-        self.exec = graph.raw_cuda_graph_exec()
-        lib = cudart()
-        assert lib is not None
-        self.set_params = lib.cudaGraphExecMemcpyNodeSetParams1D
+        self.exec = exec_
+        self.set_params = set_params  # cudaGraphExecMemcpyNodeSetParams1D
         self.nodes = nodes
         self.dsts = [t.data_ptr() for t in static]
         self.nbytes = [t.numel() * t.element_size() for t in static]
@@ -129,4 +128,5 @@ def find_input_copies(graph: torch.cuda.CUDAGraph, static: Sequence[torch.Tensor
         logger.info("CUDA graph: input copies not found as single memcpy nodes (%s); inputs are copied",
                     {i: len(n) for i, n in found.items()})
         return None
-    return InputCopies(graph, [nodes[0] for nodes in found.values()], static)
+    return InputCopies(graph, graph.raw_cuda_graph_exec(), lib.cudaGraphExecMemcpyNodeSetParams1D,
+                       [nodes[0] for nodes in found.values()], static)

@@ -12,19 +12,12 @@ from flexrt.engine import graph_inputs
 
 def _feed(static: list[torch.Tensor], calls: list[tuple[int, int, int, int]]) -> graph_inputs.InputCopies:
     """An InputCopies with a stand-in for cudaGraphExecMemcpyNodeSetParams1D that records its calls."""
-    feed = object.__new__(graph_inputs.InputCopies)
-    feed.exec = 7
-    feed.nodes = [100 + i for i in range(len(static))]
-    feed.dsts = [t.data_ptr() for t in static]
-    feed.nbytes = [t.numel() * t.element_size() for t in static]
-    feed.made = []
 
     def set_params(exec_: int, node: int, dst: int, src: int, nbytes: int, kind: int) -> int:
         calls.append((node, dst, src, nbytes))
         return 0
 
-    feed.set_params = set_params
-    return feed
+    return graph_inputs.InputCopies(None, 7, set_params, [100 + i for i in range(len(static))], static)
 
 
 def test_each_input_copy_is_pointed_at_the_callers_tensor() -> None:
