@@ -29,8 +29,8 @@ def realize_shared_attention_masks(graph: torch.fx.Graph) -> int:
         readers = [u for u in node.users if u.target in _ATTENTION and len(u.args) > _MASK_ARG and u.args[_MASK_ARG] is node]
         val = node.meta.get("val")
         strides = _guard_free_strides(val) if isinstance(val, torch.Tensor) else None
-        if len(readers) < 2 or strides is None:
-            continue
+        if len(readers) < 2 or strides is None or any(type(s) is int and s == 0 for s in strides):
+            continue  # a broadcast view (`broadcast_masks.py`) stays one: realising it writes it dense
         with graph.inserting_after(node):
             mask = graph.call_function(inductor_prims.force_stride_order, (node, strides))
         mask.meta["val"] = val

@@ -8,20 +8,27 @@ they steer.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 
 import torch
 from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 
-from flexrt.engine import attention_masks, cse
+from flexrt.engine import attention_masks, broadcast_masks, cse, mask_values
 
 logger = logging.getLogger(__name__)
 
 PostGradPass = Callable[[torch.fx.Graph], int]
 
 # Each pass rewrites the graph in place and returns how many rewrites it made.
-POST_GRAD_PASSES: list[PostGradPass] = [cse.merge_common_subexpressions, attention_masks.realize_shared_attention_masks]
+POST_GRAD_PASSES: list[PostGradPass] = [
+    cse.merge_common_subexpressions,
+    broadcast_masks.broadcast_row_masks,
+    attention_masks.realize_shared_attention_masks,
+]
+# Every file whose code decides what the passes do: a change to any of them changes the engine.
+_PASS_FILES = (__file__, cse.__file__, broadcast_masks.__file__, mask_values.__file__, attention_masks.__file__)
 
 
 class PostGradPasses(CustomGraphPass):
@@ -35,7 +42,9 @@ class PostGradPasses(CustomGraphPass):
                 logger.debug("post-grad: %s made %d rewrites", p.__name__, n)
 
     def uuid(self) -> bytes:
-        return get_hash_for_files((__file__, cse.__file__, attention_masks.__file__))
+        """The passes' code and their order: a change to either changes the engines built."""
+        names = ",".join(f"{p.__module__}.{p.__name__}" for p in POST_GRAD_PASSES)
+        return hashlib.sha256(get_hash_for_files(_PASS_FILES) + names.encode()).digest()
 
     def __repr__(self) -> str:
         return f"flexrt.engine.post_grad.PostGradPasses({self.uuid().hex()[:16]})"
