@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
+from models import MaskedAttentionLayers
 
 import flexrt
 from flexrt.engine.tf32 import TF32_TOLERANCE
@@ -87,3 +89,15 @@ def sweep(compiled: Any, model: torch.nn.Module, specs: Sequence[flexrt.Input], 
             out = compiled(*args, **kwargs)
         assert_matches(out, ref, precision)
     return len(rows)
+
+
+def compile_masked_attention(square: bool, max_seq: int, device: str, caplog: Any
+                             ) -> tuple[torch.nn.Module, list[flexrt.Input], torch.dtype, Any]:
+    """`MaskedAttentionLayers` compiled by flexrt (float16 on CUDA, float32 on the CPU), with the
+    post-grad passes' log captured in `caplog`: which passes rewrote what."""
+    torch.manual_seed(0)
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    model = MaskedAttentionLayers(square=square).eval().to(device, dtype)
+    specs = MaskedAttentionLayers.specs(dtype, max_seq)
+    with caplog.at_level(logging.DEBUG, logger="flexrt.engine.post_grad"):
+        return model, specs, dtype, flexrt.compile(model, inputs=specs, enabled_precisions={dtype})

@@ -133,6 +133,37 @@ class SplitByTorchOp(nn.Module):
         return self.b(h) * scale, positive
 
 
+class MaskedAttentionLayers(nn.Module):
+    """Two attention layers reading one boolean padding mask, as BERT's layers do (heads of 64, as
+    BERT's; the first key always kept, so no row is fully masked whatever the random mask). With
+    `square`, the mask is built as HF's encoders build it, [batch, 1, seq, seq] from a query term
+    that is true everywhere; without, it is [batch, 1, 1, seq]."""
+
+    def __init__(self, square: bool) -> None:
+        super().__init__()
+        self.square = square
+        self.a, self.b = nn.Linear(128, 384), nn.Linear(128, 384)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(mask.shape[1], device=mask.device)
+        keep = (mask.bool() | (pos == 0))[:, None, None, :]
+        if self.square:
+            keep = (pos[None, None, :, None] >= 0) & keep
+        out = x
+        for proj in (self.a, self.b):
+            q, k, v = proj(out).view(x.shape[0], x.shape[1], 3, 2, 64).permute(2, 0, 3, 1, 4)
+            out = out + nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep).transpose(1, 2).reshape(x.shape)
+        return out
+
+    @staticmethod
+    def specs(dtype: torch.dtype, max_seq: int) -> list[flexrt.Input]:
+        """Batch 1..4, sequence 2..max_seq, hidden 128."""
+        return [
+            flexrt.Input(min_shape=(1, 2, 128), opt_shape=(2, 8, 128), max_shape=(4, max_seq, 128), dtype=dtype, name="x"),
+            flexrt.Input(min_shape=(1, 2), opt_shape=(2, 8), max_shape=(4, max_seq), dtype=torch.int64, name="mask"),
+        ]
+
+
 @dataclasses.dataclass
 class ZooEntry:
     make: Callable[[], nn.Module]

@@ -5,20 +5,19 @@ layers read such a mask, against eager."""
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from collections.abc import Callable
 
 import pytest
 import torch
-from helpers import assert_matches, sweep
+from helpers import assert_matches, compile_masked_attention, sweep
+from models import MaskedAttentionLayers
 from torch._inductor import inductor_prims
 from torch._inductor.decomposition import select_decomp_table
 from torch._inductor.utils import run_and_get_code
 from torch.fx.experimental.proxy_tensor import make_fx
 
-import flexrt
 from flexrt.engine import broadcast_masks
 from flexrt.engine.attention_masks import realize_shared_attention_masks
 from flexrt.engine.broadcast_masks import broadcast_row_masks
@@ -115,25 +114,6 @@ def test_a_mask_given_as_an_input_is_left_alone():
     assert broadcast_row_masks(gm.graph) == 0
 
 
-class _PaddedEncoder(torch.nn.Module):
-    """Two attention layers reading one padding mask built as HF's encoders build it, a
-    [batch, 1, seq, seq] boolean from a query term that is true everywhere (the first key always
-    kept, so no row is fully masked)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.a, self.b = torch.nn.Linear(128, 384), torch.nn.Linear(128, 384)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        pos = torch.arange(mask.shape[1], device=mask.device)
-        keep = (pos[None, None, :, None] >= 0) & (mask.bool() | (pos == 0))[:, None, None, :]
-        out = x
-        for proj in (self.a, self.b):
-            q, k, v = proj(out).view(x.shape[0], x.shape[1], 3, 2, 64).permute(2, 0, 3, 1, 4)
-            out = out + torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep).transpose(1, 2).reshape(x.shape)
-        return out
-
-
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 def test_engine_with_a_padding_mask_matches_eager(device, caplog, monkeypatch):
     """On CUDA the pass rewrites cuDNN attention's mask. On the CPU, attention is another op, with
@@ -142,15 +122,7 @@ def test_engine_with_a_padding_mask_matches_eager(device, caplog, monkeypatch):
     if device == "cpu":
         cpu_attention = aten._scaled_dot_product_flash_attention_for_cpu.default
         monkeypatch.setitem(broadcast_masks._ATTENTION, cpu_attention, "attn_mask")
-    torch.manual_seed(0)
-    dtype = torch.float16 if device == "cuda" else torch.float32
-    model = _PaddedEncoder().eval().to(device, dtype)
-    specs = [
-        flexrt.Input(min_shape=(1, 2, 128), opt_shape=(2, 8, 128), max_shape=(4, 21, 128), dtype=dtype, name="x"),
-        flexrt.Input(min_shape=(1, 2), opt_shape=(2, 8), max_shape=(4, 21), dtype=torch.int64, name="mask"),
-    ]
-    with caplog.at_level(logging.DEBUG, logger="flexrt.engine.post_grad"):
-        compiled = flexrt.compile(model, inputs=specs, enabled_precisions={dtype})
+    model, specs, dtype, compiled = compile_masked_attention(True, 21, device, caplog)
     assert "broadcast_row_masks made 1 rewrites" in caplog.text
     sweep(compiled, model, specs, device=device, precision=dtype)
     for s in (3, 8, 13, 21):  # padded and unpadded key counts, whatever the sweep drew
@@ -164,7 +136,7 @@ def test_cudnn_reads_the_padded_row_through_a_broadcast_view():
     """What Inductor makes of the rewrite under a dynamic sequence length: cuDNN attention's mask
     argument is a view with stride 0 over the queries (a dense mask would be a plain buffer)."""
     torch.manual_seed(0)
-    model = _PaddedEncoder().eval().to("cuda", torch.float16)
+    model = MaskedAttentionLayers(square=True).eval().to("cuda", torch.float16)
     x, mask = torch.randn(2, 13, 128, device="cuda", dtype=torch.float16), torch.randint(0, 2, (2, 13), device="cuda")
     torch._dynamo.reset()
     with torch._inductor.config.patch(post_grad_custom_pre_pass=PostGradPasses()), torch.no_grad():

@@ -4,14 +4,11 @@ rewrites, what they must leave alone, and an engine whose attention layers share
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 import torch
-from helpers import sweep
+from helpers import compile_masked_attention, sweep
 from torch._inductor import inductor_prims
 
-import flexrt
 from flexrt.engine.attention_masks import realize_shared_attention_masks
 from flexrt.engine.cse import merge_common_subexpressions
 from flexrt.engine.post_grad import PostGradPasses
@@ -70,35 +67,9 @@ def test_pass_identity_is_stable_for_the_caches():
     assert PostGradPasses().uuid() == PostGradPasses().uuid()
 
 
-class _TwoAttentions(torch.nn.Module):
-    """Two attention layers reading one boolean padding mask, as BERT's layers do (heads of 64, as
-    BERT's; the first key always kept, so no row is fully masked whatever the random mask)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.a, self.b = torch.nn.Linear(128, 384), torch.nn.Linear(128, 384)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        first = torch.arange(mask.shape[1], device=mask.device) == 0
-        keep = (mask.bool() | first)[:, None, None, :]
-        out = x
-        for proj in (self.a, self.b):
-            q, k, v = proj(out).view(x.shape[0], x.shape[1], 3, 2, 64).permute(2, 0, 3, 1, 4)
-            out = out + torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep).transpose(1, 2).reshape(x.shape)
-        return out
-
-
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 def test_engine_with_a_shared_mask_merges_and_matches_eager(device, caplog):
-    torch.manual_seed(0)
-    dtype = torch.float16 if device == "cuda" else torch.float32
-    model = _TwoAttentions().eval().to(device, dtype)
-    specs = [
-        flexrt.Input(min_shape=(1, 2, 128), opt_shape=(2, 8, 128), max_shape=(4, 16, 128), dtype=dtype, name="x"),
-        flexrt.Input(min_shape=(1, 2), opt_shape=(2, 8), max_shape=(4, 16), dtype=torch.int64, name="mask"),
-    ]
-    with caplog.at_level(logging.DEBUG, logger="flexrt.engine.post_grad"):
-        compiled = flexrt.compile(model, inputs=specs, enabled_precisions={dtype})
+    model, specs, dtype, compiled = compile_masked_attention(False, 16, device, caplog)
     assert "merge_common_subexpressions made" in caplog.text
     if device == "cuda":  # SDPA runs as cuDNN attention there, both layers on the one mask
         assert "realize_shared_attention_masks made 1 rewrites" in caplog.text
