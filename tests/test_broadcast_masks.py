@@ -18,7 +18,7 @@ from torch._inductor.decomposition import select_decomp_table
 from torch._inductor.utils import run_and_get_code
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from flexrt.engine import broadcast_masks
+from flexrt.engine import broadcast_masks, mask_values
 from flexrt.engine.attention_masks import realize_shared_attention_masks
 from flexrt.engine.broadcast_masks import broadcast_row_masks
 from flexrt.engine.post_grad import PostGradPasses
@@ -112,6 +112,29 @@ def test_a_mask_given_as_an_input_is_left_alone():
     qkv = [torch.randn(B, H, 6, D) for _ in range(3)]
     gm = make_fx(layer, tracing_mode="symbolic")(torch.randn(B, 1, 6, 6), *qkv)
     assert broadcast_row_masks(gm.graph) == 0
+
+
+def _output_of(fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.fx.Node:
+    """The node `fn` returns, traced with a symbolic length (the input's only dim)."""
+    gm = make_fx(fn, tracing_mode="symbolic")(torch.ones(6, dtype=torch.int64))
+    return next(n for n in gm.graph.nodes if n.op == "output").args[0]
+
+
+def _iota(x: torch.Tensor, start: int = 0) -> torch.Tensor:
+    return torch.ops.prims.iota(x.shape[0], start=start, step=1, dtype=torch.int64, device=x.device, requires_grad=False)
+
+
+@pytest.mark.parametrize(("fn", "expected"), [
+    (lambda x: _iota(x) >= 0, True),
+    (lambda x: aten.add.Tensor(_iota(x), 3) > 2, True),
+    (lambda x: _iota(x, start=1).unsqueeze(0) > 0, True),
+    (lambda x: torch.arange(x.shape[0]) >= 0, True),
+    (lambda x: _iota(x) >= 1, False),  # the first index is 0
+    (lambda x: aten.add.Tensor(_iota(x), 1, alpha=-2) >= 0, False),  # 1 scaled by -2, not added
+    (lambda x: x >= 0, False),  # an input's values are unknown
+])
+def test_all_true_holds_only_where_the_index_range_proves_it(fn, expected):
+    assert mask_values.all_true(_output_of(fn)) is expected
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])

@@ -111,7 +111,8 @@ def lower_bound(node: torch.fx.Node) -> int | None:
         return None
     if target in _SUBSET_OF_VALUES:
         return lower_bound(source)
-    if target in (aten.add.Tensor, aten.add.Scalar) and isinstance(args[1], int) and not isinstance(args[1], bool):
+    shift = args[1] if len(args) > 1 else None
+    if target in (aten.add.Tensor, aten.add.Scalar) and type(shift) is int and kwargs.get("alpha", 1) == 1:
         low = lower_bound(source)
-        return None if low is None else low + args[1]
+        return None if low is None else low + shift
     return None
