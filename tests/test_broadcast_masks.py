@@ -18,7 +18,7 @@ from torch._inductor.decomposition import select_decomp_table
 from torch._inductor.utils import run_and_get_code
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from flexrt.engine import broadcast_masks, mask_values
+from flexrt.engine import attention_calls, mask_values
 from flexrt.engine.attention_masks import realize_shared_attention_masks
 from flexrt.engine.broadcast_masks import broadcast_row_masks
 from flexrt.engine.post_grad import PostGradPasses
@@ -144,7 +144,7 @@ def test_engine_with_a_padding_mask_matches_eager(device, caplog, monkeypatch):
     lower and run the rewritten graph (its symbolic sizes, pad, views) on this machine too."""
     if device == "cpu":
         cpu_attention = aten._scaled_dot_product_flash_attention_for_cpu.default
-        monkeypatch.setitem(broadcast_masks._ATTENTION, cpu_attention, "attn_mask")
+        monkeypatch.setitem(attention_calls.MASK_SLOTS, cpu_attention, "attn_mask")
     model, specs, dtype, compiled = compile_masked_attention(True, 21, device, caplog)
     assert "broadcast_row_masks made 1 rewrites" in caplog.text
     sweep(compiled, model, specs, device=device, precision=dtype)

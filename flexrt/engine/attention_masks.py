@@ -15,18 +15,14 @@ from __future__ import annotations
 import torch
 from torch._inductor import inductor_prims
 
-# Attention ops whose mask (argument 3) Inductor's lowering accepts as it is once it is a buffer in
-# the requested stride order; the efficient-attention kernel also wants padded strides, so a shared
-# buffer would still be copied for it.
-_ATTENTION = {torch.ops.aten._scaled_dot_product_cudnn_attention.default}
-_MASK_ARG = 3
+from flexrt.engine.attention_calls import mask_readers, set_mask
 
 
 def realize_shared_attention_masks(graph: torch.fx.Graph) -> int:
     """Give each mask read by two or more attention calls one materialised node; returns how many."""
     realized = 0
     for node in list(graph.nodes):
-        readers = [u for u in node.users if u.target in _ATTENTION and len(u.args) > _MASK_ARG and u.args[_MASK_ARG] is node]
+        readers = mask_readers(node)
         val = node.meta.get("val")
         strides = _guard_free_strides(val) if isinstance(val, torch.Tensor) else None
         if len(readers) < 2 or strides is None or any(type(s) is int and s == 0 for s in strides):
@@ -35,7 +31,7 @@ def realize_shared_attention_masks(graph: torch.fx.Graph) -> int:
             mask = graph.call_function(inductor_prims.force_stride_order, (node, strides))
         mask.meta["val"] = val
         for reader in readers:
-            reader.update_arg(_MASK_ARG, mask)
+            set_mask(reader, mask)
         realized += 1
     return realized
 

@@ -23,13 +23,11 @@ from torch._inductor import inductor_prims
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 from torch.utils._pytree import tree_map
 
+from flexrt.engine.attention_calls import mask_readers, set_mask
 from flexrt.engine.mask_values import query_invariant
 
 aten = torch.ops.aten
 
-# Attention ops whose mask (a positional index or a keyword) may be a broadcast view: cuDNN reads
-# the bias through its strides.
-_ATTENTION: dict[Any, int | str] = {aten._scaled_dot_product_cudnn_attention.default: 3}
 ALIGNMENT = 8  # the stride multiple Inductor's SDPA rule asks of a mask (aten's preprocess_mask)
 
 
@@ -39,24 +37,15 @@ def broadcast_row_masks(graph: torch.fx.Graph) -> int:
     order = {n: i for i, n in enumerate(graph.nodes)}
     rewritten = 0
     for node in list(graph.nodes):
-        readers = [u for u in node.users if _mask_of(u) is node]
+        readers = mask_readers(node)
         if not readers or not _rows_to_share(node) or not query_invariant(node):
             continue
         with graph.inserting_before(min(readers, key=order.__getitem__)):
             mask = _padded_row_view(graph, node)
         for reader in readers:
-            slot = _ATTENTION[reader.target]
-            reader.update_kwarg(slot, mask) if isinstance(slot, str) else reader.update_arg(slot, mask)
+            set_mask(reader, mask)
         rewritten += 1
     return rewritten
-
-
-def _mask_of(reader: torch.fx.Node) -> Any:
-    """The node an attention call reads its mask from (None for any other node)."""
-    slot = _ATTENTION.get(reader.target) if reader.op == "call_function" else None
-    if isinstance(slot, str):
-        return reader.kwargs.get(slot)
-    return reader.args[slot] if slot is not None and len(reader.args) > slot else None
 
 
 def _rows_to_share(node: torch.fx.Node) -> bool:

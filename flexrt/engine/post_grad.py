@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 
-from flexrt.engine import attention_masks, broadcast_masks, cse, mask_values
+from flexrt.engine import attention_calls, attention_masks, broadcast_masks, cse, mask_values
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,8 @@ POST_GRAD_PASSES: list[PostGradPass] = [
     attention_masks.realize_shared_attention_masks,
 ]
 # Every file whose code decides what the passes do: a change to any of them changes the engine.
-_PASS_FILES = (__file__, cse.__file__, broadcast_masks.__file__, mask_values.__file__, attention_masks.__file__)
+_PASS_FILES = (__file__, cse.__file__, attention_calls.__file__, broadcast_masks.__file__, mask_values.__file__,
+               attention_masks.__file__)
 
 
 class PostGradPasses(CustomGraphPass):
