@@ -17,8 +17,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from flexrt.demo import ExpandReshapeModel  # the seed's model, defined once in the package
-
 logger = logging.getLogger(__name__)
 
 MODEL_NAMES = ("expand_reshape", "resnet50", "bert", "vit")
@@ -26,6 +24,23 @@ MODEL_NAMES = ("expand_reshape", "resnet50", "bert", "vit")
 
 # ---------------------------------------------------------------------------------------------
 # Model code
+
+
+class ExpandReshapeModel(nn.Module):
+    """The model of seed 002 (Torch-TensorRT's compile_with_dynamic_inputs example)."""
+
+    def __init__(self, embed_dim: int) -> None:
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.randn(1, 1, embed_dim))
+        self.embed_dim = embed_dim
+        self.qkv_proj = nn.Linear(self.embed_dim, self.embed_dim * 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch_size = x.shape[0]
+        cls_token = self.cls_token.expand(batch_size, -1, -1)
+        x = torch.cat([cls_token, x], dim=1)
+        x = self.qkv_proj(x)
+        return x.reshape(batch_size, x.size(1), 3, 12, -1)
 
 
 class SmallConvNet(nn.Module):

@@ -19,8 +19,9 @@ import torch
 
 import flexrt
 from benchmarks import report
-from flexrt.demo import ExpandReshapeModel, median_ms
-from flexrt.engine.tf32 import tf32_policy
+from benchmarks.models import ExpandReshapeModel
+from benchmarks.timing import median_ms
+from flexrt.tf32 import tf32_policy
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

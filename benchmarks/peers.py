@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 import torch
 
 from benchmarks.models import Case
-from flexrt.engine.aoti import promote_libstdcxx
-from flexrt.engine.tf32 import TF32_TOLERANCE
+from flexrt.runtime.loader import promote_libstdcxx
+from flexrt.tf32 import TF32_TOLERANCE
 
 logger = logging.getLogger(__name__)
 
@@ -193,20 +193,20 @@ class Flexrt(Peer):
 
     def setup(self) -> dict[str, Any]:
         import flexrt
-        import flexrt.engine.cache
+        import flexrt.build.cache
 
-        before = flexrt.engine.cache.stats()
+        before = flexrt.build.cache.stats()
         self.fn = flexrt.compile(self.model, ir="dynamo", inputs=self.case.flexrt_inputs(),
                                  enabled_precisions={self.case.dtype}, **self.options)
-        after = flexrt.engine.cache.stats()
+        after = flexrt.build.cache.stats()
         return {"profiles": len(self.fn.engine.profiles), "engine_builds": after["misses"] - before["misses"],
                 "engine_cache_hits": after["hits"] - before["hits"], "flexrt_version": flexrt.__version__}
 
     def compile_counts(self) -> dict[str, int]:
-        import flexrt.engine.cache
+        import flexrt.build.cache
 
         captures = sum(getattr(getattr(c, "graphs", None), "captures", 0) for c in getattr(self.fn, "contexts", []))
-        return {"engine_builds": flexrt.engine.cache.stats()["misses"], "profiles": len(self.fn.engine.profiles),
+        return {"engine_builds": flexrt.build.cache.stats()["misses"], "profiles": len(self.fn.engine.profiles),
                 "cuda_graph_captures": int(captures)}
 
 

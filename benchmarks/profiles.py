@@ -23,7 +23,7 @@ import torch
 import flexrt
 from benchmarks.models import SmallConvNet
 from benchmarks.report import save_json
-from flexrt.engine.tf32 import TF32_TOLERANCE
+from flexrt.tf32 import TF32_TOLERANCE
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCHES = (1, 4, 16, 128)

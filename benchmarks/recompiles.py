@@ -17,8 +17,8 @@ import torch
 from torch._dynamo.utils import counters
 
 import flexrt
-import flexrt.engine.cache as engine_cache
-from flexrt.demo import ExpandReshapeModel
+import flexrt.build.cache as engine_cache
+from benchmarks.models import ExpandReshapeModel
 
 SEQUENCE = (2, 5, 8, 3, 7)
 

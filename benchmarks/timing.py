@@ -17,8 +17,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from flexrt.demo import median_ms
-from flexrt.engine.tf32 import tf32_policy
+from flexrt.tf32 import tf32_policy
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +29,26 @@ _PROBE_CALLS = 5  # back-to-back calls after warm-up that set how many fill rep_
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def median_ms(fn: Callable[[], object], device: torch.device, reps: int, warmup: int = 3) -> float:
+    """Median latency after warm-up: CUDA events on a GPU, perf_counter on the CPU."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -162,7 +181,7 @@ def memory_end(device: torch.device, start: dict[str, int]) -> dict[str, Any]:
 
 
 def _time_op(op: Callable[[], Any], device: torch.device, iters: int) -> float:
-    """Median seconds of op (flexrt.demo.median_ms: CUDA events on a GPU, perf_counter on a CPU)."""
+    """Median seconds of op (median_ms: CUDA events on a GPU, perf_counter on a CPU)."""
     sync(device)
     return median_ms(op, device, iters) / 1e3
 

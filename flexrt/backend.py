@@ -21,8 +21,8 @@ import torch
 from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from flexrt.errors import CompilationError, FlexrtError, InputSpecError
-from flexrt.settings import build_settings
-from flexrt.spec import UNBOUNDED, Input, finite_or
+from flexrt.settings import parse_options
+from flexrt.spec import UNBOUNDED, Input, finite_or, resolve_profiles
 from flexrt.trace import FlatInputs, trace
 
 logger = logging.getLogger(__name__)
@@ -188,15 +188,11 @@ class _CompiledGraph:
 
 def flexrt_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], options: Mapping[str, Any] | None = None) -> Callable[..., Any]:
     """The dynamo backend: one engine per captured graph, over the graph's dynamic ranges."""
-    from flexrt.compiler import build_from_traced, resolve_profiles
-    from flexrt.runtime import CompiledModule, Source
+    from flexrt.compiler.fallback import CompilerFallback
+    from flexrt.compiler.pipeline import build_from_traced
+    from flexrt.runtime import CompiledModule
 
     options = dict(options or {})
-    on_failure = options.pop("on_build_failure", "error")
-    if "pass_through_build_failures" in options:
-        on_failure = "error" if options.pop("pass_through_build_failures") else "eager"
-    if on_failure not in ("error", "eager"):
-        raise InputSpecError(f"on_build_failure must be 'error' or 'eager', got {on_failure!r}")
     tensors = [t for t in example_inputs if isinstance(t, torch.Tensor)]
     training = _training_ops(gm)
     user_grads = torch.is_grad_enabled() and any(
@@ -208,7 +204,7 @@ def flexrt_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], opti
         logger.warning("flexrt: running a captured graph in PyTorch because %s; engines are inference-only", why)
         return gm.forward
     device = tensors[0].device if tensors else None
-    settings = build_settings(options, device=device)
+    settings, runtime = parse_options(options, device=device)
     try:
         roles, consts, specs, user_positions = _plan(gm, example_inputs)
         frozen = _FrozenGraph(gm, roles, consts).eval()
@@ -218,13 +214,13 @@ def flexrt_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], opti
         with torch._guards.tracing(None), unset_fake_temporarily():
             traced = trace(frozen, flat, settings.device)
             profiles = resolve_profiles(names, specs, None)
-            engine, lowered, plan = build_from_traced(traced, profiles, settings)
+            engine, lowered, plan = build_from_traced(traced, profiles, settings, runtime)
     except FlexrtError as e:
-        if on_failure == "eager":
+        if settings.on_build_failure == "eager":
             logger.warning("flexrt: could not build this graph (%s); running it in PyTorch (on_build_failure='eager')", e)
             return gm.forward
         raise
-    module = CompiledModule(engine, settings.on_out_of_range, Source(traced, settings, lowered, plan))
+    module = CompiledModule(engine, CompilerFallback(traced, settings, lowered, plan))
     const_positions = [i for i, r in enumerate(roles) if r.kind == "const"]
     logger.info("flexrt backend: built an engine for a graph of %d inputs, profile %s", len(specs), profiles[0])
     return _CompiledGraph(module, user_positions, consts, const_positions)
@@ -278,7 +274,7 @@ def compile_with_torch_compile(
     model: torch.nn.Module, inputs: Any = None, arg_inputs: Any = None, kwarg_inputs: Any = None, **options: Any
 ) -> torch.nn.Module:
     """Return the model under torch.compile(backend="flexrt"); compilation happens at the first call."""
-    build_settings({k: v for k, v in options.items() if k not in ("on_build_failure", "pass_through_build_failures")})
+    parse_options(options)  # fail on a bad option now, not at the first call
     given = arg_inputs if arg_inputs is not None else inputs
     if isinstance(given, (Input, torch.Tensor)):
         given = [given]

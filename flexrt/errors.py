@@ -25,3 +25,7 @@ class CompilationError(FlexrtError):
 
 class ArtifactError(FlexrtError):
     """A saved artifact cannot be written or read: missing, truncated, corrupt, or built for another setup."""
+
+
+class UsageError(FlexrtError):
+    """A command-line argument is malformed (shape syntax, `MODULE:CALLABLE`, device)."""

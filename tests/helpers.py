@@ -13,9 +13,9 @@ import torch.utils._pytree as pytree
 from models import MaskedAttentionLayers
 
 import flexrt
-from flexrt.engine.tf32 import TF32_TOLERANCE
 from flexrt.settings import build_settings
 from flexrt.spec import random_tensor
+from flexrt.tf32 import TF32_TOLERANCE
 
 # Settings aimed at CUDA, built on any machine: the lowering passes rewrite only CUDA engines' graphs,
 # and the rewrites themselves are checked on the CPU against eager.
@@ -99,5 +99,5 @@ def compile_masked_attention(square: bool, max_seq: int, device: str, caplog: An
     dtype = torch.float16 if device == "cuda" else torch.float32
     model = MaskedAttentionLayers(square=square).eval().to(device, dtype)
     specs = MaskedAttentionLayers.specs(dtype, max_seq)
-    with caplog.at_level(logging.DEBUG, logger="flexrt.engine.post_grad"):
+    with caplog.at_level(logging.DEBUG, logger="flexrt.lower.post_grad.pipeline"):
         return model, specs, dtype, flexrt.compile(model, inputs=specs, enabled_precisions={dtype})

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 import flexrt
-from flexrt.demo import ExpandReshapeModel  # the seed's model, defined once in the package
+from benchmarks.models import ExpandReshapeModel  # the seed's model, a fixture shared with the benchmarks
 
 
 class ConvNet(nn.Module):

@@ -10,7 +10,7 @@ from helpers import assert_matches
 from models import ExpandReshapeModel
 
 import flexrt
-import flexrt.engine.cache as engine_cache
+import flexrt.build.cache as engine_cache
 from flexrt.errors import CompilationError, FlexrtError
 
 

@@ -7,9 +7,9 @@ import torch
 from helpers import rel_err
 
 import flexrt
-from flexrt.engine.tf32 import TF32_TOLERANCE, in_effect, tf32_policy
 from flexrt.errors import InputSpecError
-from flexrt.settings import build_settings, settings_from_description
+from flexrt.settings import CompileSettings, build_settings
+from flexrt.tf32 import TF32_TOLERANCE, in_effect, tf32_policy
 
 
 def _flags() -> tuple[bool, bool]:
@@ -20,9 +20,9 @@ def test_setting_defaults_round_trips_and_rejects_non_bool() -> None:
     cpu = torch.device("cpu")
     assert build_settings({}, cpu).disable_tf32 is False
     s = build_settings({"disable_tf32": True}, cpu)
-    assert settings_from_description(s.describe(), cpu).disable_tf32 is True
+    assert CompileSettings.from_description(s.describe(), cpu).disable_tf32 is True
     old = {k: v for k, v in s.describe().items() if k != "disable_tf32"}  # an artifact from before the option
-    assert settings_from_description(old, cpu).disable_tf32 is False
+    assert CompileSettings.from_description(old, cpu).disable_tf32 is False
     with pytest.raises(InputSpecError, match="disable_tf32 must be True or False, got 'yes'"):
         build_settings({"disable_tf32": "yes"}, cpu)
 

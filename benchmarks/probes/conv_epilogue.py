@@ -19,7 +19,6 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-
 from flexrt.demo import median_ms
 
 # (name, in_ch, out_ch, kernel, stride, spatial) — the ResNet-50 bottleneck convolutions

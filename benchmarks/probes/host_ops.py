@@ -23,9 +23,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from flexrt.engine import graph_inputs
 
 from benchmarks.report import save_json
-from flexrt.engine import graph_inputs
 
 
 def host_us(fn: Callable[[], Any], n: int = 3000, rounds: int = 7) -> float:

@@ -18,13 +18,13 @@ import argparse
 import statistics
 from typing import Any
 
+import flexrt.engine.build as build
 import torch
+from flexrt.demo import ExpandReshapeModel
 
 import flexrt
-import flexrt.engine.build as build
 from benchmarks import timing
 from benchmarks.report import save_json
-from flexrt.demo import ExpandReshapeModel
 
 
 def _without_post_grad_passes(settings: Any, ep: Any = None) -> dict[str, Any]:

@@ -15,12 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from flexrt.engine import post_grad
 
 import flexrt
 from benchmarks.models import Case
 from benchmarks.probes.opt_levels import time_builds
 from benchmarks.report import save_json
-from flexrt.engine import post_grad
 
 
 def _build(passes: list[post_grad.PostGradPass]) -> Callable[[torch.nn.Module, Case], Callable[..., Any]]:

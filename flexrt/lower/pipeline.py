@@ -1,4 +1,8 @@
-"""The lowering pipeline: unlift the exported program, then run each pass in `PASSES`, in order."""
+"""The lowering pipeline: unlift the exported program, then run each pass in `PASSES`, in order.
+
+The passes that run inside Inductor, on its post-grad graph, are listed in `post_grad/pipeline.py`.
+Any pass of either list is left out by naming it in the private setting `_disabled_passes`.
+"""
 
 from __future__ import annotations
 
@@ -40,6 +44,9 @@ def lower(ep: ExportedProgram, settings: CompileSettings) -> torch.fx.GraphModul
     """The program as an unlifted GraphModule (weights as attributes) after every pass."""
     gm = ep.module()
     for p in PASSES:
+        if not settings.pass_enabled(p.__name__):
+            logger.debug("lower: %s disabled by the settings", p.__name__)
+            continue
         start = time.perf_counter()
         gm = p(gm, settings)
         logger.debug("lower: %s took %.3f s", p.__name__, time.perf_counter() - start)

@@ -1,0 +1,243 @@
+"""Build: export one segment at one profile's ranges and compile it with AOTInductor.
+
+Each segment's inputs carry the program's symbolic sizes (s0, 8*s0, u0...). Root symbols get one
+`Dim` each with the profile's range (static where the profile is); linear expressions become
+derived Dims (8*s0); anything else a Dim of its own whose range is bounded from the profile.
+Example inputs sit at the profile's opt (at least 2 on dynamic dims), so Inductor tunes there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import os
+import re
+import tempfile
+import time
+import zipfile
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sympy
+import torch
+from torch.export import Dim, ExportedProgram
+from torch.utils._sympy.value_ranges import ValueRanges, bound_sympy
+
+from flexrt._version import __version__
+from flexrt.build import cache
+from flexrt.errors import CompilationError
+from flexrt.ir.binary import EXTERN_NODES, EngineBinary
+from flexrt.settings import CompileSettings
+from flexrt.spec import UNBOUNDED, finite_or
+from flexrt.tf32 import tf32_policy
+from flexrt.trace.export import suggested_fixes
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class SymbolRange:
+    """A root symbol's range in one profile, and the size to trace it at."""
+
+    lo: int
+    hint: int
+    hi: int
+
+
+def _linear(expr: sympy.Expr) -> tuple[sympy.Symbol, int, int] | None:
+    """expr == a*s + b with integer a, b and one symbol s, or None."""
+    syms = list(expr.free_symbols)
+    if len(syms) != 1:
+        return None
+    s = syms[0]
+    poly = sympy.Poly(expr, s) if expr.is_polynomial(s) else None
+    if poly is None or poly.degree() != 1:
+        return None
+    a, b = poly.all_coeffs()
+    if not (a.is_integer and b.is_integer):
+        return None
+    return s, int(a), int(b)
+
+
+def _bounds(expr: sympy.Expr, ranges: Mapping[sympy.Symbol, ValueRanges]) -> tuple[int, int]:
+    vr = bound_sympy(expr, dict(ranges))
+    return max(finite_or(vr.lower, 0), 0), min(finite_or(vr.upper, UNBOUNDED), UNBOUNDED)
+
+
+def segment_dims(
+    module: torch.fx.GraphModule, examples: Sequence[torch.Tensor], symbols: Mapping[sympy.Symbol, SymbolRange]
+) -> list[dict[int, Any] | None]:
+    """dynamic_shapes for re-exporting a segment: one entry per placeholder."""
+    roots: dict[sympy.Symbol, Dim] = {}
+    ranges: dict[sympy.Symbol, ValueRanges] = {s: ValueRanges(r.lo, r.hi) for s, r in symbols.items()}
+    fresh = 0
+    specs: list[dict[int, Any] | None] = []
+    placeholders = [n for n in module.graph.nodes if n.op == "placeholder"]
+    for node, example in zip(placeholders, examples):
+        val = node.meta.get("val")
+        spec: dict[int, Any] = {}
+        if isinstance(val, torch.Tensor):
+            for axis, size in enumerate(val.shape):
+                if not isinstance(size, torch.SymInt):
+                    continue
+                expr = size.node.expr
+                env_ranges = dict(getattr(size.node.shape_env, "var_to_range", {}))
+                env_ranges.update(ranges)
+                if expr.free_symbols <= set(symbols):
+                    lo, hi = _bounds(expr, ranges)
+                    if lo == hi:
+                        continue
+                    lin = _linear(expr)
+                    if lin is not None:
+                        s, a, b = lin
+                        r = symbols[s]
+                        if s not in roots:
+                            roots[s] = Dim(f"d_{s}", min=r.lo, max=r.hi)
+                        spec[axis] = roots[s] if (a, b) == (1, 0) else roots[s] * a + b
+                        continue
+                else:
+                    lo, hi = _bounds(expr, env_ranges)
+                    if lo == hi:
+                        continue
+                if example.shape[axis] < 2:
+                    raise CompilationError(
+                        f"build: a data-dependent size of segment input {node.name!r} (dim {axis}) was "
+                        f"{example.shape[axis]} in the example run; cannot compile it as dynamic"
+                    )
+                fresh += 1
+                spec[axis] = Dim(f"f{fresh}_{node.name}", min=lo, max=max(hi, lo + 1))
+        specs.append(spec or None)
+    return specs
+
+
+def export_segment(
+    module: torch.fx.GraphModule, examples: Sequence[torch.Tensor], symbols: Mapping[sympy.Symbol, SymbolRange]
+) -> ExportedProgram:
+    """Export a segment; apply torch.export's suggested fixes (equal or static dims) and retry."""
+    dims = segment_dims(module, examples, symbols)
+    for _attempt in range(8):
+        try:
+            with torch.no_grad():
+                return torch.export.export(module, tuple(examples), dynamic_shapes=tuple(dims), strict=False)
+        except Exception as e:
+            fixes = suggested_fixes(str(e))
+            by_name = {d.__name__: (i, a) for i, spec in enumerate(dims) for a, d in (spec or {}).items()}
+            applied = False
+            for lhs, rhs in fixes:
+                if lhs not in by_name:
+                    continue
+                i, a = by_name[lhs]
+                if rhs.lstrip("-").isdigit():
+                    del dims[i][a]  # type: ignore[union-attr]
+                    applied = True
+                elif rhs in by_name:
+                    j, b = by_name[rhs]
+                    dims[i][a] = dims[j][b]  # type: ignore[index]
+                    applied = True
+            if not applied:
+                raise CompilationError(f"build: re-exporting segment failed: {type(e).__name__}: {str(e)[:2000]}") from e
+            dims = [d or None for d in dims]
+    raise CompilationError("build: could not export a segment with consistent dynamic dims")
+
+
+def _canonical_symbols(text: str) -> str:
+    names: dict[str, str] = {}
+
+    def sub(m: re.Match[str]) -> str:
+        return names.setdefault(m.group(0), f"{m.group(0)[0]}{len(names)}")
+
+    return re.sub(r"\b[su]\d+\b", sub, text)
+
+
+def _device_key(device: torch.device) -> str:
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"cuda-sm{major}{minor}"
+    return "cpu"
+
+
+_CONVOLUTIONS = {
+    torch.ops.aten.convolution.default,
+    torch.ops.aten.conv1d.default,
+    torch.ops.aten.conv2d.default,
+    torch.ops.aten.conv3d.default,
+}
+
+
+def inductor_configs(settings: CompileSettings, ep: ExportedProgram | None = None) -> dict[str, Any]:
+    from flexrt.lower.post_grad.pipeline import PostGradPasses  # imports Inductor: only when an engine is built
+
+    cfg: dict[str, Any] = {"aot_inductor.package_constants_in_so": True, "post_grad_custom_pre_pass": PostGradPasses(settings)}
+    if settings.device.type == "cuda":
+        cfg["aot_inductor.embed_kernel_binary"] = True
+        # Inductor turns its channels-last layout optimisation off for any graph with dynamic shapes
+        # (pytorch#102670); for convolutions on the GPU that cost ResNet-50 in fp16 1.3-1.5x against
+        # the same model compiled static (benchmarks/results). flexrt's engines keep it on.
+        if ep is not None and any(n.op == "call_function" and n.target in _CONVOLUTIONS for n in ep.graph.nodes):
+            cfg["force_layout_optimization"] = True
+    if settings.optimization_level >= 4:
+        cfg["max_autotune"] = True
+    if settings.optimization_level >= 5:
+        cfg["coordinate_descent_tuning"] = True
+    return cfg
+
+
+def engine_key(ep: ExportedProgram, settings: CompileSettings) -> str:
+    """Content hash of everything that shapes the compiled engine."""
+    h = hashlib.sha256()
+    parts = [
+        "flexrt-engine-1",
+        __version__,
+        torch.__version__,
+        _device_key(settings.device),
+        repr(sorted(inductor_configs(settings, ep).items())),
+        f"tf32={not settings.disable_tf32}",
+        _canonical_symbols(str(ep.graph)),
+        _canonical_symbols(repr(sorted((str(k), str(v)) for k, v in ep.range_constraints.items()))),
+        repr([(tuple(t.shape), str(t.dtype), tuple(t.stride())) for t in (ep.example_inputs or ((), {}))[0]]),
+    ]
+    for p in parts:
+        h.update(p.encode())
+        h.update(b"\0")
+    tensors = {**ep.state_dict, **ep.constants}
+    for name in sorted(tensors):
+        t = tensors[name]
+        if isinstance(t, torch.Tensor):
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def compile_engine(ep: ExportedProgram, settings: CompileSettings, label: str) -> EngineBinary:
+    """AOTInductor-compile one exported segment (or take it from the engine cache)."""
+    key = engine_key(ep, settings)
+    blob = cache.get(key, settings.cache_dir)
+    if blob is not None:
+        logger.info("engine %s: reused from cache (%s)", label, key[:12])
+        return EngineBinary.from_bytes(blob)
+    start = time.perf_counter()
+    # Inductor's Triton GEMM templates read the TF32 flag when they are generated
+    policy = tf32_policy(not settings.disable_tf32) if settings.device.type == "cuda" else contextlib.nullcontext()
+    with tempfile.TemporaryDirectory(prefix="flexrt-build-") as tmp, policy:
+        try:
+            path = torch._inductor.aoti_compile_and_package(
+                ep, package_path=os.path.join(tmp, "engine.pt2"), inductor_configs=inductor_configs(settings, ep)
+            )
+        except Exception as e:
+            raise CompilationError(f"build: AOTInductor failed on {label}: {type(e).__name__}: {str(e)[:2000]}") from e
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+            sos = [n for n in names if n.endswith(".so")]
+            if len(sos) != 1:
+                raise CompilationError(f"build: expected one shared object in the AOTInductor package, found {sos}")
+            kernels = {os.path.basename(n): z.read(n) for n in names if n.endswith((".cubin", ".fatbin", ".hsaco", ".spv"))}
+            extern = sos[0][: -len(".so")] + ".json"
+            if extern in names:  # ops called through the dispatcher (see binary.EXTERN_NODES)
+                kernels[EXTERN_NODES] = z.read(extern)
+            binary = EngineBinary(z.read(sos[0]), kernels)
+    seconds = time.perf_counter() - start
+    logger.info("engine %s: built in %.1f s (%.1f MB)", label, seconds, binary.size / 1e6)
+    cache.put(key, binary.to_bytes(), settings.cache_dir)
+    return binary

@@ -1,0 +1,140 @@
+"""Build every segment of a partition plan at one profile: export it at the profile's ranges and
+compile its engines. The result is data (`ProgramState`); the compiler wraps it into a runtime Engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sympy
+import torch
+import torch.utils._pytree as pytree
+
+from flexrt.build.inductor import SymbolRange, compile_engine, export_segment
+from flexrt.errors import CompilationError, InputSpecError
+from flexrt.ir import ProgramState, SegmentState, TensorSpec
+from flexrt.partition import PartitionPlan
+from flexrt.settings import CompileSettings
+from flexrt.spec import Profile, random_tensor
+from flexrt.trace import TracedProgram, trace_hint
+
+logger = logging.getLogger(__name__)
+
+
+def profile_symbols(traced: TracedProgram, profile: Profile, index: int) -> dict[sympy.Symbol, SymbolRange]:
+    """Each root symbol's range and trace hint in one profile; tied dims must agree."""
+    symbols: dict[sympy.Symbol, SymbolRange] = {}
+    owner: dict[sympy.Symbol, str] = {}
+    for b in traced.inputs:
+        r = profile[b.name]
+        for axis, expr in enumerate(b.dims):
+            if not isinstance(expr, sympy.Symbol):
+                continue
+            hint = trace_hint(r, axis) if r.min[axis] != r.max[axis] else r.opt[axis]
+            sr = SymbolRange(r.min[axis], hint, r.max[axis])
+            if expr in symbols and (symbols[expr].lo, symbols[expr].hi) != (sr.lo, sr.hi):
+                raise InputSpecError(
+                    f"profile {index}: input {b.name!r} dim {axis} must equal {owner[expr]} in this model, but the "
+                    f"profile gives [{sr.lo}, {sr.hi}] vs [{symbols[expr].lo}, {symbols[expr].hi}]"
+                )
+            symbols.setdefault(expr, sr)
+            owner.setdefault(expr, f"input {b.name!r} dim {axis}")
+    return symbols
+
+
+def _example_flat(traced: TracedProgram, symbols: Mapping[sympy.Symbol, SymbolRange], profile: Profile, device: torch.device) -> list[torch.Tensor]:
+    hints = {s: r.hint for s, r in symbols.items()}
+    out = []
+    for b in traced.inputs:
+        r = profile[b.name]
+        shape = []
+        for axis, expr in enumerate(b.dims):
+            if isinstance(expr, int):
+                shape.append(expr)
+            elif r.min[axis] == r.max[axis]:
+                shape.append(r.min[axis])
+            else:
+                value = sympy.sympify(expr).subs(hints)
+                shape.append(int(value) if value.is_number else r.opt[axis])
+        out.append(random_tensor(shape, b.spec.dtype, device, b.spec.format, b.spec.tensor_domain))
+    return out
+
+
+
+
+def output_names(out_spec: pytree.TreeSpec, n: int) -> list[str]:
+    """Readable output names: "output" for one tensor, "output_0".. for tuples, keys for dicts."""
+    tree = pytree.tree_unflatten(list(range(n)), out_spec)
+    names = []
+    for path, _ in pytree.tree_flatten_with_path(tree)[0]:
+        parts = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
+        if not parts:
+            names.append("output")
+        elif hasattr(path[0], "idx"):
+            names.append("_".join(["output", *parts]))
+        else:
+            names.append("_".join(parts))
+    return names
+
+
+def dims_text(dims: Sequence[Any]) -> tuple[int | str, ...]:
+    return tuple(d if isinstance(d, int) else str(d) for d in dims)
+
+
+def output_specs(gm: torch.fx.GraphModule, plan: PartitionPlan, out_spec: pytree.TreeSpec) -> list[TensorSpec]:
+    output = next(n for n in gm.graph.nodes if n.op == "output")
+    flat = output.args[0] if isinstance(output.args[0], (tuple, list)) else [output.args[0]]
+    names = output_names(out_spec, len(flat))
+    specs = []
+    for name, node in zip(names, flat):
+        val = node.meta.get("val") if isinstance(node, torch.fx.Node) else None
+        if isinstance(val, torch.Tensor):
+            dims = []
+            for s in val.shape:
+                if isinstance(s, torch.SymInt):
+                    e = s.node.expr
+                    dims.append(int(e) if e.is_number else str(e))
+                else:
+                    dims.append(int(s))
+            specs.append(TensorSpec(name, val.dtype, tuple(dims)))
+        else:
+            specs.append(TensorSpec(name, torch.float32, ()))
+    return specs
+
+
+def build_program(
+    plan: PartitionPlan, traced: TracedProgram, profile: Profile, index: int, settings: CompileSettings
+) -> ProgramState:
+    """Every segment of the plan, exported and (for engines) compiled at one profile."""
+    symbols = profile_symbols(traced, profile, index)
+    env: dict[str, Any] = dict(zip(plan.inputs, _example_flat(traced, symbols, profile, settings.device)))
+    env.update(plan.constants)
+    segments = []
+    for seg in plan.segments:
+        ins = [env[n] for n in seg.inputs]
+        if seg.kind == "engine":
+            ins = [t.contiguous() if isinstance(t, torch.Tensor) else t for t in ins]
+        start = time.perf_counter()
+        with torch.no_grad():
+            outs = seg.module(*ins)
+        env.update(zip(seg.outputs, outs))
+        ep = export_segment(seg.module, ins, symbols)
+        logger.debug("build: exported segment %d for profile %d in %.2f s", seg.index, index, time.perf_counter() - start)
+        state = SegmentState(seg.kind, seg.inputs, seg.outputs, seg.ops, dict(seg.reasons))
+        if seg.kind == "engine":
+            label = f"segment {seg.index} profile {index} ({profile})"
+            try:
+                state.engine = compile_engine(ep, settings, label)
+            except CompilationError as e:
+                if settings.on_build_failure != "eager":
+                    raise
+                logger.warning("build: %s; running %s in PyTorch (on_build_failure='eager')", e, label)
+                state = SegmentState("torch", seg.inputs, seg.outputs, seg.ops, {"(segment)": f"engine build failed: {e}"[:500]})
+                state.program = ep
+        else:
+            state.program = ep
+        segments.append(state)
+    return ProgramState(plan.inputs, plan.outputs, segments, dict(plan.constants))

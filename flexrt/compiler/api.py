@@ -1,0 +1,139 @@
+"""The entry points: `compile`, `dynamo.compile`, `dynamo.trace` and `build_engine`, as Torch-TensorRT
+names them. Each normalises its arguments and hands them to the pipeline (`pipeline.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch.export import ExportedProgram
+
+from flexrt.compiler.pipeline import (
+    bind_program,
+    build_from_traced,
+    finish,
+    module_device,
+    resolve_options,
+    tensors_device,
+    trace_module,
+)
+from flexrt.errors import InputSpecError
+from flexrt.runtime import Engine
+from flexrt.spec import Input, Profile
+from flexrt.trace import normalize_inputs, trace
+
+logger = logging.getLogger(__name__)
+
+
+def compile_module(
+    module: Any,
+    ir: str = "default",
+    inputs: Any = None,
+    arg_inputs: Any = None,
+    kwarg_inputs: Mapping[str, Any] | None = None,
+    profiles: Sequence[Profile] | None = None,
+    **options: Any,
+) -> Any:
+    """`flexrt.compile`: the Torch-TensorRT entry point (ir="default" | "dynamo" | "torch_compile")."""
+    if ir == "ts" or ir == "torchscript":
+        raise InputSpecError("ir='ts' (TorchScript) is not supported: TorchScript is deprecated in PyTorch 2; use ir='dynamo'")
+    if ir == "torch_compile":
+        from flexrt.backend import compile_with_torch_compile
+
+        return compile_with_torch_compile(module, inputs=inputs, arg_inputs=arg_inputs, kwarg_inputs=kwarg_inputs, **options)
+    if ir not in ("default", "dynamo", "exported_program"):
+        raise InputSpecError(f"unknown ir={ir!r}; use 'dynamo' (default) or 'torch_compile'")
+    if isinstance(module, ExportedProgram):
+        return dynamo_compile(module, inputs=inputs, arg_inputs=arg_inputs, kwarg_inputs=kwarg_inputs, profiles=profiles, **options)
+    if not isinstance(module, torch.nn.Module):
+        raise InputSpecError(f"flexrt.compile expects a torch.nn.Module or an ExportedProgram, got {type(module).__name__}")
+    flat = normalize_inputs(module.forward, inputs, arg_inputs, kwarg_inputs)
+    settings, runtime = resolve_options(options, module_device(module), tensors_device((flat.args, flat.kwargs)))
+    start = time.perf_counter()
+    traced, resolved = trace_module(module, flat, profiles, settings)
+    logger.debug("trace: %.2f s", time.perf_counter() - start)
+    return finish(traced, resolved, settings, runtime)
+
+
+def dynamo_compile(
+    exported_program: ExportedProgram,
+    inputs: Any = None,
+    arg_inputs: Any = None,
+    kwarg_inputs: Mapping[str, Any] | None = None,
+    profiles: Sequence[Profile] | None = None,
+    **options: Any,
+) -> Any:
+    """`flexrt.dynamo.compile`: compile a user's ExportedProgram over its own or the given ranges."""
+    if not isinstance(exported_program, ExportedProgram):
+        raise InputSpecError(
+            f"flexrt.dynamo.compile expects a torch.export.ExportedProgram, got {type(exported_program).__name__}; "
+            "use flexrt.compile for an nn.Module"
+        )
+    state = list(exported_program.state_dict.values()) + [
+        v for v in exported_program.constants.values() if isinstance(v, torch.Tensor)
+    ]
+    ep_device = state[0].device if state else None
+    traced, resolved = bind_program(exported_program, inputs, arg_inputs, kwarg_inputs, profiles)
+    settings, runtime = resolve_options(options, ep_device, tensors_device((inputs, arg_inputs, kwarg_inputs)))
+    return finish(traced, resolved, settings, runtime)
+
+
+def dynamo_trace(
+    module: torch.nn.Module,
+    inputs: Any = None,
+    arg_inputs: Any = None,
+    kwarg_inputs: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> ExportedProgram:
+    """`flexrt.dynamo.trace`: Input ranges -> torch.export.Dims -> ExportedProgram."""
+    flat = normalize_inputs(module.forward, inputs, arg_inputs, kwarg_inputs)
+    settings, runtime = resolve_options(options, module_device(module), tensors_device((flat.args, flat.kwargs)))
+    return trace(module, flat, settings.device).exported
+
+
+def build_engine(
+    model: Any,
+    profiles: Sequence[Profile] | None = None,
+    inputs: Any = None,
+    arg_inputs: Any = None,
+    kwarg_inputs: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> Engine:
+    """`flexrt.build_engine`: an Engine with one program per profile (the engine-level API)."""
+    if isinstance(model, ExportedProgram):
+        traced, resolved = bind_program(model, inputs, arg_inputs, kwarg_inputs, profiles)
+        state = list(model.state_dict.values())
+        settings, runtime = resolve_options(options, state[0].device if state else None)
+    else:
+        if inputs is None and arg_inputs is None and kwarg_inputs is None:
+            if not profiles:
+                raise InputSpecError("build_engine needs profiles=[flexrt.Profile(...)] or inputs=[flexrt.Input(...)]")
+            inputs = _inputs_from_profile(model, profiles[0])
+        flat = normalize_inputs(model.forward, inputs, arg_inputs, kwarg_inputs)
+        settings, runtime = resolve_options(options, module_device(model))
+        traced, resolved = trace_module(model, flat, profiles, settings)
+    if settings.dryrun:
+        raise InputSpecError("dryrun=True builds nothing; use flexrt.compile(..., dryrun=True) to see the partition")
+    engine, _, _ = build_from_traced(traced, resolved, settings, runtime)
+    return engine
+
+
+def _inputs_from_profile(model: torch.nn.Module, profile: Profile) -> list[Input]:
+    """Inputs named by the profile, in the order of the model's forward signature, as float32."""
+    import inspect
+
+    params = [p.name for p in inspect.signature(model.forward).parameters.values()]
+    missing = [n for n in profile if n not in params]
+    if missing:
+        raise InputSpecError(f"profile 0 names input(s) {missing} that the model's forward does not take; it takes {params}")
+    ordered = [n for n in params if n in profile]
+    if ordered != params[: len(ordered)]:
+        raise InputSpecError(
+            "the profile leaves out a positional input of forward; pass inputs=[flexrt.Input(...)] to give every input"
+        )
+    return [Input(min_shape=profile[n].min, opt_shape=profile[n].opt, max_shape=profile[n].max, name=n) for n in ordered]
+

@@ -1,0 +1,65 @@
+"""The compiler as a compiled module's fallback for shapes no profile covers (`on_out_of_range`).
+
+Handed to the run time through the narrow `runtime.fallback.Fallback` interface, so the run time
+imports none of this. `from_artifact` rebuilds it for an artifact saved with its source program.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.export import ExportedProgram
+
+from flexrt.build.program import build_program
+from flexrt.ir import ProgramState
+from flexrt.lower import lower
+from flexrt.partition import PartitionPlan, partition
+from flexrt.settings import CompileSettings
+from flexrt.spec import Input, Profile, union_specs
+from flexrt.trace import TracedProgram, bind
+
+
+class CompilerFallback:
+    """The traced program; lowered and partitioned on first use (a loaded module may never need it)."""
+
+    def __init__(
+        self,
+        traced: TracedProgram,
+        settings: CompileSettings,
+        gm: torch.fx.GraphModule | None = None,
+        plan: PartitionPlan | None = None,
+    ) -> None:
+        self.traced = traced
+        self.settings = settings
+        self._gm = gm
+        self._plan = plan
+
+    @property
+    def exported(self) -> ExportedProgram:
+        return self.traced.exported
+
+    @property
+    def graph_module(self) -> torch.fx.GraphModule:
+        if self._gm is None:
+            self._gm = lower(self.traced.exported, self.settings)
+        return self._gm
+
+    @property
+    def plan(self) -> PartitionPlan:
+        if self._plan is None:
+            self._plan = partition(self.graph_module, self.settings)
+        return self._plan
+
+    def eager(self, *args: Any, **kwargs: Any) -> Any:
+        return self.graph_module(*args, **kwargs)
+
+    def build_profile(self, profile: Profile, index: int) -> ProgramState:
+        return build_program(self.plan, self.traced, profile, index, self.settings)
+
+
+def from_artifact(ep: ExportedProgram, engine: Any) -> CompilerFallback:
+    """Bind a saved source program to a loaded engine's inputs and profiles."""
+    specs = [Input(shape=engine.profiles[0][s.name].opt, dtype=s.dtype, format=s.format, name=s.name) for s in engine.inputs]
+    union = union_specs(engine.input_names, specs, engine.profiles)
+    return CompilerFallback(bind(ep, engine.input_names, union), engine.settings)

@@ -1,0 +1,113 @@
+"""The pipeline end to end: spec -> trace -> lower -> partition -> build -> runtime module.
+
+Every stage logs at DEBUG with its time, every engine at INFO. The entry points in `api.py` only
+normalise their arguments and call `trace_module` / `bind_program`, then `finish`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+from torch.export import ExportedProgram
+
+from flexrt.build.program import build_program, dims_text, output_specs
+from flexrt.compiler.fallback import CompilerFallback
+from flexrt.errors import InputSpecError
+from flexrt.ir import EngineState, TensorSpec
+from flexrt.lower import lower
+from flexrt.partition import PartitionPlan, partition
+from flexrt.runtime import CompiledModule, Engine
+from flexrt.settings import CompileSettings, RuntimeOptions, parse_options
+from flexrt.spec import Input, Profile, resolve_profiles, union_specs
+from flexrt.trace import FlatInputs, TracedProgram, bind, normalize_inputs, specs_from_exported, trace, user_input_nodes
+
+logger = logging.getLogger(__name__)
+
+
+def module_device(model: torch.nn.Module) -> torch.device | None:
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device
+    return None
+
+
+def tensors_device(values: Any) -> torch.device | None:
+    for leaf in pytree.tree_leaves(values):
+        if isinstance(leaf, torch.Tensor):
+            return leaf.device
+    return None
+
+
+def resolve_options(options: Mapping[str, Any], *devices: torch.device | None) -> tuple[CompileSettings, RuntimeOptions]:
+    """Settings and run-time options, the device defaulting to where the model (or its example tensors) lives."""
+    found = next((d for d in devices if d is not None), None)
+    settings, runtime = parse_options(options, device=found)
+    if found is not None and devices[0] is not None and found.type != settings.device.type:
+        raise InputSpecError(
+            f"the model is on {found} but device={str(settings.device)!r} was requested; move the model with "
+            f".to({str(settings.device)!r}) first, or leave device= unset"
+        )
+    return settings, runtime
+
+
+def build_from_traced(
+    traced: TracedProgram, profiles: Sequence[Profile], settings: CompileSettings, runtime: RuntimeOptions | None = None
+) -> tuple[Engine, torch.fx.GraphModule, PartitionPlan]:
+    start = time.perf_counter()
+    gm = lower(traced.exported, settings)
+    logger.debug("lower: %.2f s", time.perf_counter() - start)
+    start = time.perf_counter()
+    plan = partition(gm, settings)
+    logger.debug("partition: %.2f s, %d segment(s)", time.perf_counter() - start, len(plan.segments))
+    if settings.dryrun:
+        return None, gm, plan  # type: ignore[return-value]
+    programs = []
+    for k, prof in enumerate(profiles):
+        start = time.perf_counter()
+        programs.append(build_program(plan, traced, prof, k, settings))
+        logger.debug("build: profile %d built in %.1f s", k, time.perf_counter() - start)
+    inputs = [TensorSpec(b.name, b.spec.dtype, dims_text(b.dims), b.spec.format) for b in traced.inputs]
+    state = EngineState(
+        inputs, output_specs(gm, plan, traced.out_spec), list(profiles), programs, settings, traced.in_spec, traced.out_spec
+    )
+    return Engine(state, runtime), gm, plan
+
+
+def trace_module(
+    model: torch.nn.Module, flat: FlatInputs, profiles: Sequence[Profile] | None, settings: CompileSettings
+) -> tuple[TracedProgram, list[Profile]]:
+    resolved = resolve_profiles(flat.names, flat.specs, profiles)
+    union = union_specs(flat.names, flat.specs, resolved)
+    traced_flat = FlatInputs(flat.args, flat.kwargs, flat.names, union)
+    return trace(model, traced_flat, settings.device), resolved
+
+
+def bind_program(
+    ep: ExportedProgram, inputs: Any, arg_inputs: Any, kwarg_inputs: Any, profiles: Sequence[Profile] | None
+) -> tuple[TracedProgram, list[Profile]]:
+    names = [n.name for n in user_input_nodes(ep)]  # inputs bind by position and take the program's names
+    flat = normalize_inputs(lambda *a, **k: None, inputs, arg_inputs, kwarg_inputs)
+    leaves = pytree.tree_leaves((flat.args, flat.kwargs), is_leaf=lambda x: isinstance(x, (Input, torch.Tensor)))
+    if len(leaves) != len(names):
+        raise InputSpecError(f"the program takes {len(names)} inputs ({', '.join(names)}), {len(leaves)} were given")
+    if all(isinstance(x, torch.Tensor) for x in leaves):
+        specs = specs_from_exported(ep, leaves, names)
+    else:
+        specs = [s.with_name(n) for s, n in zip(flat.specs, names)]
+    resolved = resolve_profiles(names, specs, profiles)
+    union = union_specs(names, specs, resolved)
+    return bind(ep, names, union), resolved
+
+
+def finish(traced: TracedProgram, profiles: list[Profile], settings: CompileSettings, runtime: RuntimeOptions) -> Any:
+    """Lower, partition and build; the module gets the compiler as its fallback for out-of-range shapes."""
+    engine, gm, plan = build_from_traced(traced, profiles, settings, runtime)
+    if settings.dryrun:
+        print(plan.report)
+        logger.info("dryrun: nothing built; returning the lowered graph, which runs in PyTorch")
+        return gm
+    return CompiledModule(engine, CompilerFallback(traced, settings, gm, plan))

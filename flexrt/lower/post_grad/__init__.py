@@ -1,0 +1,2 @@
+"""Passes on Inductor's post-grad graph, run inside every engine build; the order lives in
+`pipeline.POST_GRAD_PASSES`."""

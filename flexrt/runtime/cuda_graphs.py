@@ -1,0 +1,219 @@
+"""CUDA graphs per exact input shape: launch overhead dominates small shapes on the H100 host
+(DESIGN §5), so each shape seen is captured once and replayed from then on.
+
+The first call of a shape runs plainly (a cold start's first call pays for no capture); the second
+captures. One entry per shape in a bounded LRU, all graphs sharing one memory pool. Each graph
+begins by copying its inputs into static buffers, and before each replay those copies are re-pointed
+at the caller's tensors (`graph_inputs`: no copy launched from the host); where that is not
+available, the static buffers are filled by one copy launch before the replay. A graph's intermediates go back to the
+shared pool after capture, so a graph captured later may place its outputs on them, and replaying
+the earlier graph would then overwrite outputs the caller holds. So each capture checks where its
+outputs landed: in memory the pool did not have before (the seed model's large outputs did in the
+benchmark), they are handed out as they are, the graph's static output tensors themselves;
+otherwise the graph is recorded again, ending with a copy of its outputs into buffers allocated
+outside the pool (device work inside the graph, no host work per call). A graph is replayed only
+when nothing of its outputs is alive any more (no reference to the tensor, no view of its
+storage): each shape has up to two captured slots (the usual `y = model(x)` loop alternates
+between them while the previous `y` is still referenced), and when the caller holds the outputs
+of both, the call runs without a graph.
+So a later call never overwrites a tensor already handed out; zero-copy callers get the static
+buffers themselves and accept that.
+
+While a shape is captured, cuDNN may benchmark its convolution algorithms (the
+process-wide flag is set only around those calls and restored), as TensorRT times tactics at build.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import functools
+import logging
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+
+from flexrt.runtime import graph_inputs
+
+logger = logging.getLogger(__name__)
+
+SLOTS_PER_SHAPE = 2
+
+
+def _use_count(t: torch.Tensor) -> int:
+    return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+
+
+def _copy_all(dst: Sequence[torch.Tensor], src: Sequence[torch.Tensor]) -> None:
+    """dst[i] <- src[i]; one launch for several tensors."""
+    if len(dst) == 1:
+        dst[0].copy_(src[0])
+    elif dst:
+        torch._foreach_copy_(list(dst), list(src))
+
+
+@contextlib.contextmanager
+def cudnn_autotune() -> Iterator[None]:
+    """cudnn.benchmark on for the duration (conv algorithms timed once per shape), then restored."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+@dataclasses.dataclass
+class _Slot:
+    graph: torch.cuda.CUDAGraph
+    inputs: list[torch.Tensor]
+    outputs: list[Any]
+    tensors: list[torch.Tensor]  # the tensor outputs, handed out as they are (no view per call)
+    baseline: list[tuple[int, int]]  # (references, storage uses) of each when nobody but us holds it
+    copies_out: bool  # the graph copies its outputs out of the shared pool (see the module docstring)
+    feed: Callable[[Sequence[torch.Tensor]], None]  # gives the graph the caller's inputs before a replay
+
+    def free(self) -> bool:
+        """No caller holds an output, or anything sharing its storage (a view, a slice)."""
+        return self._counts() == self.baseline  # holders only add: any difference means held
+
+    def measure(self) -> None:
+        self.baseline = self._counts()
+
+    def _counts(self) -> list[tuple[int, int]]:
+        # measure() and free() count through this one frame, so the references it adds cancel out
+        return [(sys.getrefcount(t), _use_count(t)) for t in self.tensors]
+
+
+class CudaGraphCache:
+    """Runs `fn` through captured graphs keyed by input shapes; falls back to `fn` if capture fails."""
+
+    def __init__(self, fn: Callable[[Sequence[Any]], list[Any]], device: torch.device, capacity: int) -> None:
+        self.fn = fn
+        self.device = device
+        self.capacity = capacity
+        self.entries: collections.OrderedDict[tuple[Any, ...], list[_Slot]] = collections.OrderedDict()
+        self.pool = torch.cuda.graph_pool_handle()
+        self.stream: torch.cuda.Stream | None = None
+        self.disabled = False
+        self.seen: collections.OrderedDict[tuple[Any, ...], None] = collections.OrderedDict()
+        self.captures = 0
+        self.plain_runs = 0
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def run(self, inputs: Sequence[torch.Tensor], zero_copy: bool = False) -> list[Any]:
+        key = tuple([t.shape for t in inputs])
+        slots = self.entries.get(key)
+        if slots is None:
+            if self.disabled or key not in self.seen:
+                self.seen[key] = None
+                while len(self.seen) > 4 * self.capacity:
+                    self.seen.popitem(last=False)
+                return self.fn(inputs)  # first sight of a shape: a plain run (it also loads lazy kernels)
+            if self._capture(key, inputs) is None:
+                return self.fn(inputs)
+            slots = self.entries[key]
+        self.entries.move_to_end(key)
+        if zero_copy:
+            slot = slots[0]
+        else:
+            for slot in slots:
+                if slot.free():
+                    break
+            else:
+                slot = None
+            if slot is None and len(slots) < SLOTS_PER_SHAPE:
+                slot = self._capture(key, inputs)
+            if slot is None:  # the caller holds the outputs of every slot: do not overwrite them
+                self.plain_runs += 1
+                return self.fn(inputs)
+        slot.feed(inputs)
+        slot.graph.replay()
+        return list(slot.outputs)
+
+    def _capture(self, key: tuple[Any, ...], inputs: Sequence[torch.Tensor]) -> _Slot | None:
+        static = [t.detach().clone() for t in inputs]
+        sources = [t if t.is_contiguous() else t.contiguous() for t in inputs] if graph_inputs.supported() else None
+        if self.stream is None:
+            self.stream = torch.cuda.Stream(self.device)
+        try:
+            with cudnn_autotune():
+                self.stream.wait_stream(torch.cuda.current_stream(self.device))
+                with torch.cuda.stream(self.stream):
+                    self.fn(static)  # warm up on the capture stream
+                torch.cuda.current_stream(self.device).wait_stream(self.stream)
+                earlier = self._pool_segments()
+                graph, outputs, out = self._record_checked(static, sources, earlier)
+                feed = graph_inputs.find_input_copies(graph, static, sources) if sources is not None else None
+                if feed is None and sources is not None:  # its input copies cannot be re-pointed: record plainly
+                    del graph, outputs, out
+                    graph, outputs, out = self._record_checked(static, None, earlier)
+        except Exception as e:  # noqa: BLE001 - any capture failure means: run without graphs
+            logger.warning("CUDA graph capture failed (%s); this context runs without CUDA graphs", e)
+            self.disabled = True
+            self.entries.clear()
+            return None
+        copies_out = out is not None
+        slot = _Slot(graph, static, outputs, _tensors(outputs), [], copies_out, feed or functools.partial(_copy_all, static))
+        slot.measure()
+        self.entries.setdefault(key, []).append(slot)
+        self.captures += 1
+        logger.debug("captured a CUDA graph for input shapes %s (%d shapes cached, outputs copied out: %s, inputs re-pointed: %s)",
+                     [tuple(s) for s in key], len(self.entries), copies_out, isinstance(feed, graph_inputs.InputCopies))
+        while len(self.entries) > self.capacity:
+            self.entries.popitem(last=False)
+        return slot
+
+    def _record_checked(self, static: list[torch.Tensor], sources: list[torch.Tensor] | None,
+                        earlier: list[tuple[int, int]]) -> tuple[torch.cuda.CUDAGraph, list[Any], list[Any] | None]:
+        """Record; if an output landed on memory the pool had before this capture (`earlier`, where
+        an earlier graph may keep intermediates), record again copying the outputs out of the pool.
+        Returns the graph, its outputs and the out-of-pool buffers (None when not copied out)."""
+        graph, outputs = self._record(static, sources, None)
+        if not _overlaps(_tensors(outputs), earlier):
+            return graph, outputs, None
+        out = [torch.empty_like(o) if isinstance(o, torch.Tensor) else o for o in outputs]
+        del graph, outputs
+        graph, outputs = self._record(static, sources, out)
+        return graph, outputs, out
+
+    def _record(self, static: list[torch.Tensor], sources: list[torch.Tensor] | None,
+                out: list[Any] | None) -> tuple[torch.cuda.CUDAGraph, list[Any]]:
+        """Capture fn(static) into the shared pool. With `sources`, the graph begins by copying them
+        into `static` (one memcpy each, re-pointed per call) and is kept for `graph_inputs`; with
+        `out`, it ends by copying its outputs there (buffers from outside the pool), and fn's own
+        outputs go back to the pool."""
+        graph = torch.cuda.CUDAGraph(keep_graph=True) if sources is not None else torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
+            for dst, src in zip(static, sources or ()):
+                dst.copy_(src)
+            produced = list(self.fn(static))
+            if out is not None:
+                _copy_all(_tensors(out), _tensors(produced))
+        if sources is not None:
+            graph.instantiate()
+        return graph, produced if out is None else out
+
+    def _pool_segments(self) -> list[tuple[int, int]]:
+        """Address ranges of the shared pool's memory: where earlier graphs may keep intermediates."""
+        return [(s["address"], s["address"] + s["total_size"]) for s in torch.cuda.memory_snapshot()
+                if tuple(s["segment_pool_id"]) == tuple(self.pool)]
+
+
+def _tensors(values: Sequence[Any]) -> list[torch.Tensor]:
+    return [v for v in values if isinstance(v, torch.Tensor)]
+
+
+def _overlaps(tensors: Sequence[torch.Tensor], ranges: Sequence[tuple[int, int]]) -> bool:
+    """Whether any tensor's storage touches any of the address ranges [start, end)."""
+    for t in tensors:
+        lo = t.untyped_storage().data_ptr()
+        hi = lo + t.untyped_storage().nbytes()
+        if any(lo < end and start < hi for start, end in ranges):
+            return True
+    return False

@@ -1,0 +1,89 @@
+"""A program: one profile's segments, run in order over an environment of named values."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from flexrt.ir.program import ProgramState, SegmentState
+from flexrt.runtime.loader import load_runner
+from flexrt.tf32 import in_effect, tf32_policy
+
+logger = logging.getLogger(__name__)
+
+
+class _EngineSegment:
+    """An engine's runner; on CUDA it runs under the engine's TF32 policy (see `flexrt.tf32`)."""
+
+    def __init__(self, state: SegmentState, device: torch.device, allow_tf32: bool) -> None:
+        assert state.engine is not None
+        self.runner = load_runner(state.engine, device)
+        self.tf32 = allow_tf32 if device.type == "cuda" else None
+
+    def __call__(self, inputs: list[Any]) -> list[torch.Tensor]:
+        inputs = [t if t.is_contiguous() else t.contiguous() for t in inputs]
+        if self.tf32 is None or in_effect(self.tf32):
+            return self.runner.run(inputs)
+        with tf32_policy(self.tf32):
+            return self.runner.run(inputs)
+
+
+class _TorchSegment:
+    def __init__(self, state: SegmentState) -> None:
+        assert state.program is not None
+        self.module = state.program.module()
+
+    def __call__(self, inputs: list[Any]) -> list[Any]:
+        out = self.module(*inputs)
+        return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+class Program:
+    """Runs one profile. With one engine segment that takes the inputs and gives the outputs, a
+    call is a single `runner.run`; otherwise values flow through a dict, dropped after last use."""
+
+    def __init__(self, state: ProgramState, device: torch.device, allow_tf32: bool = True) -> None:
+        self.state = state
+        self.segments: list[Any] = [
+            _EngineSegment(s, device, allow_tf32) if s.kind == "engine" else _TorchSegment(s) for s in state.segments
+        ]
+        only = state.segments[0] if len(state.segments) == 1 else None
+        self._direct = (
+            only is not None
+            and only.kind == "engine"
+            and only.inputs == state.inputs
+            and [("value", o) for o in only.outputs] == list(state.outputs)
+        )
+        self._drop: list[list[str]] = self._last_uses()
+
+    def _last_uses(self) -> list[list[str]]:
+        keep = {name for kind, name in self.state.outputs if kind == "value"}
+        last: dict[str, int] = {}
+        for i, seg in enumerate(self.state.segments):
+            for name in seg.inputs:
+                last[name] = i
+        drops: list[list[str]] = [[] for _ in self.state.segments]
+        for name, i in last.items():
+            if name not in keep:
+                drops[i].append(name)
+        return drops
+
+    @property
+    def capturable(self) -> bool:
+        """Only engine segments: no host syncs, so the whole call can live in a CUDA graph."""
+        return self.state.all_engine
+
+    def run(self, inputs: Sequence[Any]) -> list[Any]:
+        if self._direct:
+            return self.segments[0](list(inputs))
+        env: dict[str, Any] = dict(zip(self.state.inputs, inputs))
+        env.update(self.state.constants)
+        for seg, state, drop in zip(self.segments, self.state.segments, self._drop):
+            outs = seg([env[n] for n in state.inputs])
+            env.update(zip(state.outputs, outs))
+            for name in drop:
+                env.pop(name, None)
+        return [env[v] if kind == "value" else v for kind, v in self.state.outputs]

@@ -1,0 +1,181 @@
+"""CUDA graphs on the GPU: correct against eager, outputs never aliased, memory bounded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import assert_matches, sweep
+
+import flexrt
+from flexrt.runtime import graph_inputs
+
+pytestmark = pytest.mark.cuda
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64)).eval().cuda()
+
+
+SPEC = flexrt.Input(min_shape=(1, 64), opt_shape=(8, 64), max_shape=(64, 64), name="x")
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    model = _model()
+    return model, flexrt.compile(model, inputs=[SPEC], cuda_graph_cache_size=4)
+
+
+def test_graphs_are_captured_and_replayed_correctly(compiled):
+    model, m = compiled
+    graphs = m.contexts[0].graphs
+    assert graphs is not None
+    x = torch.randn(5, 64, device="cuda")
+    with torch.no_grad():
+        for _ in range(3):  # first call captures, later calls replay
+            assert_matches(m(x), model(x))
+            x = torch.randn(5, 64, device="cuda")
+    assert graphs.captures >= 1
+    sweep(m, model, [SPEC], device="cuda")
+
+
+def test_outputs_are_never_overwritten_by_a_later_call(compiled):
+    model, m = compiled
+    graphs = m.contexts[0].graphs
+    xs = [torch.randn(7, 64, device="cuda") for _ in range(5)]
+    with torch.no_grad():
+        m(xs[0])  # first call of the shape: plain run, then capture
+        held = [m(x) for x in xs]  # all kept alive: one slot each for two, then plain runs
+        torch.cuda.synchronize()
+        for x, out in zip(xs, held):
+            assert_matches(out, model(x))
+        assert len({o.data_ptr() for o in held}) == len(held)
+        assert graphs.plain_runs >= 3
+        plain = graphs.plain_runs
+        del held
+        y = None
+        for _ in range(10):  # the usual loop: the previous y is alive during the call, then dropped
+            x = torch.randn(7, 64, device="cuda")
+            y = m(x)
+            assert_matches(y, model(x))
+        assert graphs.plain_runs == plain  # alternated between the two slots, no plain runs
+        x = torch.randn(7, 64, device="cuda")
+        part = m(x)[2:4]  # only a view of an output survives: its slot must not be replayed
+        expected = model(x)[2:4]
+        for _ in range(4):
+            m(torch.randn(7, 64, device="cuda"))
+        assert_matches(part, expected)
+
+
+def test_a_held_output_survives_replays_of_graphs_captured_before_it(compiled):
+    """All graphs of a context share one memory pool, and a graph's intermediates are freed back
+    into it after capture: a graph captured later may get those blocks. Its outputs must not, or
+    replaying the earlier graph would overwrite an output the caller still holds."""
+    model, m = compiled
+    sizes = (40, 11, 2)  # largest first: the smaller outputs fit where the larger intermediates were
+    with flexrt.Runner(m.engine, profile=0) as r, torch.no_grad():  # a fresh context: an empty pool
+        for b in sizes:
+            for _ in range(2):  # a plain run, then the capture
+                r.infer({"x": torch.randn(b, 64, device="cuda")})
+        held = []
+        for b in sizes[1:]:
+            x = torch.randn(b, 64, device="cuda")
+            held.append((r.infer({"x": x})["output"], model(x)))
+        for b in sizes:  # replays every graph while the outputs of the later ones are held
+            r.infer({"x": torch.randn(b, 64, device="cuda")})
+        torch.cuda.synchronize()
+        for out, expected in held:
+            assert_matches(out, expected)
+        slots = {b: r.context.graphs.entries[(torch.Size([b, 64]),)][0] for b in sizes}
+    assert not slots[40].copies_out  # the first graph in an empty pool: nothing earlier to overlap
+    assert slots[11].copies_out or slots[2].copies_out  # smaller outputs landed in the pool's old memory
+
+
+def test_each_replay_reads_the_callers_tensor_through_re_pointed_input_copies(compiled):
+    """The graph's input copy is re-pointed at the caller's tensor before each replay
+    (`graph_inputs`): a replay must read the tensor of this call, also after it changed in place,
+    also when it is a non-contiguous view, never the one the graph was captured with."""
+    model, m = compiled
+    graphs = m.contexts[0].graphs
+    with torch.no_grad():
+        x = torch.randn(9, 64, device="cuda")
+        m(x)
+        m(x)  # captured with x as the copy's source
+        slot = graphs.entries[(torch.Size([9, 64]),)][0]
+        assert isinstance(slot.feed, graph_inputs.InputCopies)  # the GPU image has the runtime graph API
+        for _ in range(3):
+            y = torch.randn(9, 64, device="cuda")
+            assert_matches(m(y), model(y))
+        x.normal_()  # the capture-time tensor changes in place: read now, not a stale copy
+        assert_matches(m(x), model(x))
+        wide = torch.randn(9, 128, device="cuda")
+        view = wide[:, ::2]  # same shape, not contiguous
+        assert not view.is_contiguous()
+        assert_matches(m(view), model(view))
+        captures = graphs.captures
+        for _ in range(4):
+            z = torch.randn(9, 64, device="cuda")
+            assert_matches(m(z), model(z))
+        assert graphs.captures == captures  # all of them replays
+
+
+def test_re_pointed_inputs_of_a_two_input_engine():
+    class Two(torch.nn.Module):
+        def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return torch.relu(a @ b.t()) + a.sum(-1, keepdim=True)
+
+    specs = [flexrt.Input(min_shape=(1, 32), opt_shape=(4, 32), max_shape=(16, 32), name="a"),
+             flexrt.Input(min_shape=(1, 32), opt_shape=(4, 32), max_shape=(16, 32), name="b")]
+    model = Two().eval().cuda()
+    m = flexrt.compile(model, inputs=specs)
+    with torch.no_grad():
+        for n, k in [(3, 5), (3, 5), (3, 5), (16, 1), (16, 1), (16, 1)]:
+            a, b = torch.randn(n, 32, device="cuda"), torch.randn(k, 32, device="cuda")
+            assert_matches(m(a, b), model(a, b))
+        slot = m.contexts[0].graphs.entries[(torch.Size([16, 32]), torch.Size([1, 32]))][0]
+        assert isinstance(slot.feed, graph_inputs.InputCopies)
+        assert len(slot.feed.nodes) == 2
+        for _ in range(4):  # both inputs strided views of one size (plain run, capture, replays):
+            wide = torch.randn(2, 8, 64, device="cuda")  # each gets its own contiguous copy
+            a, b = wide[0, :, ::2], wide[1, :, 1::2]
+            assert_matches(m(a, b), model(a, b))
+    sweep(m, model, specs, device="cuda")
+
+
+def test_zero_copy_runner_hands_out_the_static_buffers(compiled):
+    model, m = compiled
+    with flexrt.Runner(m.engine, profile=0, zero_copy_outputs=True) as r:
+        x = torch.randn(3, 64, device="cuda")
+        r.infer({"x": x})  # capture
+        a = r.infer({"x": x})["output"]
+        x3 = torch.randn(3, 64, device="cuda")
+        b = r.infer({"x": x3})["output"]
+        assert a.data_ptr() == b.data_ptr()  # documented: zero-copy outputs are reused
+        with torch.no_grad():
+            assert_matches(b, model(x3))
+
+
+def test_graph_cache_and_memory_stay_bounded(compiled):
+    model, m = compiled
+    graphs = m.contexts[0].graphs
+    with torch.no_grad():
+        for b in range(1, 13):
+            m(torch.randn(b, 64, device="cuda"))
+            m(torch.randn(b, 64, device="cuda"))
+        torch.cuda.synchronize()
+        first = torch.cuda.memory_allocated()
+        for b in range(13, 65):
+            x = torch.randn(b, 64, device="cuda")
+            m(x)
+            out = m(x)
+            assert_matches(out, model(x))
+        torch.cuda.synchronize()
+        later = torch.cuda.memory_allocated()
+    assert len(graphs) <= 4
+    assert later - first < 64 * 1024 * 1024, (first, later)
+
+
+def test_fp16_engine_on_the_gpu():
+    model = _model()
+    m = flexrt.compile(model, inputs=[SPEC], enabled_precisions={torch.float16})
+    sweep(m, model, [SPEC], device="cuda", precision=torch.float16)

@@ -1,0 +1,52 @@
+"""The CUDA-graph slot's liveness check (CPU): a slot is free only when the caller holds nothing of
+its outputs — not the tensor, not a container of it, not a view of its storage. And the address
+test that decides whether a capture copies its outputs out of the shared pool."""
+
+from __future__ import annotations
+
+import torch
+
+from flexrt.runtime.cuda_graphs import _overlaps, _Slot
+
+
+def _slot() -> _Slot:
+    outputs = [torch.randn(4, 4), 3, torch.randn(8)]
+    slot = _Slot(None, [], outputs, [o for o in outputs if isinstance(o, torch.Tensor)], [], False, lambda inputs: None)  # type: ignore[arg-type]
+    slot.measure()
+    return slot
+
+
+def test_a_slot_nobody_holds_is_free():
+    slot = _slot()
+    assert slot.free()
+    returned = list(slot.outputs)  # what a call hands out
+    del returned
+    assert slot.free()
+
+
+def test_any_hold_on_an_output_keeps_the_slot_busy():
+    slot = _slot()
+    holds = [
+        lambda: list(slot.outputs),  # the returned list
+        lambda: slot.outputs[0],  # one tensor
+        lambda: {"y": slot.outputs[2]},  # inside a container
+        lambda: slot.outputs[2][1:5],  # a view of the storage only
+        lambda: slot.outputs[0].view(-1),  # a reshaped view
+    ]
+    for hold in holds:
+        held = hold()
+        assert not slot.free()
+        del held
+        assert slot.free()
+
+
+def test_an_output_overlaps_a_range_when_any_byte_of_its_storage_is_in_it():
+    base = torch.zeros(64, dtype=torch.uint8)
+    start = base.data_ptr()
+    view = base[16:32]  # a view: the whole block it lives in counts (conservative)
+    assert _overlaps([view], [(start + 63, start + 100)])  # the storage's last byte
+    assert _overlaps([view], [(start - 10, start + 1)])  # its first byte
+    assert not _overlaps([view], [(start + 64, start + 100), (start - 10, start)])  # touching ends only
+    assert not _overlaps([view], [])  # an empty pool before the first capture
+    other = torch.zeros(8)
+    assert _overlaps([other, view], [(start + 5, start + 6)])  # any of several outputs
