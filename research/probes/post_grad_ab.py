@@ -1,9 +1,9 @@
 """What one of flexrt's post-grad passes buys on one model: the engine built with every pass, then
 without the named one, in one process, timed alike.
 
-    python -m benchmarks.probes.post_grad_ab --model bert --without broadcast_row_masks [--smoke] [--out DIR]
+    python -m research.probes.post_grad_ab --model bert --without broadcast_row_masks [--smoke] [--out DIR]
 
-Same inputs, timing and error check as `benchmarks.probes.opt_levels` (CUDA events, 10 warm-up
+Same inputs, timing and error check as `research.probes.opt_levels` (CUDA events, 10 warm-up
 and 50 timed calls rotating 3 inputs). The pass list is part of the passes' cache identity, so
 the second build is built, not loaded.
 """
@@ -18,9 +18,9 @@ import torch
 
 import flexrt
 from benchmarks.models import Case
-from benchmarks.probes.opt_levels import time_builds
 from benchmarks.report import save_json
 from flexrt.engine import post_grad
+from research.probes.opt_levels import time_builds
 
 
 def _build(passes: list[post_grad.PostGradPass]) -> Callable[[torch.nn.Module, Case], Callable[..., Any]]:

@@ -1,6 +1,6 @@
 """Where a small flexrt call's time goes on the host, and whether the post-grad passes change it.
 
-    python -m benchmarks.probes.host_path [--sizes 1,3,8] [--rounds 5] [--out DIR]
+    python -m research.probes.host_path [--sizes 1,3,8] [--rounds 5] [--out DIR]
 
 The seed model in float32 (CUDA, TF32) is host-bound at small batches: the GPU finishes before
 Python has launched the next call, so the benchmark's figure is host time. This probe builds two

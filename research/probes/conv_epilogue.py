@@ -1,6 +1,6 @@
 """Would cuDNN's fused convolution epilogues beat Inductor's conv + fused pointwise kernel?
 
-    python -m benchmarks.probes.conv_epilogue
+    python -m research.probes.conv_epilogue
 
 ResNet-50 at large batches moves each activation several times: the convolution writes it, a
 pointwise kernel (bias/BN, residual add, ReLU) reads and writes it again. TensorRT fuses that
