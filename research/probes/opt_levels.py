@@ -1,6 +1,6 @@
 """What flexrt's optimization levels buy on one model: build time and latency per level.
 
-    python -m benchmarks.probes.opt_levels --model bert --levels 3,4 [--smoke] [--out DIR]
+    python -m research.probes.opt_levels --model bert --levels 3,4 [--smoke] [--out DIR]
 
 Level 3 is the default; 4 turns on Inductor's max_autotune (GEMM, convolution and pointwise
 tactics timed at build, at opt), 5 adds coordinate-descent tuning. Same inputs, timing and error

@@ -1,6 +1,6 @@
 """Would cuDNN's fused convolution epilogues beat Inductor's conv + fused pointwise kernel?
 
-    python -m benchmarks.probes.conv_epilogue
+    python -m research.probes.conv_epilogue
 
 ResNet-50 at large batches moves each activation several times: the convolution writes it, a
 pointwise kernel (bias/BN, residual add, ReLU) reads and writes it again. TensorRT fuses that
@@ -19,7 +19,8 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from flexrt.demo import median_ms
+
+from benchmarks.timing import median_ms
 
 # (name, in_ch, out_ch, kernel, stride, spatial) — the ResNet-50 bottleneck convolutions
 LAYERS = [

@@ -1,6 +1,6 @@
 """What does BERT's padding mask cost cuDNN attention, and would a broadcast mask cost less?
 
-    python -m benchmarks.probes.attention_mask [--seqs 128,512] [--out DIR]
+    python -m research.probes.attention_mask [--seqs 128,512] [--out DIR]
 
 HF's SDPA mask for an encoder is `and(all-true (1,1,S,1), padding (B,1,1,S))`, materialised as a
 (B,1,S,S) tensor. At batch 8, 12 heads, head dim 64, float16, each variant is replayed in a CUDA
@@ -19,8 +19,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmarks.probes.gelu_epilogue import graph_us
 from benchmarks.report import save_json
+from research.probes.gelu_epilogue import graph_us
 
 B, H, D = 8, 12, 64
 

@@ -1,6 +1,6 @@
 """Which GPU kernels differ between flexrt's dynamic engine and torch.compile specialised to one shape.
 
-    python -m benchmarks.probes.kernel_diff --model bert --sizes 8,512 [--smoke]
+    python -m research.probes.kernel_diff --model bert --sizes 8,512 [--smoke]
 
 For each size: the kernels of one call (torch.profiler, CUDA graphs off so every kernel shows),
 summed by name, for flexrt (one engine over the case's whole range) and for torch.compile with

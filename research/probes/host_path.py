@@ -1,15 +1,15 @@
 """Where a small flexrt call's time goes on the host, and whether the post-grad passes change it.
 
-    python -m benchmarks.probes.host_path [--sizes 1,3,8] [--rounds 5] [--out DIR]
+    python -m research.probes.host_path [--sizes 1,3,8] [--rounds 5] [--out DIR]
 
 The seed model in float32 (CUDA, TF32) is host-bound at small batches: the GPU finishes before
 Python has launched the next call, so the benchmark's figure is host time. This probe builds two
 engines in one process, flexrt's default and one without the Inductor post-grad passes
-(`flexrt.engine.post_grad`), and times them interleaved, round by round, as `benchmarks.timing`
+(`flexrt.lower.post_grad.pipeline`), and times them interleaved, round by round, as `benchmarks.timing`
 does (back-to-back calls, CUDA events, 3 rotating inputs), so that drift of the host between
 rounds hits both alike. For the default engine it also times the layers of a call: the execution
 context alone, feeding the graph its input (re-pointing its input copy, see
-`flexrt.engine.graph_inputs`) plus the replay, and the replay alone.
+`flexrt.runtime.graph_inputs`) plus the replay, and the replay alone.
 """
 
 from __future__ import annotations
@@ -18,27 +18,19 @@ import argparse
 import statistics
 from typing import Any
 
-import flexrt.engine.build as build
 import torch
-from flexrt.demo import ExpandReshapeModel
 
 import flexrt
 from benchmarks import timing
+from benchmarks.models import ExpandReshapeModel
 from benchmarks.report import save_json
+from flexrt.lower.post_grad.pipeline import POST_GRAD_PASSES
 
 
-def _without_post_grad_passes(settings: Any, ep: Any = None) -> dict[str, Any]:
-    cfg = _DEFAULT_CONFIGS(settings, ep)
-    cfg.pop("post_grad_custom_pre_pass", None)
-    return cfg
-
-
-_DEFAULT_CONFIGS = build.inductor_configs
-
-
-def _compile(model: torch.nn.Module) -> Any:
+def _compile(model: torch.nn.Module, disabled: frozenset[str] = frozenset()) -> Any:
     spec = flexrt.Input(min_shape=(1, 196, 768), opt_shape=(8, 196, 768), max_shape=(32, 196, 768), name="x")
-    return flexrt.compile(model, ir="dynamo", inputs=[spec], cache_built_engines=False, reuse_cached_engines=False)
+    return flexrt.compile(model, ir="dynamo", inputs=[spec], cache_built_engines=False, reuse_cached_engines=False,
+                          _disabled_passes=disabled)
 
 
 def _calls(default: Any, plain: Any, ctx: Any, slot: Any) -> dict[str, Any]:
@@ -62,11 +54,7 @@ def main() -> int:
     torch.manual_seed(0)
     model = ExpandReshapeModel(768).eval().to(dev)
     default = _compile(model)
-    build.inductor_configs = _without_post_grad_passes
-    try:
-        plain = _compile(model)
-    finally:
-        build.inductor_configs = _DEFAULT_CONFIGS
+    plain = _compile(model, frozenset(p.__name__ for p in POST_GRAD_PASSES))
     report: dict[str, Any] = {"device": torch.cuda.get_device_name(dev), "torch": torch.__version__, "sizes": {}}
     with torch.no_grad():
         for size in (int(s) for s in args.sizes.split(",")):

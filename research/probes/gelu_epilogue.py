@@ -1,6 +1,6 @@
 """Would cuBLASLt's GELU epilogue beat Inductor's GEMM + separate GELU kernel, and by how much?
 
-    python -m benchmarks.probes.gelu_epilogue [--shapes 4096x768x3072,...]
+    python -m research.probes.gelu_epilogue [--shapes 4096x768x3072,...]
 
 For each (M, K, N) in float16: Inductor's static compile of `gelu(linear(x, w, b))` (cuBLAS GEMM with
 the bias in its epilogue, then a Triton GELU kernel), `torch._addmm_activation(b, x, w.t(),

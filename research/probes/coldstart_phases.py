@@ -1,6 +1,6 @@
 """Where a flexrt cold start goes: a fresh process loads a saved artifact and calls it, phase by phase.
 
-    python -m benchmarks.probes.coldstart_phases --models resnet50,bert --out DIR [--smoke]
+    python -m research.probes.coldstart_phases --models resnet50,bert --out DIR [--smoke]
 
 For each model: compile with flexrt's defaults (engine cache honoured), save, then spawn fresh
 processes that time `import flexrt`, `flexrt.load`, `.module()`, the first, second and third call

@@ -1,6 +1,6 @@
 """Where a CUDA-graph call's GPU time goes: kernels inside the replay against the gaps between them.
 
-    python -m benchmarks.probes.graph_replay --model bert --sizes 8,512 [--out DIR]
+    python -m research.probes.graph_replay --model bert --sizes 8,512 [--out DIR]
 
 For flexrt (its own graphs, as a user calls it) and torch.compile reduce-overhead specialised to
 the shape: the benchmark's median latency, then torch.profiler over 20 back-to-back calls (CUDA

@@ -1,6 +1,6 @@
 """Host microseconds of each step of a CUDA-graph call, and of cheaper ways to take them.
 
-    python -m benchmarks.probes.host_ops [--out DIR]
+    python -m research.probes.host_ops [--out DIR]
 
 The seed model at batch 1 is host-bound (`host_path.py`). This times, with time.perf_counter over
 many back-to-back calls (the GPU work of each is far below its host cost), the steps of
@@ -23,9 +23,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from flexrt.engine import graph_inputs
 
 from benchmarks.report import save_json
+from flexrt.runtime import graph_inputs
 
 
 def host_us(fn: Callable[[], Any], n: int = 3000, rounds: int = 7) -> float:
