@@ -167,7 +167,7 @@ class AOTI(Peer):
         self.artifact = torch._inductor.aoti_compile_and_package(ep, package_path=os.path.join(self.workdir, "aoti.pt2"))
         compile_s = time.perf_counter() - t
         t = time.perf_counter()
-        promote_libstdcxx()  # without it, loading a package crashed on the GPU image (flexrt/engine/aoti.py)
+        promote_libstdcxx()  # without it, loading a package crashed on the GPU image (flexrt/runtime/loader.py)
         # the package's own loader, without aoti_load_package's device probe (46 s on the GPU image)
         from torch.export.pt2_archive._package import AOTICompiledModel
 

@@ -19,6 +19,7 @@ from flexrt.ir import ProgramState, SegmentState, TensorSpec
 from flexrt.partition import PartitionPlan
 from flexrt.settings import CompileSettings
 from flexrt.spec import Profile, random_tensor
+from flexrt.stage_log import stage_done, stage_started
 from flexrt.trace import TracedProgram, trace_hint
 
 logger = logging.getLogger(__name__)
@@ -121,13 +122,17 @@ def build_program(
         with torch.no_grad():
             outs = seg.module(*ins)
         env.update(zip(seg.outputs, outs))
+        stage_started(logger, f"export segment {seg.index} profile {index}")
         ep = export_segment(seg.module, ins, symbols)
-        logger.debug("build: exported segment %d for profile %d in %.2f s", seg.index, index, time.perf_counter() - start)
+        stage_done(logger, f"export segment {seg.index} profile {index}", time.perf_counter() - start)
         state = SegmentState(seg.kind, seg.inputs, seg.outputs, seg.ops, dict(seg.reasons))
         if seg.kind == "engine":
             label = f"segment {seg.index} profile {index} ({profile})"
+            start = time.perf_counter()
+            stage_started(logger, f"engine {label}")
             try:
                 state.engine = compile_engine(ep, settings, label)
+                stage_done(logger, f"engine segment {seg.index} profile {index}", time.perf_counter() - start)
             except CompilationError as e:
                 if settings.on_build_failure != "eager":
                     raise

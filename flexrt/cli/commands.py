@@ -97,7 +97,10 @@ def compile_model(args: argparse.Namespace) -> int:
     model = factory().eval()
     if device is not None:
         model = model.to(device)
-    compiled = flexrt.compile(model, ir="dynamo", arg_inputs=inputs, enabled_precisions=precisions, device=device)
+    from flexrt.cli.progress import build_progress
+
+    with build_progress(args.verbose or args.debug):
+        compiled = flexrt.compile(model, ir="dynamo", arg_inputs=inputs, enabled_precisions=precisions, device=device)
     flexrt.save(compiled, args.output, arg_inputs=inputs)
     print(f"saved {args.output}")
     return 0
