@@ -30,6 +30,12 @@ from pathlib import Path
 from typing import Any
 
 VARIANTS = ("flexrt", "flexrt_3p", "flexrt_warm", "torch_compile", "aoti")
+# Inductor settings tried on top of a flexrt variant, named after a "+" (e.g. flexrt+isa+pch)
+KNOBS: dict[str, dict[str, Any]] = {
+    "isa": {"cpp.vec_isa_ok": False},  # no CPU vector-ISA probe compiles (a CUDA engine has no CPU kernels)
+    "pch": {"aot_inductor.precompile_headers": False},  # no precompiled header built for the wrapper
+    "o0": {"aot_inductor.compile_wrapper_opt_level": "O0"},  # the wrapper's host code at -O0
+}
 # cProfile entries worth naming in the breakdown (cumulative seconds), by qualified name fragment
 WATCH = {
     "torch.export": "export.py:.*\\(export\\)|_trace.py:.*\\(_export\\)",
@@ -88,6 +94,12 @@ def _child(variant: str, model_name: str, smoke: bool, device_name: str, cache_d
     inputs = {s: case.make_inputs(s, dev, seed=s) for s in sizes}
     if dtype != case.dtype:
         inputs = {s: tuple(t.to(dtype) if t.is_floating_point() else t for t in v) for s, v in inputs.items()}
+    base, *knobs = variant.split("+")
+    for knob in knobs:
+        for key, value in KNOBS[knob].items():
+            section, _, name = key.rpartition(".")
+            setattr(getattr(torch._inductor.config, section) if section else torch._inductor.config, name, value)
+    variant = base
     prof = cProfile.Profile()
     start = time.perf_counter()
     prof.enable()
@@ -109,6 +121,9 @@ def _child(variant: str, model_name: str, smoke: bool, device_name: str, cache_d
             fn = torch.compile(model)
         else:
             ep = torch.export.export(model, inputs[case.opt], dynamic_shapes=case.export_dims())
+            from flexrt.runtime.loader import promote_libstdcxx
+
+            promote_libstdcxx()  # without it, a fresh process crashed loading a package on the GPU image
             with tempfile.TemporaryDirectory() as tmp:
                 path = torch._inductor.aoti_compile_and_package(ep, package_path=os.path.join(tmp, "m.pt2"))
                 fn = torch._inductor.aoti_load_package(path)
@@ -123,8 +138,12 @@ def _child(variant: str, model_name: str, smoke: bool, device_name: str, cache_d
             first_calls[str(s)] = round(time.perf_counter() - t, 3)
     prof.disable()
     total = time.perf_counter() - start
+    from torch._dynamo.utils import compilation_time_metrics
+
+    inductor = {k: round(sum(v), 3) for k, v in compilation_time_metrics.items() if sum(v) >= 0.05}
     return {
-        "variant": variant, "model": model_name, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "inductor_timed_s": dict(sorted(inductor.items(), key=lambda kv: -kv[1])[:40]),
+        "variant": "+".join([variant, *knobs]), "model": model_name, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "torch": torch.__version__, "flexrt": flexrt.__version__, "import_s": round(import_s, 3),
         "compile_s": round(compile_s, 3), "first_calls_s": first_calls, "total_s": round(total, 3),
         "stages": handler.stages, **_profile_rows(prof),
@@ -135,8 +154,11 @@ def run(models: list[str], variants: list[str], smoke: bool, device: str, out: P
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for model in models:
-        cache = tempfile.mkdtemp(prefix="flexrt-build-cache-")
+        caches: dict[str, str] = {}
         for variant in variants:
+            # each variant builds with an empty engine cache; flexrt_warm reuses the one flexrt filled
+            owner = "flexrt" if variant.startswith("flexrt_warm") else variant
+            cache = caches.setdefault(owner, tempfile.mkdtemp(prefix="flexrt-build-cache-"))
             inductor = tempfile.mkdtemp(prefix="inductor-")  # cold Inductor cache for every variant alike
             env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": inductor, "PYTHONUNBUFFERED": "1"}
             cmd = [sys.executable, "-m", "benchmarks.build_time", "--child", variant, "--models", model,
