@@ -4,7 +4,7 @@ For a model (`MODULE:FACTORY` with `--input` ranges) flexrt compiles it first; f
 reference is its saved source program, or `--model` when it kept none. Each profile runs at min, opt,
 max and `--random-shapes` random in-range shapes on fresh random data; the table shows each output's
 largest absolute and relative error and the shapes that produced them. Exit 1 when any element is
-beyond atol + rtol * |reference|, 2 for a usage mistake.
+beyond both atol and rtol (Polygraphy's element-wise rule), 2 for a usage mistake.
 """
 
 from __future__ import annotations
