@@ -66,6 +66,10 @@ def export_onnx(
         ep = dynamo_trace(model, arg_inputs=list(arg_inputs or []), kwarg_inputs=dict(kwarg_inputs or {}) or None)
     user_inputs = ep.graph_signature.user_inputs
     outputs = output_names(ep.call_spec.out_spec, len(ep.graph_signature.user_outputs))
+    # torch.onnx warns once per torchvision op it cannot register; that is noise for a flexrt user
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(max(level, logging.ERROR))
     try:
         torch.onnx.export(
             ep, (), os.fspath(path), dynamo=True, input_names=list(names or user_inputs), output_names=outputs,
@@ -73,6 +77,8 @@ def export_onnx(
         )
     except Exception as e:  # the exporter raises many types; name the stage
         raise CompilationError(f"ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+    finally:
+        registration.setLevel(level)
     logger.info("wrote %s (inputs %s, outputs %s)", path, list(names or user_inputs), outputs)
     return outputs
 

@@ -105,6 +105,9 @@ def test_runner_metadata_names_and_lazy_engine(engine, tmp_path):
         assert meta["x"].shape.min == [1, 2, 8] and meta["x"].shape.max == [4, 8, 8]
         out = runner.infer({"x": torch.randn(3, 5, 8), "bias": torch.randn(3, 8)})
         assert list(out) == ["Y", "H"] and isinstance(out["Y"], torch.Tensor) and runner.last_inference_time() > 0
+    # Polygraphy's own default data loader reads the profile's min shapes from the metadata
+    results = Comparator.run([FlexrtRunner(engine, optimization_profile=1)])
+    assert tuple(results[0][1][0]["hidden"].shape) == (1, 2, 8)
     with pytest.raises(flexrt.errors.InputSpecError, match="output_names has 1 names for 2 outputs"):
         FlexrtRunner(lambda: engine, output_names=["Y"]).activate()
 
