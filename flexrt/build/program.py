@@ -16,6 +16,7 @@ import torch.utils._pytree as pytree
 from flexrt.build.inductor import SymbolRange, compile_engine, export_segment
 from flexrt.errors import CompilationError, InputSpecError
 from flexrt.ir import ProgramState, SegmentState, TensorSpec
+from flexrt.ir.names import output_names
 from flexrt.partition import PartitionPlan
 from flexrt.settings import CompileSettings
 from flexrt.spec import Profile, random_tensor
@@ -62,23 +63,6 @@ def _example_flat(traced: TracedProgram, symbols: Mapping[sympy.Symbol, SymbolRa
                 shape.append(int(value) if value.is_number else r.opt[axis])
         out.append(random_tensor(shape, b.spec.dtype, device, b.spec.format, b.spec.tensor_domain))
     return out
-
-
-
-
-def output_names(out_spec: pytree.TreeSpec, n: int) -> list[str]:
-    """Readable output names: "output" for one tensor, "output_0".. for tuples, keys for dicts."""
-    tree = pytree.tree_unflatten(list(range(n)), out_spec)
-    names = []
-    for path, _ in pytree.tree_flatten_with_path(tree)[0]:
-        parts = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
-        if not parts:
-            names.append("output")
-        elif hasattr(path[0], "idx"):
-            names.append("_".join(["output", *parts]))
-        else:
-            names.append("_".join(parts))
-    return names
 
 
 def dims_text(dims: Sequence[Any]) -> tuple[int | str, ...]:
