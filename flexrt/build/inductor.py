@@ -16,6 +16,7 @@ import os
 import re
 import tempfile
 import time
+import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -210,6 +211,20 @@ def engine_key(ep: ExportedProgram, settings: CompileSettings) -> str:
     return h.hexdigest()
 
 
+@contextlib.contextmanager
+def _quiet_leafspec() -> Any:
+    """Silence torch 2.13's `LeafSpec` FutureWarning, printed once per engine build otherwise.
+
+    Its source is inside torch: Inductor's debug wrapper (`torch._dynamo.repro.after_aot`) deep-copies
+    every graph it compiles, and copying the graph's pytree spec constructs a `LeafSpec`, whose
+    deprecation shim warns. Nothing in flexrt's graphs can avoid the copy, so only this message is
+    filtered, and only around the build.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+        yield
+
+
 def compile_engine(ep: ExportedProgram, settings: CompileSettings, label: str) -> EngineBinary:
     """AOTInductor-compile one exported segment (or take it from the engine cache)."""
     key = engine_key(ep, settings)
@@ -220,7 +235,7 @@ def compile_engine(ep: ExportedProgram, settings: CompileSettings, label: str) -
     start = time.perf_counter()
     # Inductor's Triton GEMM templates read the TF32 flag when they are generated
     policy = tf32_policy(not settings.disable_tf32) if settings.device.type == "cuda" else contextlib.nullcontext()
-    with tempfile.TemporaryDirectory(prefix="flexrt-build-") as tmp, policy:
+    with tempfile.TemporaryDirectory(prefix="flexrt-build-") as tmp, policy, _quiet_leafspec():
         try:
             path = torch._inductor.aoti_compile_and_package(
                 ep, package_path=os.path.join(tmp, "engine.pt2"), inductor_configs=inductor_configs(settings, ep)

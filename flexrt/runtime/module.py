@@ -127,7 +127,8 @@ class CompiledModule(torch.nn.Module):
         policy = self.on_out_of_range
         if policy == "eager" and self.fallback is not None:
             if not self._warned_eager:
-                logger.warning("%s; running it in PyTorch (on_out_of_range='eager')", self.engine.checker.out_of_range(shapes))
+                error = self.engine.checker.out_of_range(shapes, hint="Running it in PyTorch, as on_out_of_range='eager' asks.")
+                logger.warning("%s", error)
                 self._warned_eager = True
             with torch.no_grad():
                 return self.fallback.eager(*args, **kwargs)
