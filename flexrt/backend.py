@@ -280,4 +280,9 @@ def compile_with_torch_compile(
         given = [given]
     specs = [g for g in (given or []) if isinstance(g, Input)]
     kw_specs = {k: v for k, v in (kwarg_inputs or {}).items() if isinstance(v, Input)}
+    if any(s.profiles for s in [*specs, *kw_specs.values()]):
+        raise InputSpecError(
+            "Input(profiles=[...]) needs ir='dynamo': torch.compile compiles one range per graph, dynamo's; "
+            "compile with flexrt.compile(model, ir='dynamo', inputs=...) to get one module holding every profile"
+        )
     return TorchCompiledModule(model, specs, kw_specs, options)
