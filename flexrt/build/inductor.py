@@ -170,7 +170,13 @@ _CONVOLUTIONS = {
 def inductor_configs(settings: CompileSettings, ep: ExportedProgram | None = None) -> dict[str, Any]:
     from flexrt.lower.post_grad.pipeline import PostGradPasses  # imports Inductor: only when an engine is built
 
-    cfg: dict[str, Any] = {"aot_inductor.package_constants_in_so": True, "post_grad_custom_pre_pass": PostGradPasses(settings)}
+    cfg: dict[str, Any] = {
+        "aot_inductor.package_constants_in_so": True,
+        # every weight stays a named constant (Inductor would otherwise inline 1-d tensors of up to 8
+        # values, e.g. a small bias, into the code), so that refit can replace all of them
+        "always_keep_tensor_constants": True,
+        "post_grad_custom_pre_pass": PostGradPasses(settings),
+    }
     if settings.device.type == "cuda":
         cfg["aot_inductor.embed_kernel_binary"] = True
         # Inductor turns its channels-last layout optimisation off for any graph with dynamic shapes

@@ -68,6 +68,14 @@ class CompiledModule(torch.nn.Module):
         self._num_args = args_spec.num_children
         self._kw_names: list[str] = list(kwargs_spec.context or [])
 
+    def replace_engine(self, engine: Engine, fallback: Fallback | None) -> None:
+        """Run `engine` from now on (a refit in place): same inputs and outputs, new weights."""
+        if engine.state.in_spec != self.in_spec or engine.state.out_spec != self.out_spec:
+            raise InputSpecError("replace_engine: the new engine takes or returns a different structure")
+        self.engine = engine
+        self.fallback = fallback
+        self.contexts = [engine.create_execution_context(p) for p in range(len(engine.profiles))]
+
     @property
     def options(self) -> RuntimeOptions:
         return self.engine.options
