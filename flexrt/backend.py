@@ -227,17 +227,22 @@ def flexrt_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], opti
 
 
 def register() -> None:
-    """Register the name "flexrt" with dynamo, unless dynamo already knows it.
+    """Register "flexrt" with dynamo, and Torch-TensorRT's "tensorrt" and "torch_tensorrt" unless the
+    real torch_tensorrt is installed (`backend_alias`); names dynamo knows already are left alone.
 
-    An installed flexrt is found by torch.compile through its `torch_dynamo_backends` entry point
+    An installed flexrt is found by torch.compile through its `torch_dynamo_backends` entry points
     without being imported. `import flexrt` calls this only when torch._dynamo is already loaded:
     importing dynamo costs 1.3 s of a 1.9 s `import flexrt` on a 2-core CPU, and loading a saved
     artifact needs none of it. `compile(ir="torch_compile")` calls it before torch.compile.
     """
     from torch._dynamo import list_backends, register_backend
 
-    if BACKEND_NAME not in list_backends(exclude_tags=()):
-        register_backend(flexrt_backend, name=BACKEND_NAME)
+    from flexrt.backend_alias import ALIASES, real_torch_tensorrt
+
+    known = set(list_backends(exclude_tags=()))
+    for name in (BACKEND_NAME, *(() if real_torch_tensorrt() else ALIASES)):
+        if name not in known:
+            register_backend(flexrt_backend, name=name)
 
 
 class TorchCompiledModule(torch.nn.Module):
