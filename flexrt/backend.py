@@ -11,6 +11,7 @@ mode with weights that require grad the engine runs and a backward through its o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -186,12 +187,46 @@ class _CompiledGraph:
         return out
 
 
+def size_oblivious() -> contextlib.AbstractContextManager[Any]:
+    """Dynamo with `backed_size_oblivious`: a dim marked dynamic is not specialised at sizes 0 and 1.
+
+    Without it dynamo specialises them: `mark_dynamic(x, 0, min=1, max=8)` on a batch of 2 guards
+    `2 <= x.size()[0] <= 8`, so batch 1 recompiles; on a batch of 1 it raises ConstraintViolationError.
+    Set only around flexrt's own torch.compile calls (ir="torch_compile"): process-wide it would change
+    every other torch.compile. A nullcontext on a torch without the option.
+    """
+    config = torch.fx.experimental._config
+    if "backed_size_oblivious" in config.get_config_copy():
+        return config.patch(backed_size_oblivious=True)
+    return contextlib.nullcontext()
+
+
+def specialised_mark_error(name: str, dim: int, size: int) -> InputSpecError:
+    return InputSpecError(
+        f"input {name} dim {dim} has size {size} and is marked dynamic, but torch.compile specialises sizes 0 and 1: "
+        "mark a tensor whose size there is at least 2 (the range may still start at 1), run under "
+        "torch.fx.experimental._config.patch(backed_size_oblivious=True), or use flexrt.compile(model, "
+        "ir='torch_compile', inputs=[...]), which does"
+    )
+
+
+def _check_marks(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> None:
+    """A dim the user marked dynamic that dynamo made static (size 0 or 1): dynamo raises a
+    ConstraintViolationError only after the backend returns, so fail before building an engine."""
+    for node, value in zip(gm.graph.find_nodes(op="placeholder"), example_inputs):
+        fake = node.meta.get("example_value")
+        for d in sorted(getattr(value, "_dynamo_dynamic_indices", ())):
+            if isinstance(fake, torch.Tensor) and d < fake.dim() and not isinstance(fake.shape[d], torch.SymInt):
+                raise specialised_mark_error(repr(node.name), d, int(fake.shape[d]))
+
+
 def flexrt_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], options: Mapping[str, Any] | None = None) -> Callable[..., Any]:
     """The dynamo backend: one engine per captured graph, over the graph's dynamic ranges."""
     from flexrt.compiler.fallback import CompilerFallback
     from flexrt.compiler.pipeline import build_from_traced
     from flexrt.runtime import CompiledModule
 
+    _check_marks(gm, example_inputs)
     options = dict(options or {})
     tensors = [t for t in example_inputs if isinstance(t, torch.Tensor)]
     training = _training_ops(gm)
@@ -258,13 +293,6 @@ class TorchCompiledModule(torch.nn.Module):
         self._marked = False
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        for i, t in enumerate(list(args) + list(kwargs.values())):
-            for d in getattr(t, "_dynamo_dynamic_indices", ()) if isinstance(t, torch.Tensor) else ():
-                if d < t.dim() and t.shape[d] < 2:
-                    raise InputSpecError(
-                        f"input {i} dim {d} has size {t.shape[d]} and is marked dynamic: torch.compile specialises sizes "
-                        "0 and 1, so mark a tensor whose size there is at least 2 (the range may still start at 1)"
-                    )
         if not self._marked:
             pairs = list(zip(args, self.specs)) + [(kwargs[k], s) for k, s in self.kw_specs.items() if k in kwargs]
             for t, spec in pairs:
@@ -272,7 +300,8 @@ class TorchCompiledModule(torch.nn.Module):
                     for d in spec.range.dynamic_dims:
                         torch._dynamo.mark_dynamic(t, d, min=spec.range.min[d], max=spec.range.max[d])
             self._marked = True
-        return self.compiled(*args, **kwargs)
+        with size_oblivious():  # batch 1 runs in the graph of a range that starts at 1 (see size_oblivious)
+            return self.compiled(*args, **kwargs)
 
 
 def compile_with_torch_compile(
