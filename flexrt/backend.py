@@ -63,13 +63,17 @@ class _FrozenGraph(torch.nn.Module):
         return self.gm(*args)
 
 
+def _source_name(node: torch.fx.Node) -> str:
+    """Where dynamo found a graph input, as it writes it (L['x'], L['self']._parameters['weight'])."""
+    source = getattr(node.meta.get("grapharg"), "source", None)
+    name = getattr(source, "name", "")  # a method on torch 2.11, a property on 2.13
+    return name() if callable(name) else str(name)
+
+
 def _is_weight(node: torch.fx.Node, value: Any) -> bool:
     if isinstance(value, torch.nn.Parameter):
         return True
-    grapharg = node.meta.get("grapharg")
-    source = getattr(grapharg, "source", None)
-    name = getattr(source, "name", "")  # a method on torch 2.11, a property on 2.13
-    name = name() if callable(name) else str(name)
+    name = _source_name(node)
     return isinstance(value, torch.Tensor) and ("._parameters[" in name or "._buffers[" in name)
 
 
@@ -217,7 +221,7 @@ def _check_marks(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Non
         fake = node.meta.get("example_value")
         for d in sorted(getattr(value, "_dynamo_dynamic_indices", ())):
             if isinstance(fake, torch.Tensor) and d < fake.dim() and not isinstance(fake.shape[d], torch.SymInt):
-                raise specialised_mark_error(repr(node.name), d, int(fake.shape[d]))
+                raise specialised_mark_error(_source_name(node) or repr(node.name), d, int(fake.shape[d]))
 
 
 def flexrt_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], options: Mapping[str, Any] | None = None) -> Callable[..., Any]:

@@ -19,6 +19,7 @@ import flexrt as torch_tensorrt
 from flexrt.errors import RefitError
 from flexrt.lower import lower
 from flexrt.partition import partition
+from flexrt.serialize.inspect import describe
 
 SPEC = torch_tensorrt.Input(min_shape=(1, 3, 8, 8), opt_shape=(2, 3, 8, 8), max_shape=(4, 3, 8, 8))
 BATCHES = (1, 3, 4)
@@ -88,6 +89,7 @@ def test_refit_from_an_exported_program_in_place_after_load_and_save(compiled, t
     with zipfile.ZipFile(path) as z:
         manifest = json.loads(z.read("manifest.json"))
         assert manifest["format_version"] == 4 and "engines/p0_s0.weights.pt" in z.namelist()
+    assert describe(path)["profiles"][0]["segments"][0]["refitted"]  # shown by `flexrt inspect`
     check(torch_tensorrt.load(str(path)).module(), new)  # the saved artifact carries the new weights
 
 
