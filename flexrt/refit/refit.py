@@ -45,7 +45,10 @@ def _same_layout(old: torch.Tensor, new: torch.Tensor, name: str, what: str) -> 
             f"refit: {what}: weight {name!r} is {tuple(new.shape)} {new.dtype} in the new module but "
             f"{tuple(old.shape)} {old.dtype} in the compiled one; refit needs the same architecture"
         )
-    return new.to(old.device).contiguous()
+    new = new.to(old.device)
+    if new.stride() != old.stride():  # the engine reads its constants with the strides it was built with
+        new = torch.empty_strided(old.shape, old.stride(), dtype=old.dtype, device=old.device).copy_(new)
+    return new
 
 
 def _engine_weights(runner: Any, module: torch.nn.Module, what: str) -> dict[str, torch.Tensor]:

@@ -134,3 +134,35 @@ def test_lowered_weights_keep_their_names():
         for n in BATCHES:
             y = torch.randn(n, 3, 8, 8)
             assert_matches(gb(y), b(y))
+
+
+class SplitNet(torch.nn.Module):
+    """An engine, a PyTorch segment (mul, by torch_executed_ops) reading a buffer, another engine,
+    and the buffer returned as it is: every place a weight can live in a compiled module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Linear(8, 8)
+        self.b = torch.nn.Linear(8, 8)
+        self.register_buffer("scale", torch.rand(8))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.b(torch.relu(self.a(x)) * self.scale), self.scale
+
+
+def test_refit_reaches_pytorch_segments_and_returned_constants(tmp_path):
+    def split(seed: int) -> SplitNet:
+        torch.manual_seed(seed)
+        return SplitNet().eval()
+
+    spec = torch_tensorrt.Input(min_shape=(1, 8), opt_shape=(2, 8), max_shape=(4, 8))
+    module = torch_tensorrt.compile(split(0), inputs=[spec], torch_executed_ops={"aten.mul.Tensor"}, min_block_size=1)
+    assert [s.kind for s in module.engine.state.programs[0].segments] == ["engine", "torch", "engine"]
+    new = split(1)
+    refitted = torch_tensorrt.dynamo.refit_module_weights(module, new, verify_output=True)
+    torch_tensorrt.save(refitted, str(tmp_path / "split.flexrt"))
+    for m in (refitted, torch_tensorrt.load(str(tmp_path / "split.flexrt")).module()):
+        with torch.no_grad():
+            for n in (1, 4):
+                x = torch.randn(n, 8)
+                assert_matches(m(x), new(x))
