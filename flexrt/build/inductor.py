@@ -179,6 +179,10 @@ def inductor_configs(settings: CompileSettings, ep: ExportedProgram | None = Non
     }
     if settings.device.type == "cuda":
         cfg["aot_inductor.embed_kernel_binary"] = True
+        # A CUDA engine's kernels are Triton's, its C++ is launch code: it needs no CPU vector ISA.
+        # Without this, Inductor's first C++ compile in a process probes each ISA by compiling a test
+        # program (48 of a 69 s first build on the H200 with cold caches; benchmarks/build_time.py).
+        cfg["cpp.vec_isa_ok"] = False
         # Inductor turns its channels-last layout optimisation off for any graph with dynamic shapes
         # (pytorch#102670); for convolutions on the GPU that cost ResNet-50 in fp16 1.3-1.5x against
         # the same model compiled static (benchmarks/results). flexrt's engines keep it on.

@@ -181,8 +181,8 @@ class Input:
             if args or shape is not None or any(ranged):
                 raise InputSpecError(f"{what}: profiles= is the only shape argument when given; drop shape/min_shape/opt_shape/max_shape")
             self.profiles = _profile_ranges(profiles, what)
-            lo, hi = _envelope(self.profiles)
-            min_shape, opt_shape, max_shape = lo, tuple(min(max(o, a), b) for o, a, b in zip(self.profiles[0].opt, lo, hi)), hi
+            union = union_range(self.profiles)  # what the model is traced over
+            min_shape, opt_shape, max_shape = union.min, union.opt, union.max
             ranged = [True, True, True]
         if shape is not None and any(ranged):
             raise InputSpecError(f"{what}: give either shape= or min_shape/opt_shape/max_shape, not both")
@@ -291,13 +291,13 @@ def _profile_ranges(profiles: Any, what: str) -> list[ShapeRange]:
     return ranges
 
 
-def _envelope(ranges: Sequence[ShapeRange]) -> tuple[Shape, Shape]:
-    """Elementwise min of the mins and max of the maxes: the range the model is traced over."""
+def union_range(ranges: Sequence[ShapeRange]) -> ShapeRange:
+    """The smallest range holding every given one (one rank); opt is the first's, clamped into it."""
     rank = ranges[0].rank
-    return (
-        tuple(min(r.min[d] for r in ranges) for d in range(rank)),
-        tuple(max(r.max[d] for r in ranges) for d in range(rank)),
-    )
+    lo = tuple(min(r.min[d] for r in ranges) for d in range(rank))
+    hi = tuple(max(r.max[d] for r in ranges) for d in range(rank))
+    opt = tuple(min(max(o, a), b) for o, a, b in zip(ranges[0].opt, lo, hi))
+    return ShapeRange(lo, opt, hi)
 
 
 def random_tensor(
