@@ -25,6 +25,7 @@ from flexrt.partition import PartitionPlan
 from flexrt.refit.relower import relower
 from flexrt.refit.verify import verify
 from flexrt.runtime import CompiledModule, Engine
+from flexrt.serialize.load import Artifact
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def refitted_state(engine: Engine, plan: PartitionPlan) -> EngineState:
 
 
 def refit_module_weights(
-    compiled_module: CompiledModule,
+    compiled_module: CompiledModule | Artifact,
     new_weight_module: ExportedProgram | torch.nn.Module,
     arg_inputs: tuple[Any, ...] | None = None,
     kwarg_inputs: dict[str, Any] | None = None,
@@ -130,6 +131,8 @@ def refit_module_weights(
     `compiled_module` the new weights and returns it. verify_output compares the result with the new
     module on `arg_inputs`/`kwarg_inputs`, or on random inputs at every profile's opt shapes.
     """
+    if isinstance(compiled_module, Artifact):  # flexrt.load(path) rather than flexrt.load(path).module()
+        compiled_module = compiled_module.module()
     if not isinstance(compiled_module, CompiledModule):
         raise RefitError(
             f"refit_module_weights expects a module from flexrt.compile or flexrt.load(...).module(), "

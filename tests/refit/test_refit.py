@@ -91,6 +91,8 @@ def test_refit_from_an_exported_program_in_place_after_load_and_save(compiled, t
         assert manifest["format_version"] == 4 and "engines/p0_s0.weights.pt" in z.namelist()
     assert describe(path)["profiles"][0]["segments"][0]["refitted"]  # shown by `flexrt inspect`
     check(torch_tensorrt.load(str(path)).module(), new)  # the saved artifact carries the new weights
+    newer = make(4)
+    check(torch_tensorrt.dynamo.refit_module_weights(torch_tensorrt.load(str(path)), newer), newer)  # an Artifact too
 
 
 def test_another_architecture_or_a_missing_weight_is_a_refit_error(compiled):
