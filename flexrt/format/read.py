@@ -18,7 +18,7 @@ import torch.utils._pytree as pytree
 
 from flexrt._version import __version__
 from flexrt.errors import ArtifactError
-from flexrt.format.layout import FORMAT_VERSION, MAGIC, MANIFEST, torch_release
+from flexrt.format.layout import MAGIC, MANIFEST, WEIGHTS_FORMAT_VERSION, torch_release
 from flexrt.ir import ArchiveRef, EngineBinary, EngineState, ProgramState, SegmentState, TensorSpec
 from flexrt.settings import CompileSettings, RuntimeOptions
 from flexrt.spec import Profile
@@ -55,11 +55,11 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[dict[str, Any], zipfile
         z.close()
         raise ArtifactError(f"{path!r} is not a flexrt artifact (unknown manifest)")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or version > WEIGHTS_FORMAT_VERSION:
         z.close()
         raise ArtifactError(
             f"{path!r} was written in artifact format {version} by flexrt {manifest.get('flexrt_version')}; this flexrt "
-            f"({__version__}) reads format {FORMAT_VERSION} and older: upgrade flexrt"
+            f"({__version__}) reads format {WEIGHTS_FORMAT_VERSION} and older: upgrade flexrt"
         )
     return manifest, z
 
@@ -111,6 +111,10 @@ def _check_torch(manifest: dict[str, Any]) -> None:
         )
 
 
+def _tensors(data: bytes, device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in torch.load(io.BytesIO(data), weights_only=True).items()}
+
+
 def state_from(path: str, manifest: dict[str, Any], members: Mapping[str, bytes], device: torch.device) -> EngineState:
     """The engine as data; engines stay in the archive, referenced, until a run time loads them."""
     programs = []
@@ -122,12 +126,12 @@ def state_from(path: str, manifest: dict[str, Any], members: Mapping[str, bytes]
                 kernels = {k.rsplit("/", 1)[1]: members[k] for k in seg.get("kernels", [])}
                 origin = ArchiveRef(os.path.abspath(path), seg["member"], manifest["members"][seg["member"]]["sha256"])
                 state.engine = EngineBinary(None, kernels, origin)
+                if seg.get("weights"):
+                    state.weights = _tensors(members[seg["weights"]], device)
             else:
                 state.program = torch.export.load(io.BytesIO(members[seg["member"]]))
             segments.append(state)
-        constants = {}
-        if entry.get("constants"):
-            constants = {k: v.to(device) for k, v in torch.load(io.BytesIO(members[entry["constants"]]), weights_only=True).items()}
+        constants = _tensors(members[entry["constants"]], device) if entry.get("constants") else {}
         outputs = [(kind, value) for kind, value in entry["outputs"]]
         programs.append(ProgramState(entry["inputs"], outputs, segments, constants))
     state = EngineState(

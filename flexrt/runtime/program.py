@@ -21,6 +21,8 @@ class _EngineSegment:
     def __init__(self, state: SegmentState, device: torch.device, allow_tf32: bool) -> None:
         assert state.engine is not None
         self.runner = load_runner(state.engine, device)
+        if state.weights:  # refitted: every constant given, so a missing one is an error, not stale data
+            self.runner.update_constant_buffer(state.weights, False, True)
         self.tf32 = allow_tf32 if device.type == "cuda" else None
 
     def __call__(self, inputs: list[Any]) -> list[torch.Tensor]:
