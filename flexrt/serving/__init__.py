@@ -14,7 +14,7 @@ __all__ = ["app", "build_app"]
 
 def __getattr__(name: str) -> Any:
     if name in ("app", "build_app"):
-        from flexrt.serving import app as _app
+        from flexrt.serving import application as _app
 
         return getattr(_app, name)
     raise AttributeError(f"module 'flexrt.serving' has no attribute {name!r}")
