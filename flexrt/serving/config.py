@@ -13,6 +13,8 @@ from typing import Any
 from flexrt.serving.batching import parse_batch_dims
 from flexrt.serving.errors import ServingError
 
+BACKENDS = ("flexrt", "eager", "torch_compile")
+
 
 def _int(value: Any, what: str, minimum: int) -> int:
     try:
@@ -61,6 +63,10 @@ class ServeConfig:
     pad: bool = False  # pad a stacked batch up to its profile's opt batch (off: measure first)
     num_cpus: float = 1.0
     graceful_shutdown_timeout_s: float = 30.0
+    # A/B reference: run `reference_model` (MODULE:CALLABLE -> nn.Module) in PyTorch ("eager") or
+    # through torch.compile ("torch_compile") behind the same protocol, checks and batching.
+    backend: str = "flexrt"
+    reference_model: str = ""
 
     def __post_init__(self) -> None:
         if not self.artifact:
@@ -69,6 +75,10 @@ class ServeConfig:
             raise ServingError(f"--device must be cpu or cuda, got {self.device!r}")
         if self.replicas != "auto":
             _int(self.replicas, "--replicas", 1)
+        if self.backend not in BACKENDS:
+            raise ServingError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.backend != "flexrt" and ":" not in self.reference_model:
+            raise ServingError(f"backend {self.backend!r} needs reference_model=MODULE:CALLABLE (returning the nn.Module)")
         if self.min_replicas > self.max_replicas:
             raise ServingError(f"min_replicas {self.min_replicas} > max_replicas {self.max_replicas}")
 
@@ -104,6 +114,8 @@ class ServeConfig:
             pad=_bool(args.get("pad", False)),
             num_cpus=_float(args.get("num_cpus", 1.0), "num_cpus", 0.0),
             graceful_shutdown_timeout_s=_float(args.get("graceful_shutdown_timeout_s", 30.0), "graceful_shutdown_timeout_s", 0.0),
+            backend=str(args.get("backend", "flexrt")),
+            reference_model=str(args.get("reference_model", "")),
         )
 
     def to_mapping(self) -> dict[str, Any]:

@@ -105,8 +105,8 @@ class FlexrtDeployment:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ServingError("--device cuda: this replica sees no CUDA device (is num_gpus=1 granted?)")
         artifact = flexrt.load(self.config.artifact)
-        self.module = artifact.module()
         self.signature = protocol.ModelSignature.from_artifact(self.config.name, artifact)
+        self.module = artifact.module() if self.config.backend == "flexrt" else self._reference()
         self.plan = BatchPlan.resolve(self.signature, dict(self.config.batch_dims)) if self.config.batching else None
         self._lock = threading.Lock()  # one model call at a time per replica (the module keeps state)
         self._batched.set_max_batch_size(self.config.max_batch_size)
@@ -116,13 +116,26 @@ class FlexrtDeployment:
         self.ready = True
         logger.info("serving %s as %r (batch dims %s)", self.config.artifact, self.config.name, dict(self.config.batch_dims))
 
+    def _reference(self) -> Any:
+        """The A/B peer: the same model in PyTorch (eager) or torch.compile'd, on this device."""
+        import importlib
+
+        module_name, _, attr = self.config.reference_model.partition(":")
+        model = getattr(importlib.import_module(module_name), attr)().eval().to(self.device)
+        if self.config.backend == "torch_compile":
+            model = torch.compile(model, dynamic=True)
+        return model
+
     def _warm_up(self) -> None:
         """Run each profile once at its opt shape: loads every engine now, and fails here (not on the
         first request) if the artifact cannot run on this device."""
         for k, profile in enumerate(self.signature.profiles):
-            inputs = {s.name: torch.zeros(profile[s.name].opt, dtype=s.dtype) for s in self.signature.inputs}
+            shapes = [{s.name: profile[s.name].opt for s in self.signature.inputs}]
+            if self.config.backend == "torch_compile":  # compile the dynamic graph now, not on a request
+                shapes.append({s.name: profile[s.name].max for s in self.signature.inputs})
             try:
-                self._execute(inputs, k)
+                for shape in shapes:
+                    self._execute({s.name: torch.zeros(shape[s.name], dtype=s.dtype) for s in self.signature.inputs}, k)
             except Exception as e:
                 raise ServingError(f"warm-up of profile {k} failed: {e}") from e
 
@@ -228,7 +241,7 @@ class FlexrtDeployment:
             except InputSpecError as e:  # the engine's own check disagreed with ours: still the request's fault
                 status = 400
                 return _error(400, str(e))
-            except Exception as e:  # noqa: BLE001 - answered as 500 with the reason; logged
+            except Exception as e:
                 logger.exception("inference failed")
                 status = 500
                 return _error(500, f"inference failed: {type(e).__name__}: {e}")
