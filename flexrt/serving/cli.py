@@ -116,9 +116,11 @@ def run(args: argparse.Namespace) -> int:
         for s, handler in previous.items():
             signal.signal(s, handler)
         try:
-            if joined:
-                serve.delete(config.name)  # someone else's cluster: remove only our application
-            else:
+            # Drain: deleting the application first stops routing to its replicas and lets each finish
+            # the requests it holds (up to --drain-s) while the HTTP proxy still runs to answer them;
+            # only then is Serve (proxy, controller) torn down. On a shared cluster, only our app goes.
+            serve.delete(config.name)
+            if not joined:
                 serve.shutdown()
         finally:
             if not joined:
