@@ -66,6 +66,15 @@ def _resnet50() -> nn.Module:
     return Logits(torchvision.models.resnet50(weights=None)).eval()
 
 
+def bert_tiny() -> nn.Module:
+    """The bert case's code path at toy size (1 layer, dim 64), to check the harness on a CPU."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=128)
+    return BertPooled(BertModel(config, add_pooling_layer=True)).eval()
+
+
 def bert_fp32() -> nn.Module:
     return _bert()
 
@@ -130,9 +139,9 @@ def get_case(name: str, device: str) -> ServeCase:
             [{"name": "x", "min_shape": (1, 2, 16), "opt_shape": (4, 8, 16), "max_shape": (8, 16, 16), "dtype": torch.float32}],
             ("x:0",), _tiny_request, (20.0, 60.0), 8, 1e-4, "2-layer MLP, x (B 1..8, S 2..16, 16), S in {4, 8, 12}",
         )
-    if name == "bert":
+    if name in ("bert", "bert_tiny"):
         return ServeCase(
-            "bert", f"benchmarks.serve.models:bert_{'fp16' if half else 'fp32'}",
+            name, "benchmarks.serve.models:bert_tiny" if name == "bert_tiny" else f"benchmarks.serve.models:bert_{'fp16' if half else 'fp32'}",
             [{"name": n, "min_shape": (1, 16), "opt_shape": (8, 128), "max_shape": (16, 256), "dtype": torch.int64}
              for n in ("input_ids", "attention_mask")],
             ("input_ids:0", "attention_mask:0"), _bert_request, (50.0, 100.0, 200.0, 400.0) if half else (2.0, 4.0), 16,
@@ -147,4 +156,4 @@ def get_case(name: str, device: str) -> ServeCase:
             ("x:0",), _resnet_request(dtype), (50.0, 100.0, 200.0, 400.0) if half else (2.0, 4.0), 32,
             5e-2 if half else 1e-3, "torchvision resnet50 random weights, batch-1 requests of 3x224x224",
         )
-    raise SystemExit(f"unknown model {name!r}: tiny, bert or resnet50")
+    raise SystemExit(f"unknown model {name!r}: tiny, bert_tiny, bert or resnet50")

@@ -179,7 +179,7 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.serve", description=__doc__.split("\n")[0])
-    p.add_argument("--model", nargs="+", default=None, help="tiny, bert, resnet50 (default: bert resnet50; smoke: tiny)")
+    p.add_argument("--model", nargs="+", default=None, help="tiny, bert_tiny, bert, resnet50 (default: bert resnet50; smoke: tiny)")
     p.add_argument("--smoke", action="store_true", help="CPU, tiny model, short: checks the harness in < 60 s")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--variants", nargs="+", default=None, choices=VARIANTS)

@@ -41,9 +41,9 @@ def parse_batch_dims(texts: Sequence[str]) -> dict[str, int]:
 
 @dataclasses.dataclass(frozen=True)
 class BatchPlan:
-    """Where the batch dim is in each input and output (all the same symbol of the program)."""
+    """Where the batch dim is in each input and output."""
 
-    symbol: str
+    symbol: str  # the program's symbol of the first declared dim
     inputs: dict[str, int]
     outputs: dict[str, int]
 
@@ -72,20 +72,19 @@ class BatchPlan:
                 raise ServingError(f"--batch-dim {name}:{dim}: that dim is {expr!r}, an expression of other dims; it cannot be stacked")
             symbols[name] = str(expr)
             inputs[name] = dim
-        if len(set(symbols.values())) != 1:
-            raise ServingError(
-                f"--batch-dim: the declared dims are different dims of the program ({symbols}); they must be one batch dim"
-            )
-        symbol = next(iter(symbols.values()))
+        # The declared dims may be different dims of the program (an export leaves a mask's batch dim
+        # untied from the ids' when the model broadcasts it); each request must then give them equal
+        # sizes to be stacked (else it runs alone, see `stackable`).
+        declared_symbols = set(symbols.values())
         for spec in signature.inputs:
-            where = [d for d, e in enumerate(spec.dims) if isinstance(e, str) and symbol in _free_symbols(e)]
+            where = [d for d, e in enumerate(spec.dims) if isinstance(e, str) and _free_symbols(e) & declared_symbols]
             if spec.name in inputs:
                 others = [d for d in where if d != inputs[spec.name]]
                 if others:
-                    raise ServingError(f"--batch-dim: input {spec.name!r} also uses the batch dim at dim(s) {others}; it cannot be stacked")
+                    raise ServingError(f"--batch-dim: input {spec.name!r} also uses a batch dim at dim(s) {others}; it cannot be stacked")
             elif where:
                 raise ServingError(
-                    f"--batch-dim: input {spec.name!r} dim {where[0]} is the same dim of the program as the declared batch dim; "
+                    f"--batch-dim: input {spec.name!r} dim {where[0]} is the same dim of the program as a declared batch dim; "
                     f"declare it too (--batch-dim {spec.name}:{where[0]})"
                 )
             else:
@@ -95,14 +94,17 @@ class BatchPlan:
                 )
         outputs: dict[str, int] = {}
         for spec in signature.outputs:
-            exact = [d for d, e in enumerate(spec.dims) if e == symbol]
-            mixed = [d for d, e in enumerate(spec.dims) if isinstance(e, str) and e != symbol and symbol in _free_symbols(e)]
+            exact = [d for d, e in enumerate(spec.dims) if e in declared_symbols]
+            mixed = [d for d, e in enumerate(spec.dims)
+                     if isinstance(e, str) and e not in declared_symbols and _free_symbols(e) & declared_symbols]
             if len(exact) != 1 or mixed:
                 raise ServingError(
                     f"--batch-dim: output {spec.name!r} has dims {list(spec.dims)}; a batched model's every output must have "
-                    f"the batch dim ({symbol}) exactly once, so that each request's rows can be split back. Serve without --batch-dim."
+                    f"a batch dim ({', '.join(sorted(declared_symbols))}) exactly once, so that each request's rows can be "
+                    "split back. Serve without --batch-dim."
                 )
             outputs[spec.name] = exact[0]
+        symbol = symbols[next(iter(inputs))]
         return cls(symbol, inputs, outputs)
 
     # -- grouping ----------------------------------------------------------------------------------
@@ -110,6 +112,10 @@ class BatchPlan:
     def rows(self, shapes: Shapes) -> int:
         name, dim = next(iter(self.inputs.items()))
         return int(shapes[name][dim])
+
+    def stackable(self, shapes: Shapes) -> bool:
+        """All declared dims of a request have one size (a broadcast mask of 1 row for 3 ids does not)."""
+        return len({int(shapes[n][d]) for n, d in self.inputs.items()}) == 1
 
     def key(self, shapes: Shapes) -> tuple[tuple[str, tuple[int, ...]], ...]:
         """Requests with equal keys differ only in their batch dim: they may be stacked."""
@@ -138,9 +144,12 @@ class BatchPlan:
         chunk; one that does not is given a chunk of its own (the caller validated it, so this is
         only reached if `fits` and validation disagree, and then the engine's own error is reported)."""
         groups: dict[Any, list[int]] = {}
-        for i, s in enumerate(shapes):
-            groups.setdefault(self.key(s), []).append(i)
         chunks: list[list[int]] = []
+        for i, s in enumerate(shapes):
+            if self.stackable(s):
+                groups.setdefault(self.key(s), []).append(i)
+            else:
+                chunks.append([i])
         for members in groups.values():
             current: list[int] = []
             total = 0

@@ -168,11 +168,27 @@ def test_resolve_requires_every_input_and_splittable_outputs() -> None:
         BatchPlan.resolve(sig, {"x": 0})
     with pytest.raises(ServingError, match="static"):
         BatchPlan.resolve(sig, {"x": 2, "mask": 0})
-    with pytest.raises(ServingError, match="different dims of the program"):
+    with pytest.raises(ServingError, match="also uses a batch dim at dim"):
         BatchPlan.resolve(sig, {"x": 1, "mask": 0})
     reduced = ModelSignature("r", sig.inputs, [TensorInfo("total", torch.float32, (8,))], sig.profiles)
     with pytest.raises(ServingError, match="exactly once"):
         BatchPlan.resolve(reduced, {"x": 0, "mask": 0})
+
+
+def test_untied_batch_dims_stack_only_when_equal() -> None:
+    """As exported from BERT: the mask's batch dim is its own symbol (the model broadcasts it)."""
+    sig = ModelSignature(
+        "bert", [TensorInfo("ids", torch.int64, ("s0", "s1")), TensorInfo("mask", torch.int64, ("s2", "s1"))],
+        [TensorInfo("pooled", torch.float32, ("s0", 64))],
+        [{"ids": Range((1, 16), (8, 128), (16, 256)), "mask": Range((1, 16), (8, 128), (16, 256))}],
+    )
+    plan = BatchPlan.resolve(sig, {"ids": 0, "mask": 0})
+    assert plan.outputs == {"pooled": 0}
+    shapes = [{"ids": (1, 32), "mask": (1, 32)}, {"ids": (3, 32), "mask": (1, 32)}, {"ids": (2, 32), "mask": (2, 32)}]
+    assert plan.plan(shapes, lambda s: bool(sig.fitting(s))) == [[1], [0, 2]]  # the broadcast one runs alone
+    with pytest.raises(ServingError, match=r"declare it too \(--batch-dim mask:0\)"):
+        BatchPlan.resolve(ModelSignature("t", [sig.inputs[0], TensorInfo("mask", torch.int64, ("s0", "s1"))], sig.outputs,
+                                         sig.profiles), {"ids": 0})
 
 
 def test_plan_groups_by_other_dims_and_keeps_chunks_in_a_profile() -> None:
