@@ -221,3 +221,17 @@ def test_serve_end_to_end(artifact: tuple[str, torch.nn.Module]) -> None:
     assert not left, f"Ray processes left after shutdown: {sorted(left)}"
     with pytest.raises(OSError):  # the HTTP proxy is gone too
         urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/live", timeout=5)
+
+
+def test_deployment_options_resources_autoscaling_and_backpressure() -> None:
+    from flexrt.serving.deployment import deployment_options
+
+    gpu = deployment_options(ServeConfig.from_mapping({"artifact": "m.ep", "device": "cuda", "replicas": "auto",
+                                                       "max_replicas": 3, "batch_dims": "x:0", "max_batch_size": 16}))
+    assert gpu["ray_actor_options"]["num_gpus"] == 1
+    assert gpu["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 16}
+    assert "num_replicas" not in gpu and gpu["max_ongoing_requests"] == 32
+    cpu = deployment_options(ServeConfig.from_mapping({"artifact": "m.ep", "replicas": 2, "num_cpus": 0.5, "max_queue": 7}))
+    assert cpu["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 0}
+    assert cpu["num_replicas"] == 2 and cpu["max_queued_requests"] == 7
+    assert cpu["backpressure_config"].status_code == 503 and cpu["backpressure_config"].retry_after_s == 1.0
