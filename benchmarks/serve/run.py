@@ -74,7 +74,7 @@ def bench_model(name: str, args: argparse.Namespace, deadline: float) -> dict[st
     rates = tuple(args.rates) if args.rates else case.rates
     # Ray starts in the background while the artifact compiles
     say("starting Ray")
-    ray.init(include_dashboard=False, log_to_driver=False, **({"num_cpus": os.cpu_count()} if args.device == "cpu" else {}))
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, **({"num_cpus": os.cpu_count()} if args.device == "cpu" else {}))
     try:
         return _bench_model(case, rates, args, deadline)
     finally:

@@ -96,7 +96,7 @@ def test_serve_end_to_end(artifact: tuple[str, torch.nn.Module]) -> None:
     start = time.monotonic()
     before = _ray_pids()
     port = _free_port()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         config = ServeConfig.from_mapping({
@@ -209,6 +209,30 @@ def test_serve_end_to_end(artifact: tuple[str, torch.nn.Module]) -> None:
         for _ in range(5):  # recovered: sequential requests all succeed
             out = client.infer({"x": torch.rand(1, 3, 16)})
             assert out["y"].shape == (1, 3, 8)
+
+        # -- drain: delete the app (what `flexrt serve` does on SIGTERM) with requests in flight ----
+        inflight: list[tuple[int, dict, dict] | str] = []
+        body = json.dumps(encode_request({"x": torch.rand(MAX_B, MAX_S, 16)})).encode()
+
+        def sender() -> None:
+            try:
+                inflight.append(_post(infer, body, timeout=60))
+            except OSError as e:  # a dropped connection: what draining must not cause
+                inflight.append(f"{type(e).__name__}: {e}")
+
+        threads = [threading.Thread(target=sender) for _ in range(12)]
+        for t in threads:
+            t.start()
+        time.sleep(0.05)
+        serve.delete("tiny")
+        for t in threads:
+            t.join(timeout=60)
+        assert len(inflight) == len(threads)
+        assert all(not isinstance(r, str) for r in inflight), inflight
+        drained = [r[0] for r in inflight]  # type: ignore[index]
+        assert set(drained) <= {200, 404, 503}, drained  # answered, or refused before being taken in
+        assert drained.count(200) > 0, drained
+        print(f"SUMMARY drain: {sorted(drained)}")
     finally:
         serve.shutdown()
         ray.shutdown()
