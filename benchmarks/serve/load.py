@@ -20,12 +20,19 @@ class Outcome:
     shape: str
 
 
-async def _one(session: object, url: str, body: bytes, shape: str, timeout: float) -> Outcome:
+Body = tuple[bytes, str, int | None]  # body, shape label, binary header length (None: JSON)
+
+
+async def _one(session: object, url: str, body: Body, timeout: float) -> Outcome:
     import aiohttp
 
+    data, shape, header_length = body
+    headers = {"Content-Type": "application/json"}
+    if header_length is not None:
+        headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(header_length)}
     start = time.perf_counter()
     try:
-        async with session.post(url, data=body, headers={"Content-Type": "application/json"},  # type: ignore[attr-defined]
+        async with session.post(url, data=data, headers=headers,  # type: ignore[attr-defined]
                                 timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             await resp.read()
             return Outcome(resp.status, time.perf_counter() - start, shape)
@@ -35,7 +42,7 @@ async def _one(session: object, url: str, body: bytes, shape: str, timeout: floa
         return Outcome(0, time.perf_counter() - start, shape)
 
 
-async def _run(url: str, bodies: Sequence[tuple[bytes, str]], rate: float, duration_s: float, max_requests: int,
+async def _run(url: str, bodies: Sequence[Body], rate: float, duration_s: float, max_requests: int,
                seed: int, timeout: float) -> tuple[list[Outcome], float]:
     import aiohttp
 
@@ -56,14 +63,13 @@ async def _run(url: str, bodies: Sequence[tuple[bytes, str]], rate: float, durat
             delay = t0 + at - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            body, shape = bodies[i % len(bodies)]
-            tasks.append(asyncio.create_task(_one(session, url, body, shape, timeout)))
+            tasks.append(asyncio.create_task(_one(session, url, bodies[i % len(bodies)], timeout)))
         outcomes = await asyncio.gather(*tasks)
         wall = loop.time() - t0
     return list(outcomes), wall
 
 
-def open_loop(url: str, bodies: Sequence[tuple[bytes, str]], rate: float, duration_s: float, max_requests: int,
+def open_loop(url: str, bodies: Sequence[Body], rate: float, duration_s: float, max_requests: int,
               seed: int = 0, timeout: float = 60.0) -> tuple[list[Outcome], float]:
     """Send Poisson arrivals at `rate`/s for `duration_s` (at most `max_requests`); wait for every answer
     (each bounded by `timeout`). Returns the outcomes and the wall time from first send to last answer."""

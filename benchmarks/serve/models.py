@@ -104,6 +104,7 @@ class ServeCase:
     max_batch_size: int
     tolerance: float
     description: str
+    binary: bool = False  # send inputs as raw bytes (v2 binary tensor extension) instead of JSON numbers
 
     def build(self) -> nn.Module:
         module, _, attr = self.factory.partition(":")
@@ -154,6 +155,7 @@ def get_case(name: str, device: str) -> ServeCase:
             [{"name": "x", "min_shape": (1, 3, 224, 224), "opt_shape": (8, 3, 224, 224), "max_shape": (32, 3, 224, 224),
               "dtype": torch.float16 if half else torch.float32}],
             ("x:0",), _resnet_request(dtype), (50.0, 100.0, 200.0, 400.0) if half else (2.0, 4.0), 32,
-            5e-2 if half else 1e-3, "torchvision resnet50 random weights, batch-1 requests of 3x224x224",
+            5e-2 if half else 1e-3, "torchvision resnet50 random weights, batch-1 requests of 3x224x224 (binary tensors)",
+            binary=True,
         )
     raise SystemExit(f"unknown model {name!r}: tiny, bert_tiny, bert or resnet50")

@@ -25,7 +25,8 @@ def write(result: dict[str, Any], out_dir: str) -> list[str]:
         result["description"],
         "",
         f"Open-loop Poisson arrivals, {result['duration_s']} s per rate; batching: max {result['max_batch_size']} requests, "
-        f"wait {result['batch_wait_ms']} ms, batch dims {result['batch_dims']}. Latency of answered requests, client side.",
+        f"wait {result['batch_wait_ms']} ms, batch dims {result['batch_dims']}; inputs sent as {result.get('encoding', 'json')}. "
+        "Latency of answered requests, client side.",
         "",
         "| variant | offered rps | sent | ok | 503 | err | timeout | achieved rps | p50 ms | p90 ms | p99 ms | calls/req | check |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",

@@ -91,7 +91,7 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
     from flexrt.serving.application import build_app
     from flexrt.serving.client import InferenceClient
     from flexrt.serving.config import ServeConfig
-    from flexrt.serving.protocol import encode_request
+    from flexrt.serving.protocol import encode_binary_request, encode_request
 
     name = case.name
     model = case.build().to(args.device)
@@ -102,9 +102,15 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
 
     rng = random.Random(0)
     requests = [case.request(rng) for _ in range(args.distinct)]
-    bodies = [
-        (json.dumps(encode_request(r)).encode(), "x".join(str(d) for d in next(iter(r.values())).shape)) for r in requests
-    ]
+    binary = args.binary or case.binary
+    bodies = []
+    for r in requests:
+        label = "x".join(str(d) for d in next(iter(r.values())).shape)
+        if binary:
+            data, length = encode_binary_request(r)
+            bodies.append((data, label, length))
+        else:
+            bodies.append((json.dumps(encode_request(r)).encode(), label, None))
     with torch.inference_mode():
         reference = [model(*[torch.from_numpy(v).to(args.device) for v in r.values()]) for r in requests[:4]]
 
@@ -112,7 +118,7 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
         "model": name, "device": args.device, "description": case.description, "smoke": args.smoke,
         "torch": torch.__version__, "ray": ray.__version__, "compile_s": compile_s, "duration_s": args.duration_s,
         "max_batch_size": case.max_batch_size, "batch_wait_ms": args.batch_wait_ms, "batch_dims": list(case.batch_dims),
-        "distinct_requests": len(bodies), "variants": [],
+        "distinct_requests": len(bodies), "encoding": "binary" if binary else "json", "variants": [],
     }
     port = args.port or _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -150,7 +156,7 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
         client = InferenceClient(url, name, timeout=120)
         errs = []
         for r, want in zip(requests, reference):
-            got = client.infer(r)
+            got = client.infer(r, binary=binary)
             errs.extend(_rel_err(got[k], want[k]) for k in want)
         worst = max(errs)
         entry["max_rel_err"] = worst
@@ -189,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--distinct", type=int, default=32, help="distinct request bodies (shapes mixed)")
     p.add_argument("--batch-wait-ms", type=float, default=5.0)
     p.add_argument("--pad", action="store_true", help="flexrt/eager/compile: pad batches to the profile's opt batch")
+    p.add_argument("--binary", action="store_true", help="send inputs with the v2 binary tensor extension (resnet50 does)")
     p.add_argument("--timeout-s", type=float, default=60.0, help="per request")
     p.add_argument("--budget-s", type=float, default=None, help="total time; then the rest is skipped (default 540; smoke 110)")
     p.add_argument("--port", type=int, default=0)

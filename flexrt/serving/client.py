@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from flexrt.errors import FlexrtError
-from flexrt.serving.protocol import decode_response, encode_request
+from flexrt.serving.protocol import BINARY_HEADER, decode_response, encode_binary_request, encode_request
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +52,13 @@ class InferenceClient:
 
     # -- plumbing ----------------------------------------------------------------------------------
 
-    def _send(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
-        data = None if body is None else json.dumps(body).encode()
+    def _send(self, method: str, path: str, body: Any = None, header_length: int | None = None) -> tuple[int, dict[str, Any]]:
+        data = None if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method)
-        if data is not None:
+        if header_length is not None:
+            req.add_header("Content-Type", "application/octet-stream")
+            req.add_header(BINARY_HEADER, str(header_length))
+        elif data is not None:
             req.add_header("Content-Type", "application/json")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
@@ -94,6 +97,10 @@ class InferenceClient:
         """POST a ready v2 body; returns the v2 response body. Raises InferenceError on 4xx/5xx."""
         return self._send("POST", f"/v2/models/{self.model}/infer", body)[1]
 
-    def infer(self, inputs: Mapping[str, Any], request_id: str | None = None) -> dict[str, np.ndarray]:
-        """{input name: numpy array or torch tensor} -> {output name: numpy array}."""
+    def infer(self, inputs: Mapping[str, Any], request_id: str | None = None, binary: bool = False) -> dict[str, np.ndarray]:
+        """{input name: numpy array or torch tensor} -> {output name: numpy array}. `binary=True` sends
+        the inputs' raw bytes (the v2 binary tensor extension): much cheaper for large inputs."""
+        if binary:
+            body, length = encode_binary_request(inputs, request_id)
+            return decode_response(self._send("POST", f"/v2/models/{self.model}/infer", body, length)[1])
         return decode_response(self.infer_raw(encode_request(inputs, request_id)))

@@ -26,7 +26,7 @@ from flexrt.errors import InputSpecError
 from flexrt.serving import protocol
 from flexrt.serving.batching import BatchPlan, run_chunks
 from flexrt.serving.config import ServeConfig
-from flexrt.serving.errors import ServingError
+from flexrt.serving.errors import RequestError, ServingError
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +232,10 @@ class FlexrtDeployment:
                 return _error(404, f"unknown model {model!r}; this server serves {self.signature.name!r}")
             body = await http.body()
             try:
-                request = protocol.parse_infer_request(body, self.signature)
+                header = http.headers.get(protocol.BINARY_HEADER)
+                if header is not None and not header.strip().isdigit():
+                    raise RequestError(f"{protocol.BINARY_HEADER} must be an integer, got {header!r}")
+                request = protocol.parse_infer_request(body, self.signature, int(header) if header is not None else None)
             except InputSpecError as e:
                 status = 400
                 return _error(400, str(e))

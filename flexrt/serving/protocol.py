@@ -295,9 +295,24 @@ def _as_array(data: Any, dtype: torch.dtype, shape: tuple[int, ...], what: str) 
     return arr.astype(_NUMPY[dtype], copy=False).reshape(shape)
 
 
-def parse_infer_request(body: bytes | str | Mapping[str, Any], signature: ModelSignature) -> InferRequest:
+BINARY_HEADER = "Inference-Header-Content-Length"  # the binary tensor extension's HTTP header
+
+
+def parse_infer_request(
+    body: bytes | str | Mapping[str, Any], signature: ModelSignature, header_length: int | None = None
+) -> InferRequest:
     """Parse and fully validate a v2 infer request; raises RequestError / InputSpecError /
-    ShapeOutOfRangeError (all InputSpecError: HTTP 400) with a message naming what is wrong."""
+    ShapeOutOfRangeError (all InputSpecError: HTTP 400) with a message naming what is wrong.
+
+    `header_length` (the Inference-Header-Content-Length header) selects the binary tensor
+    extension: the body is that many bytes of JSON, then the raw little-endian bytes of each input
+    whose `parameters.binary_data_size` is set, in request order (no JSON number parsing: large
+    tensors such as images cost a copy, not a decode)."""
+    binary = b""
+    if header_length is not None:
+        if not isinstance(body, (bytes, bytearray)) or not 0 < header_length <= len(body):
+            raise RequestError(f"{BINARY_HEADER} {header_length} does not fit a body of {len(body)} bytes")
+        body, binary = bytes(body[:header_length]), bytes(body[header_length:])
     if isinstance(body, (bytes, str)):
         try:
             body = json.loads(body)
@@ -319,7 +334,11 @@ def parse_infer_request(body: bytes | str | Mapping[str, Any], signature: ModelS
             raise InputSpecError(f"unknown input {name!r}; the model takes {signature.input_names}")
         if name in by_name:
             raise RequestError(f"input {name!r} is given twice")
-        missing = [k for k in ("shape", "datatype", "data") if k not in entry]
+        params = entry.get("parameters") or {}
+        if not isinstance(params, Mapping):
+            raise RequestError(f"input {name!r}: 'parameters' must be an object")
+        needed = ("shape", "datatype") if "binary_data_size" in params else ("shape", "datatype", "data")
+        missing = [k for k in needed if k not in entry]
         if missing:
             raise RequestError(f"input {name!r} has no {', '.join(repr(k) for k in missing)}")
         by_name[name] = dict(entry)
@@ -337,10 +356,16 @@ def parse_infer_request(body: bytes | str | Mapping[str, Any], signature: ModelS
             raise InputSpecError(f"{what}: expected datatype {want}, got {datatype!r}{known}")
         shapes[spec.name] = _as_shape(entry["shape"], what)
     profile = signature.check_shapes(shapes)  # before converting data: a bad shape costs nothing
-    tensors = {
-        spec.name: torch.from_numpy(_as_array(by_name[spec.name]["data"], spec.dtype, shapes[spec.name], f"input {spec.name!r}")).to(spec.dtype)
-        for spec in signature.inputs
-    }
+    blobs = _binary_inputs(entries, binary) if header_length is not None else {}
+    tensors = {}
+    for spec in signature.inputs:
+        what = f"input {spec.name!r}"
+        if spec.name in blobs:
+            tensors[spec.name] = _from_bytes(blobs[spec.name], spec.dtype, shapes[spec.name], what)
+        elif "data" in by_name[spec.name]:
+            tensors[spec.name] = torch.from_numpy(_as_array(by_name[spec.name]["data"], spec.dtype, shapes[spec.name], what)).to(spec.dtype)
+        else:
+            raise RequestError(f"{what} has binary_data_size but the request has no {BINARY_HEADER} header")
     request_id = body.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise RequestError(f"'id' must be a string, got {request_id!r}")
@@ -354,6 +379,40 @@ def parse_infer_request(body: bytes | str | Mapping[str, Any], signature: ModelS
         if unknown:
             raise InputSpecError(f"unknown output(s) {unknown}; the model returns {signature.output_names}")
     return InferRequest(tensors, profile, request_id, names)
+
+
+def _binary_inputs(entries: list[Any], binary: bytes) -> dict[str, bytes]:
+    """Cut the binary part of a request into each input's bytes, in request order."""
+    blobs: dict[str, bytes] = {}
+    offset = 0
+    for entry in entries:
+        size = (entry.get("parameters") or {}).get("binary_data_size")
+        if size is None:
+            continue
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise RequestError(f"input {entry['name']!r}: binary_data_size must be a non-negative integer, got {size!r}")
+        if offset + size > len(binary):
+            raise RequestError(
+                f"input {entry['name']!r}: binary_data_size {size} runs past the end of the body ({len(binary) - offset} bytes left)"
+            )
+        blobs[entry["name"]] = binary[offset : offset + size]
+        offset += size
+    if offset != len(binary):
+        raise RequestError(f"the body has {len(binary) - offset} bytes after the inputs' binary data")
+    return blobs
+
+
+def _from_bytes(data: bytes, dtype: torch.dtype, shape: tuple[int, ...], what: str) -> torch.Tensor:
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    want = math.prod(shape) * itemsize
+    if len(data) != want:
+        raise RequestError(f"{what}: shape {list(shape)} of {V2_NAMES[dtype]} takes {want} bytes, binary_data_size is {len(data)}")
+    if want == 0:
+        return torch.zeros(shape, dtype=dtype)
+    t = torch.frombuffer(bytearray(data), dtype=dtype).reshape(shape)
+    if dtype == torch.bool and bool((t.view(torch.uint8) > 1).any()):
+        raise RequestError(f"{what}: BOOL bytes must be 0 or 1")
+    return t
 
 
 def validate_tensors(inputs: Mapping[str, Any], signature: ModelSignature) -> InferRequest:
@@ -432,6 +491,24 @@ def encode_request(inputs: Mapping[str, Any], request_id: str | None = None) -> 
     if request_id is not None:
         body["id"] = request_id
     return body
+
+
+def encode_binary_request(inputs: Mapping[str, Any], request_id: str | None = None) -> tuple[bytes, int]:
+    """{name: array/tensor} -> (body, header length) for the binary tensor extension: send the body
+    with the header `Inference-Header-Content-Length: <header length>`."""
+    entries, blobs = [], []
+    for name, value in inputs.items():
+        t = torch.from_numpy(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else torch.as_tensor(value)
+        t = t.detach().cpu().contiguous()
+        raw = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        entries.append({"name": name, "shape": list(t.shape), "datatype": v2_datatype(t.dtype),
+                        "parameters": {"binary_data_size": len(raw)}})
+        blobs.append(raw)
+    header: dict[str, Any] = {"inputs": entries}
+    if request_id is not None:
+        header["id"] = request_id
+    head = json.dumps(header).encode()
+    return head + b"".join(blobs), len(head)
 
 
 def decode_response(body: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -98,6 +98,35 @@ def test_malformed_requests_are_refused(mutate, error, text) -> None:
     assert text in str(info.value)
 
 
+def test_binary_tensor_extension() -> None:
+    sig = signature()
+    x, mask = torch.randn(2, 5, 16), torch.rand(2, 5)
+    body, n = protocol.encode_binary_request({"x": x, "mask": mask.numpy()}, request_id="b")
+    req = protocol.parse_infer_request(body, sig, n)
+    assert req.id == "b"
+    torch.testing.assert_close(req.inputs["x"], x, rtol=0, atol=0)
+    torch.testing.assert_close(req.inputs["mask"], mask, rtol=0, atol=0)
+    # one input binary, one JSON
+    head = json.loads(body[:n])
+    head["inputs"][1] = protocol.encode_tensor("mask", mask)
+    mixed = json.dumps(head).encode()
+    req = protocol.parse_infer_request(mixed + body[n : n + x.numel() * 4], sig, len(mixed))
+    torch.testing.assert_close(req.inputs["mask"], mask)
+    with pytest.raises(RequestError, match="runs past the end"):
+        protocol.parse_infer_request(body[:-4], sig, n)
+    with pytest.raises(RequestError, match="bytes after the inputs"):
+        protocol.parse_infer_request(body + b"\0", sig, n)
+    with pytest.raises(RequestError, match="does not fit"):
+        protocol.parse_infer_request(body, sig, len(body) + 1)
+    with pytest.raises(RequestError, match="no Inference-Header-Content-Length"):
+        protocol.parse_infer_request(body[:n], sig)
+    wrong = json.loads(body[:n])
+    wrong["inputs"][0]["parameters"]["binary_data_size"] -= 4
+    wrong_head = json.dumps(wrong).encode()
+    with pytest.raises(RequestError, match="takes 640 bytes, binary_data_size is 636"):
+        protocol.parse_infer_request(wrong_head + body[n:-4], sig, len(wrong_head))
+
+
 def test_not_json_and_not_an_object() -> None:
     with pytest.raises(RequestError, match="not valid JSON"):
         protocol.parse_infer_request(b"{", signature())

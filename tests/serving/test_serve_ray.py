@@ -128,7 +128,7 @@ def test_serve_end_to_end(artifact: tuple[str, torch.nn.Module]) -> None:
                 b, s = rng.randint(1, 3), rng.choice([3, 5, 7])  # few S values: batches form
                 x = torch.rand(b, s, 16, generator=gen) + 0.1
                 try:
-                    out = client.infer({"x": x}, request_id=f"{seed}-{i}")
+                    out = client.infer({"x": x}, request_id=f"{seed}-{i}", binary=i % 2 == 1)  # JSON and binary
                     with torch.no_grad():
                         want = model(x)
                     torch.testing.assert_close(torch.from_numpy(out["y"]), want["y"], rtol=1e-4, atol=1e-5)
