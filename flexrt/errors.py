@@ -34,3 +34,11 @@ class ArtifactError(FlexrtError):
 
 class UsageError(FlexrtError):
     """A command-line argument is malformed (shape syntax, `MODULE:CALLABLE`, device)."""
+
+
+class ServingError(FlexrtError):
+    """`flexrt serve` cannot be set up as asked (bad option, Ray missing, an artifact unusable for batching)."""
+
+
+class RequestError(InputSpecError):
+    """A served request is malformed (not JSON, missing fields, data that does not match its shape): HTTP 400."""

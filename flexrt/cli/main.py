@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from flexrt.cli import commands, run
 from flexrt.errors import FlexrtError, UsageError
+from flexrt.serving import cli as serve_cli
 
 EXIT_USAGE = 2
 
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--embed-dim", type=int, default=768, help="a multiple of 12 (the model splits it into 12 heads)")
     p.set_defaults(fn=commands.demo)
+    serve_cli.add_parser(sub)
     return parser
 
 

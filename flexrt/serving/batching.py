@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from flexrt.serving.errors import ServingError
+from flexrt.errors import ServingError
 from flexrt.serving.protocol import ModelSignature
 
 logger = logging.getLogger(__name__)

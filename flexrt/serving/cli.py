@@ -11,11 +11,12 @@ import os
 import signal
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flexrt.errors import FlexrtError
-from flexrt.serving.config import ServeConfig, default_name
-from flexrt.serving.errors import ServingError
+from flexrt.errors import FlexrtError, ServingError
+
+if TYPE_CHECKING:  # the parser is built without torch (flexrt --help); config imports it
+    from flexrt.serving.config import ServeConfig
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
+    from flexrt.serving.config import ServeConfig, default_name
+
     return ServeConfig.from_mapping({
         "artifact": args.artifact,
         "name": args.name or default_name(args.artifact),

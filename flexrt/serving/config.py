@@ -10,8 +10,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from flexrt.errors import ServingError
 from flexrt.serving.batching import parse_batch_dims
-from flexrt.serving.errors import ServingError
 
 BACKENDS = ("flexrt", "eager", "torch_compile")
 

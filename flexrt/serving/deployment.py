@@ -22,11 +22,10 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 import flexrt
-from flexrt.errors import InputSpecError
+from flexrt.errors import InputSpecError, RequestError, ServingError
 from flexrt.serving import protocol
 from flexrt.serving.batching import BatchPlan, run_chunks
 from flexrt.serving.config import ServeConfig
-from flexrt.serving.errors import RequestError, ServingError
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,7 @@ import sympy
 import torch
 import torch.utils._pytree as pytree
 
-from flexrt.errors import InputSpecError, ShapeOutOfRangeError
-from flexrt.serving.errors import RequestError
+from flexrt.errors import InputSpecError, RequestError, ShapeOutOfRangeError
 
 logger = logging.getLogger(__name__)
 

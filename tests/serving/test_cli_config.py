@@ -6,9 +6,9 @@ import argparse
 
 import pytest
 
+from flexrt.errors import ServingError
 from flexrt.serving import cli
 from flexrt.serving.config import ServeConfig
-from flexrt.serving.errors import ServingError
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

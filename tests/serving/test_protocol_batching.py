@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from flexrt.errors import InputSpecError, ShapeOutOfRangeError
+from flexrt.errors import InputSpecError, RequestError, ServingError, ShapeOutOfRangeError
 from flexrt.serving import batching, protocol
 from flexrt.serving.batching import BatchPlan, parse_batch_dims, run_chunks
-from flexrt.serving.errors import RequestError, ServingError
 from flexrt.serving.protocol import ModelSignature, Range, TensorInfo
 
 
