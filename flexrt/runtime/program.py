@@ -15,6 +15,11 @@ from flexrt.tf32 import in_effect, tf32_policy
 logger = logging.getLogger(__name__)
 
 
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    """Dense memory an engine can read: conjugate and negative views are lazy bits the engine ignores."""
+    return t.resolve_conj().resolve_neg().contiguous()
+
+
 class _EngineSegment:
     """An engine's runner; on CUDA it runs under the engine's TF32 policy (see `flexrt.tf32`)."""
 
@@ -24,7 +29,7 @@ class _EngineSegment:
         self.tf32 = allow_tf32 if device.type == "cuda" else None
 
     def __call__(self, inputs: list[Any]) -> list[torch.Tensor]:
-        inputs = [t if t.is_contiguous() else t.contiguous() for t in inputs]
+        inputs = [t if t.is_contiguous() and not (t.is_conj() or t.is_neg()) else _plain(t) for t in inputs]
         if self.tf32 is None or in_effect(self.tf32):
             return self.runner.run(inputs)
         with tf32_policy(self.tf32):
