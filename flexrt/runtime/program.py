@@ -8,16 +8,36 @@ from typing import Any
 
 import torch
 
+from flexrt.errors import ArtifactError
 from flexrt.ir.program import ProgramState, SegmentState
+from flexrt.ir.tensor_spec import TensorSpec
+from flexrt.runtime.engine_check import call_arity, cross_check, switch_on_checks
 from flexrt.runtime.loader import load_runner
+from flexrt.spec import Profile
 from flexrt.tf32 import in_effect, tf32_policy
 
 logger = logging.getLogger(__name__)
 
 
-def _plain(t: torch.Tensor) -> torch.Tensor:
-    """Dense memory an engine can read: conjugate and negative views are lazy bits the engine ignores."""
-    return t.resolve_conj().resolve_neg().contiguous()
+def _member(state: SegmentState) -> str:
+    origin = state.engine.origin if state.engine is not None else None
+    return repr(origin.member) if origin is not None else "(in memory)"
+
+
+def _dense(t: torch.Tensor) -> torch.Tensor:
+    """Memory an engine reads as it was compiled to: conjugate and negative views are lazy bits the
+    engine ignores, and its stride checks want the canonical strides even on size-1 dims."""
+    if t.is_contiguous() and not (t.is_conj() or t.is_neg()) and (1 not in t.shape or t.stride() == _strides(t.shape)):
+        return t
+    return t.resolve_conj().resolve_neg().clone(memory_format=torch.contiguous_format)
+
+
+def _strides(shape: torch.Size) -> tuple[int, ...]:
+    out, step = [], 1
+    for n in reversed(shape):
+        out.append(step)
+        step *= max(n, 1)
+    return tuple(reversed(out))
 
 
 class _EngineSegment:
@@ -25,11 +45,20 @@ class _EngineSegment:
 
     def __init__(self, state: SegmentState, device: torch.device, allow_tf32: bool) -> None:
         assert state.engine is not None
-        self.runner = load_runner(state.engine, device)
+        self.runner, self.library = load_runner(state.engine, device)
+        self.state = state
+        self.device = device
+        arity = call_arity(self.runner)
+        if arity is not None and arity != (len(state.inputs), len(state.outputs)):
+            raise ArtifactError(
+                f"engine {_member(state)} takes {arity[0]} inputs and returns {arity[1]} outputs; the manifest says "
+                f"{len(state.inputs)} and {len(state.outputs)}: the manifest was edited or damaged, save the model again"
+            )
+        switch_on_checks(self.runner, self.library, len(state.inputs), device)
         self.tf32 = allow_tf32 if device.type == "cuda" else None
 
     def __call__(self, inputs: list[Any]) -> list[torch.Tensor]:
-        inputs = [t if t.is_contiguous() and not (t.is_conj() or t.is_neg()) else _plain(t) for t in inputs]
+        inputs = [_dense(t) for t in inputs]
         if self.tf32 is None or in_effect(self.tf32):
             return self.runner.run(inputs)
         with tf32_policy(self.tf32):
@@ -75,6 +104,14 @@ class Program:
             if name not in keep:
                 drops[i].append(name)
         return drops
+
+    def verify(self, profile: Profile, specs: dict[str, TensorSpec], where: str) -> None:
+        """Cross-check each engine fed straight by the model's inputs against their specs and this profile."""
+        for i, seg in enumerate(self.segments):
+            names = self.state.segments[i].inputs
+            if isinstance(seg, _EngineSegment) and all(n in specs and n in profile for n in names):
+                cross_check(seg.runner, seg.library, [specs[n] for n in names], [profile[n] for n in names], seg.device,
+                            f"{where}, segment {i} ({_member(seg.state)})")
 
     @property
     def capturable(self) -> bool:
