@@ -165,11 +165,12 @@ def _check_profile(k: int, profile: dict[str, RangeJson], inputs: list[TensorSpe
 
 def _check_program(k: int, program: ProgramJson, inputs: list[str], members: dict[str, MemberJson]) -> None:
     where = f"programs.{k}"
-    if program.inputs != inputs:
-        raise ValueError(f"{where}.inputs: {program.inputs}, the manifest's inputs are {inputs}")
+    if len(program.inputs) != len(inputs):  # the graph's names for the manifest's inputs, in order
+        raise ValueError(f"{where}.inputs: {len(program.inputs)} names for the manifest's {len(inputs)} inputs")
+    _unique(program.inputs, f"{where}.inputs")
     # names a segment may read: the inputs, earlier segments' outputs, and (when a constants member
     # is listed, its names are checked once it is read) the program's constants
-    known = set(inputs)
+    known = set(program.inputs)
     for i, seg in enumerate(program.segments):
         missing = [n for n in seg.inputs if n not in known]
         if missing and program.constants is None:

@@ -30,6 +30,11 @@ ARCHIVE_ERRORS = (
 )
 
 
+class _Discard:
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
 @dataclasses.dataclass(frozen=True)
 class ArchiveRef:
     """Where an engine's shared object lives inside a saved artifact."""
@@ -68,6 +73,11 @@ class ArchiveRef:
             raise ArtifactError(
                 f"{self.path!r}: member {self.member!r} does not match its checksum; the file is corrupt, save it again"
             )
+
+    def verify(self) -> None:
+        """Read the member through its checksum without keeping it (an engine already loaded from
+        an equal copy is reused, but a damaged file is still refused)."""
+        self.copy_to(_Discard())  # type: ignore[arg-type]
 
     def read(self, archive: zipfile.ZipFile | None = None) -> bytes:
         buf = io.BytesIO()

@@ -39,7 +39,7 @@ _HAS_CHECKS = CHECK_ENV.encode()  # the variable's name is in every engine whose
 _LOWER_BOUND = b"dim value is too small at"  # only in engines that check lower bounds
 _TRIGGER_DTYPE = torch.complex32  # no engine takes it: its dtype check fails first, before any work
 _ENV_LOCK = threading.Lock()
-_VERIFIED: set[tuple[Any, ...]] = set()  # (library, device, description) already cross-checked
+_VERIFIED: dict[tuple[Any, ...], str] = {}  # (library, device, description) -> outcome of the cross-check
 
 
 @contextlib.contextmanager
@@ -75,7 +75,7 @@ def call_arity(runner: Any) -> tuple[int, int] | None:
         return None
 
 
-def switch_on_checks(runner: Any, library: Library, num_inputs: int, device: torch.device) -> None:
+def _switch_on_checks(runner: Any, library: Library, num_inputs: int, device: torch.device) -> None:
     """Make the library's first run the one that turns its input checks on (see the module doc)."""
     if library.runtime_checks is not None:
         return
@@ -97,46 +97,70 @@ def switch_on_checks(runner: Any, library: Library, num_inputs: int, device: tor
     library.record_runtime_checks(True)
 
 
-def _probe(specs: Sequence[TensorSpec], ranges: Sequence[ShapeRange], k: int, device: torch.device) -> list[torch.Tensor]:
-    """Inputs before k valid (at opt), input k at its max size with stride 0 (passes dtype and size
-    checks, fails the stride check), input k+1 of a dtype no engine takes."""
-    out = [torch.zeros(r.opt, dtype=s.dtype, device=device) for s, r in zip(specs[:k], ranges[:k])]
-    out.append(torch.zeros((), dtype=specs[k].dtype, device=device).expand(ranges[k].max))
+def _probe(specs: Sequence[TensorSpec], shapes: Sequence[tuple[int, ...]], k: int, device: torch.device) -> list[torch.Tensor]:
+    """Inputs before k valid, input k at its shape with stride 0 (passes the dtype and size checks,
+    fails the stride check), input k+1 of a dtype no engine takes."""
+    out = [torch.zeros(shape, dtype=s.dtype, device=device) for s, shape in zip(specs[:k], shapes[:k])]
+    out.append(torch.zeros((), dtype=specs[k].dtype, device=device).expand(shapes[k]))
     out += [torch.zeros((), dtype=_TRIGGER_DTYPE, device=device)] * (len(specs) - k - 1)
     return out
 
 
+CHECKED_OK, NARROWER, NOT_CHECKED = "checked", "narrower", "not checked"
+
+
 def cross_check(runner: Any, library: Library, specs: Sequence[TensorSpec], ranges: Sequence[ShapeRange],
-                device: torch.device, where: str) -> None:
-    """ArtifactError unless the engine takes `specs` (dtype, static dims) up to `ranges`' max sizes."""
+                device: torch.device, where: str) -> str:
+    """ArtifactError unless the engine takes `specs` (dtype, static dims) at the ranges' opt sizes.
+    Returns CHECKED_OK when its checks stay on, NARROWER when they would refuse sizes up to the
+    ranges' max (serve it from a copy without them), NOT_CHECKED when it cannot be checked."""
+    if library.runtime_checks is None:
+        _switch_on_checks(runner, library, len(specs), device)
     if not library.runtime_checks:
-        return
+        return NOT_CHECKED
     # AOTInductor steals the handles of a call's inputs and never frees them when it raises: each
     # probe leaks its tensors (a few hundred bytes, and the valid inputs' opt-sized memory). So a
     # library is probed once per description, not once per load.
     key = (library.key, str(device), tuple((s.dtype, s.dims, r.opt, r.max) for s, r in zip(specs, ranges)))
-    if key in _VERIFIED:
-        return
-    with _checking():
-        _cross_check(runner, specs, ranges, device, where)
-    _VERIFIED.add(key)
+    if key not in _VERIFIED:
+        with _checking():
+            _VERIFIED[key] = _cross_check(runner, specs, ranges, device, where)
+    return _VERIFIED[key]
+
+
+def _refusal(runner: Any, specs: Sequence[TensorSpec], shapes: Sequence[tuple[int, ...]], k: int,
+             device: torch.device) -> str | None:
+    """The engine's complaint about input k at shapes[k] (inputs before it at shapes[:k]), or None."""
+    passed = (f"input_handles[{k}]: unmatched stride", f"input_handles[{k}]: unmatched device", f"input_handles[{k + 1}]:")
+    try:
+        runner.run(_probe(specs, shapes, k, device))
+    except RuntimeError as e:
+        message = str(e).strip()
+        return None if any(p in message for p in passed) else message
+    return "the engine ran on a probe it should have refused"
 
 
 def _cross_check(runner: Any, specs: Sequence[TensorSpec], ranges: Sequence[ShapeRange], device: torch.device,
-                 where: str) -> None:
-    for k, (spec, r) in enumerate(zip(specs, ranges)):
-        passed = (f"input_handles[{k}]: unmatched stride", f"input_handles[{k}]: unmatched device", f"input_handles[{k + 1}]:")
-        if not r.max and k == len(specs) - 1:
-            continue  # a last 0-d input: nothing fails after its checks (its dtype is checked by the call itself)
-        try:
-            runner.run(_probe(specs, ranges, k, device))
-        except RuntimeError as e:
-            message = str(e).strip()
-            if any(p in message for p in passed):
-                continue
+                 where: str) -> str:
+    opts = [r.opt for r in ranges]
+    for k, spec in enumerate(specs):
+        if not ranges[k].max and k == len(specs) - 1:
+            continue  # a last 0-d input: nothing fails after its checks
+        refused = _refusal(runner, specs, opts, k, device)
+        if refused is not None:
             raise ArtifactError(
                 f"{where}: the engine does not take input {spec.name!r} as the manifest describes it "
-                f"({str(spec.dtype).replace('torch.', '')}, up to {r.max}): the engine says {message!r}. The manifest was "
-                "edited or damaged: save the model again"
-            ) from None
-        raise ArtifactError(f"{where}: the engine ran on a probe it should have refused; the file is damaged or edited")
+                f"({str(spec.dtype).replace('torch.', '')}, shape {ranges[k].opt} within {ranges[k].min}..{ranges[k].max}): "
+                f"the engine says {refused!r}. The manifest was edited or damaged: save the model again"
+            )
+    for k, spec in enumerate(specs):
+        if ranges[k].max == ranges[k].opt:
+            continue
+        refused = _refusal(runner, specs, opts, k, device) or _refusal(runner, specs, [*opts[:k], ranges[k].max, *opts[k + 1:]], k, device)
+        if refused is not None:
+            # Inductor may narrow a range while it compiles (seen: batch <= 15 in an engine exported
+            # for 1..32 that serves 32 correctly); its checks would refuse what the profile serves
+            logger.warning("%s: the engine's own input checks allow less than the profile for input %r (%s); "
+                           "serving it without them", where, spec.name, refused)
+            return NARROWER
+    return CHECKED_OK

@@ -51,6 +51,12 @@ def promote_libstdcxx() -> None:
             logger.debug("libstdc++ not promoted: %s", e)
 
 
+# An engine may be loaded twice: once as CHECKED, the copy flexrt switches AOTInductor's input checks
+# on in (runtime/engine_check.py), and once as UNCHECKED, where those checks would refuse sizes the
+# profile serves (Inductor narrowed a range while compiling) and so are left off.
+CHECKED, UNCHECKED = "checked", "unchecked"
+
+
 class Library:
     """One engine shared object as loaded in this process, shared by every runner of the same bytes.
 
@@ -62,12 +68,14 @@ class Library:
     object; what the runners allocate (the model's weights) is freed with each runner.
     """
 
-    def __init__(self, key: str, binary: EngineBinary) -> None:
+    def __init__(self, key: str, binary: EngineBinary, variant: str = CHECKED) -> None:
         self.key = key
-        self.folder = os.path.join(_root(), key)
+        self.variant = variant
+        self.folder = os.path.join(_root(), key, variant)
         self.path = os.path.join(self.folder, "engine.so")
         os.makedirs(self.folder, exist_ok=True)
         self.fd = -1
+        self.wrote_bytes = False  # whether this object wrote (and so checked) the engine's bytes
         self.kernel_dir = ""
         self._finalizer = weakref.finalize(self, _remove, self.folder, [])
         extern = binary.kernels.get(EXTERN_NODES)
@@ -79,11 +87,12 @@ class Library:
             os.makedirs(self.kernel_dir, exist_ok=True)
             for name, data in kernels.items():
                 _write_file(os.path.join(self.kernel_dir, os.path.basename(name)), data)
-        self.runtime_checks: bool | None = _LATCHED.get(key) if _is_loaded(self.path) else None
+        self.runtime_checks: bool | None = _LATCHED.get((key, variant)) if _is_loaded(self.path) else None
         if self.runtime_checks is None:  # not loaded in this process yet: its bytes are needed
             self._write_so(binary)
 
     def _write_so(self, binary: EngineBinary) -> None:
+        self.wrote_bytes = True
         memfd = getattr(os, "memfd_create", None)
         if memfd is None or not os.path.isdir("/proc/self/fd"):
             with open(self.path, "wb") as f:
@@ -108,11 +117,11 @@ class Library:
         """AOTInductor reads AOTI_RUNTIME_CHECK_INPUTS once per library, at its first run; remembered
         for the life of the process, since the library stays loaded."""
         self.runtime_checks = on
-        _LATCHED[self.key] = on
+        _LATCHED[(self.key, self.variant)] = on
 
 
-_LIBRARIES: weakref.WeakValueDictionary[str, Library] = weakref.WeakValueDictionary()
-_LATCHED: dict[str, bool] = {}
+_LIBRARIES: weakref.WeakValueDictionary[tuple[str, str], Library] = weakref.WeakValueDictionary()
+_LATCHED: dict[tuple[str, str], bool] = {}
 _LOCK = threading.Lock()
 
 
@@ -154,14 +163,17 @@ def engine_key(binary: EngineBinary) -> str:
     return h.hexdigest()
 
 
-def library_for(binary: EngineBinary) -> Library:
+def library_for(binary: EngineBinary, variant: str = CHECKED) -> Library:
     """The process's one loaded copy of this engine, loaded if it is not held already."""
     key = engine_key(binary)
     with _LOCK:
-        library = _LIBRARIES.get(key)
+        library = _LIBRARIES.get((key, variant))
+        fresh = library is None
         if library is None:
-            library = Library(key, binary)
-            _LIBRARIES[key] = library
+            library = Library(key, binary, variant)
+            _LIBRARIES[(key, variant)] = library
+    if binary.so is None and binary.origin is not None and not (fresh and library.wrote_bytes):
+        binary.origin.verify()  # reused: the copy in this file is still read through its checksum
     return library
 
 
@@ -173,12 +185,12 @@ def _fill(binary: EngineBinary, f: Any) -> None:
         binary.origin.copy_to(f)
 
 
-def load_runner(binary: EngineBinary, device: torch.device) -> tuple[Any, Library]:
+def load_runner(binary: EngineBinary, device: torch.device, variant: str = CHECKED) -> tuple[Any, Library]:
     """A runner for one engine, and the library it runs from (hold both: the runner needs it)."""
     promote_libstdcxx()
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ArtifactError("this engine was built for CUDA but CUDA is not available on this machine")
-    library = library_for(binary)
+    library = library_for(binary, variant)
     try:
         if device.type == "cuda":
             runner = torch._C._aoti.AOTIModelContainerRunnerCuda(library.path, 1, str(device), library.kernel_dir, True)

@@ -11,8 +11,8 @@ import torch
 from flexrt.errors import ArtifactError
 from flexrt.ir.program import ProgramState, SegmentState
 from flexrt.ir.tensor_spec import TensorSpec
-from flexrt.runtime.engine_check import call_arity, cross_check, switch_on_checks
-from flexrt.runtime.loader import load_runner
+from flexrt.runtime.engine_check import NARROWER, call_arity, cross_check
+from flexrt.runtime.loader import UNCHECKED, load_runner
 from flexrt.spec import Profile
 from flexrt.tf32 import in_effect, tf32_policy
 
@@ -54,7 +54,6 @@ class _EngineSegment:
                 f"engine {_member(state)} takes {arity[0]} inputs and returns {arity[1]} outputs; the manifest says "
                 f"{len(state.inputs)} and {len(state.outputs)}: the manifest was edited or damaged, save the model again"
             )
-        switch_on_checks(self.runner, self.library, len(state.inputs), device)
         self.tf32 = allow_tf32 if device.type == "cuda" else None
 
     def __call__(self, inputs: list[Any]) -> list[torch.Tensor]:
@@ -105,13 +104,23 @@ class Program:
                 drops[i].append(name)
         return drops
 
-    def verify(self, profile: Profile, specs: dict[str, TensorSpec], where: str) -> None:
+    def verify(self, profile: Profile, specs: Sequence[TensorSpec], where: str) -> None:
         """Cross-check each engine fed straight by the model's inputs against their specs and this profile."""
+        by_name = dict(zip(self.state.inputs, specs))  # the graph's name for each model input, in order
         for i, seg in enumerate(self.segments):
             names = self.state.segments[i].inputs
-            if isinstance(seg, _EngineSegment) and all(n in specs and n in profile for n in names):
-                cross_check(seg.runner, seg.library, [specs[n] for n in names], [profile[n] for n in names], seg.device,
-                            f"{where}, segment {i} ({_member(seg.state)})")
+            if not isinstance(seg, _EngineSegment):
+                continue
+            if not all(n in by_name for n in names):  # fed by other segments: what it takes is not described
+                if seg.library.runtime_checks is None:
+                    seg.library.record_runtime_checks(False)  # its first run will leave its checks off
+                continue
+            used = [by_name[n] for n in names]
+            outcome = cross_check(seg.runner, seg.library, used, [profile[s.name] for s in used], seg.device,
+                                  f"{where}, segment {i} ({_member(seg.state)})")
+            if outcome == NARROWER:
+                assert seg.state.engine is not None
+                seg.runner, seg.library = load_runner(seg.state.engine, seg.device, UNCHECKED)
 
     @property
     def capturable(self) -> bool:

@@ -30,7 +30,7 @@ def _has_dispatch_override(t: torch.Tensor) -> bool:
 def tensor_problem(t: Any, device: torch.device) -> str | None:
     """Why `t` cannot be passed to an engine compiled for `device`, or None when it can."""
     if not isinstance(t, torch.Tensor):
-        return f"expected {ALLOWED}, got {type(t).__name__}"
+        return f"expected a torch.Tensor ({ALLOWED}), got {type(t).__name__}"
     if type(t) not in (torch.Tensor, torch.nn.Parameter) and _has_dispatch_override(t):
         return f"tensor subclass {type(t).__name__} is not supported; pass {ALLOWED} (e.g. a real tensor, not a fake one)"
     if t.is_nested:

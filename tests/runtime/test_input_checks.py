@@ -37,7 +37,7 @@ def _bad_inputs() -> list[tuple[str, torch.Tensor, str]]:
         ("subclass", _Dispatching(x), r"tensor subclass _Dispatching is not supported"),
         ("dtype", x.double(), r"expected dtype torch.float32, got torch.float64"),
         ("rank", torch.randn(4, 96), r"expected 3 dims"),
-        ("not a tensor", [[1.0]], r"expected a dense \(strided\) torch.Tensor"),
+        ("not a tensor", [[1.0]], r"expected a torch.Tensor \(a dense \(strided\)"),
     ]
 
 

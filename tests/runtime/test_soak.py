@@ -45,5 +45,5 @@ def test_load_call_drop_500_times_keeps_rss_fds_and_mappings_flat(zoo, tmp_path)
     after = (_rss_kb(), _fds(), _engine_maps())
     print(f"soak: rss {before[0]} -> {after[0]} kB, fds {before[1]} -> {after[1]}, engine mappings {before[2]} -> {after[2]}")
     assert after[1] <= before[1]
-    assert after[2] <= before[2] <= 16
+    assert after[2] <= before[2]
     assert after[0] - before[0] < 16 * 1024  # a leaked engine copy per load would be 500 copies
