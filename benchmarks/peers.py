@@ -167,7 +167,7 @@ class AOTI(Peer):
         self.artifact = torch._inductor.aoti_compile_and_package(ep, package_path=os.path.join(self.workdir, "aoti.pt2"))
         compile_s = time.perf_counter() - t
         t = time.perf_counter()
-        promote_libstdcxx()  # without it, loading a package crashed on the GPU image (flexrt/engine/aoti.py)
+        promote_libstdcxx()  # without it, loading a package crashed on the GPU image (flexrt/runtime/loader.py)
         # the package's own loader, without aoti_load_package's device probe (46 s on the GPU image)
         from torch.export.pt2_archive._package import AOTICompiledModel
 
@@ -224,7 +224,46 @@ class FlexrtNoTf32(Flexrt):
         return super().skip_reason(case, device)
 
 
+class _Tf32:
+    """A float32 peer with TF32 allowed for its matmuls and convolutions, as a user chasing speed sets
+    it (`torch.backends.cuda.matmul.allow_tf32`): flexrt's float32 engines use TF32 by default, so
+    these count as peers too. Set for the peer's whole life (compile and calls), restored at close."""
+
+    def setup(self) -> dict[str, Any]:
+        self._saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        return {**super().setup(), "tf32": True}  # type: ignore[misc]
+
+    def tolerance(self, default: float) -> float:
+        return max(default, TF32_TOLERANCE)
+
+    def close(self) -> None:
+        super().close()  # type: ignore[misc]
+        if hasattr(self, "_saved"):
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self._saved
+
+    @classmethod
+    def skip_reason(cls, case: Case, device: torch.device) -> str | None:
+        if case.dtype != torch.float32 or device.type != "cuda":
+            return "TF32 applies to float32 models on CUDA only"
+        return super().skip_reason(case, device)  # type: ignore[misc]
+
+
+class TorchCompileTf32(_Tf32, TorchCompile):
+    name = "torch_compile_tf32"
+
+
+class TorchCompileROTf32(_Tf32, TorchCompileRO):
+    name = "torch_compile_ro_tf32"
+
+
+class EagerCudaGraphTf32(_Tf32, EagerCudaGraph):
+    name = "eager_cudagraph_tf32"
+
+
 PEERS: dict[str, type[Peer]] = {
-    p.name: p for p in (Peer, EagerCudaGraph, Flexrt, FlexrtNoTf32, AOTI, TorchCompile, TorchCompileRO)
+    p.name: p
+    for p in (Peer, EagerCudaGraph, Flexrt, FlexrtNoTf32, AOTI, TorchCompile, TorchCompileRO, TorchCompileTf32,
+              TorchCompileROTf32, EagerCudaGraphTf32)
 }
 PEER_NAMES = tuple(PEERS)

@@ -23,6 +23,11 @@ class CompilationError(FlexrtError):
     """A stage of the pipeline (trace, lower, partition, build) failed; the message names the stage."""
 
 
+class RefitError(FlexrtError):
+    """New weights cannot be put into a compiled module: another architecture, a missing or reshaped
+    weight, or (with verify_output=True) outputs that disagree with the new module's."""
+
+
 class ArtifactError(FlexrtError):
     """A saved artifact cannot be written or read: missing, truncated, corrupt, or built for another setup."""
 

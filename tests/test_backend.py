@@ -10,6 +10,7 @@ from helpers import assert_matches
 from models import ExpandReshapeModel
 
 import flexrt
+import flexrt.backend
 import flexrt.build.cache as engine_cache
 from flexrt.errors import CompilationError, FlexrtError
 
@@ -123,12 +124,12 @@ def test_grad_mode_with_trainable_weights_runs_the_engine_but_refuses_backward()
 
 
 def test_build_failure_names_the_stage_or_falls_back_when_asked(monkeypatch, caplog):
-    import flexrt.compiler as compiler
+    import flexrt.build.program as program
 
     def fail(*args, **kwargs):
         raise CompilationError("build: AOTInductor failed on segment 0 profile 0: boom")
 
-    monkeypatch.setattr(compiler, "compile_engine", fail)
+    monkeypatch.setattr(program, "compile_engine", fail)
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU()).eval()
     torch._dynamo.reset()
     with pytest.raises(Exception, match=r"build: AOTInductor failed on segment 0 profile 0: boom"), torch.no_grad():

@@ -16,6 +16,7 @@ import os
 import re
 import tempfile
 import time
+import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -169,7 +170,13 @@ _CONVOLUTIONS = {
 def inductor_configs(settings: CompileSettings, ep: ExportedProgram | None = None) -> dict[str, Any]:
     from flexrt.lower.post_grad.pipeline import PostGradPasses  # imports Inductor: only when an engine is built
 
-    cfg: dict[str, Any] = {"aot_inductor.package_constants_in_so": True, "post_grad_custom_pre_pass": PostGradPasses(settings)}
+    cfg: dict[str, Any] = {
+        "aot_inductor.package_constants_in_so": True,
+        # every weight stays a named constant (Inductor would otherwise inline 1-d tensors of up to 8
+        # values, e.g. a small bias, into the code), so that refit can replace all of them
+        "always_keep_tensor_constants": True,
+        "post_grad_custom_pre_pass": PostGradPasses(settings),
+    }
     import torch._inductor.config as inductor_config  # loaded by the import above; named for clarity
 
     if hasattr(inductor_config.aot_inductor, "check_lowerbound"):
@@ -178,6 +185,10 @@ def inductor_configs(settings: CompileSettings, ep: ExportedProgram | None = Non
         cfg["aot_inductor.check_lowerbound"] = False
     if settings.device.type == "cuda":
         cfg["aot_inductor.embed_kernel_binary"] = True
+        # A CUDA engine's kernels are Triton's, its C++ is launch code: it needs no CPU vector ISA.
+        # Without this, Inductor's first C++ compile in a process probes each ISA by compiling a test
+        # program (48 of a 69 s first build on the H200 with cold caches; benchmarks/build_time.py).
+        cfg["cpp.vec_isa_ok"] = False
         # Inductor turns its channels-last layout optimisation off for any graph with dynamic shapes
         # (pytorch#102670); for convolutions on the GPU that cost ResNet-50 in fp16 1.3-1.5x against
         # the same model compiled static (benchmarks/results). flexrt's engines keep it on.
@@ -216,6 +227,20 @@ def engine_key(ep: ExportedProgram, settings: CompileSettings) -> str:
     return h.hexdigest()
 
 
+@contextlib.contextmanager
+def _quiet_leafspec() -> Any:
+    """Silence torch 2.13's `LeafSpec` FutureWarning, printed once per engine build otherwise.
+
+    Its source is inside torch: Inductor's debug wrapper (`torch._dynamo.repro.after_aot`) deep-copies
+    every graph it compiles, and copying the graph's pytree spec constructs a `LeafSpec`, whose
+    deprecation shim warns. Nothing in flexrt's graphs can avoid the copy, so only this message is
+    filtered, and only around the build.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+        yield
+
+
 def compile_engine(ep: ExportedProgram, settings: CompileSettings, label: str) -> EngineBinary:
     """AOTInductor-compile one exported segment (or take it from the engine cache)."""
     key = engine_key(ep, settings)
@@ -226,7 +251,7 @@ def compile_engine(ep: ExportedProgram, settings: CompileSettings, label: str) -
     start = time.perf_counter()
     # Inductor's Triton GEMM templates read the TF32 flag when they are generated
     policy = tf32_policy(not settings.disable_tf32) if settings.device.type == "cuda" else contextlib.nullcontext()
-    with tempfile.TemporaryDirectory(prefix="flexrt-build-") as tmp, policy:
+    with tempfile.TemporaryDirectory(prefix="flexrt-build-") as tmp, policy, _quiet_leafspec():
         try:
             path = torch._inductor.aoti_compile_and_package(
                 ep, package_path=os.path.join(tmp, "engine.pt2"), inductor_configs=inductor_configs(settings, ep)

@@ -16,9 +16,11 @@ import torch.utils._pytree as pytree
 from flexrt.build.inductor import SymbolRange, compile_engine, export_segment
 from flexrt.errors import CompilationError, InputSpecError
 from flexrt.ir import ProgramState, SegmentState, TensorSpec
+from flexrt.ir.names import output_names
 from flexrt.partition import PartitionPlan
 from flexrt.settings import CompileSettings
 from flexrt.spec import Profile, random_tensor
+from flexrt.stage_log import stage_done, stage_started
 from flexrt.trace import TracedProgram, trace_hint
 
 logger = logging.getLogger(__name__)
@@ -63,23 +65,6 @@ def _example_flat(traced: TracedProgram, symbols: Mapping[sympy.Symbol, SymbolRa
     return out
 
 
-
-
-def output_names(out_spec: pytree.TreeSpec, n: int) -> list[str]:
-    """Readable output names: "output" for one tensor, "output_0".. for tuples, keys for dicts."""
-    tree = pytree.tree_unflatten(list(range(n)), out_spec)
-    names = []
-    for path, _ in pytree.tree_flatten_with_path(tree)[0]:
-        parts = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
-        if not parts:
-            names.append("output")
-        elif hasattr(path[0], "idx"):
-            names.append("_".join(["output", *parts]))
-        else:
-            names.append("_".join(parts))
-    return names
-
-
 def dims_text(dims: Sequence[Any]) -> tuple[int | str, ...]:
     return tuple(d if isinstance(d, int) else str(d) for d in dims)
 
@@ -121,13 +106,17 @@ def build_program(
         with torch.no_grad():
             outs = seg.module(*ins)
         env.update(zip(seg.outputs, outs))
+        stage_started(logger, f"export segment {seg.index} profile {index}")
         ep = export_segment(seg.module, ins, symbols)
-        logger.debug("build: exported segment %d for profile %d in %.2f s", seg.index, index, time.perf_counter() - start)
+        stage_done(logger, f"export segment {seg.index} profile {index}", time.perf_counter() - start)
         state = SegmentState(seg.kind, seg.inputs, seg.outputs, seg.ops, dict(seg.reasons))
         if seg.kind == "engine":
             label = f"segment {seg.index} profile {index} ({profile})"
+            start = time.perf_counter()
+            stage_started(logger, f"engine {label}")
             try:
                 state.engine = compile_engine(ep, settings, label)
+                stage_done(logger, f"engine segment {seg.index} profile {index}", time.perf_counter() - start)
             except CompilationError as e:
                 if settings.on_build_failure != "eager":
                     raise

@@ -68,6 +68,26 @@ def _device(name: str | None) -> str | None:
     return name
 
 
+def make_inputs(parsed: list[tuple[str, list[tuple[int, ...]], str]]) -> list[Any]:
+    """`--input` values (see `parse_input`) -> flexrt Inputs, in order; names must be unique."""
+    import torch
+
+    import flexrt
+
+    names = [name for name, _, _ in parsed]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UsageError(f"--input names must be unique; repeated: {', '.join(repeated)}")
+    inputs = []
+    for name, shapes, dtype in parsed:
+        dt = getattr(torch, dtype)
+        if len(shapes) == 1:
+            inputs.append(flexrt.Input(shape=shapes[0], dtype=dt, name=name))
+        else:
+            inputs.append(flexrt.Input(min_shape=shapes[0], opt_shape=shapes[1], max_shape=shapes[2], dtype=dt, name=name))
+    return inputs
+
+
 def inspect_artifact(args: argparse.Namespace) -> int:
     from flexrt.serialize.inspect import describe, render
 
@@ -86,20 +106,40 @@ def compile_model(args: argparse.Namespace) -> int:
 
     import flexrt
 
-    inputs = []
-    for name, shapes, dtype in args.input:
-        dt = getattr(torch, dtype)
-        if len(shapes) == 1:
-            inputs.append(flexrt.Input(shape=shapes[0], dtype=dt, name=name))
-        else:
-            inputs.append(flexrt.Input(min_shape=shapes[0], opt_shape=shapes[1], max_shape=shapes[2], dtype=dt, name=name))
+    inputs = make_inputs(args.input)
     precisions = {getattr(torch, PRECISIONS[p]) for p in args.precision or ["float32"]}
     model = factory().eval()
     if device is not None:
         model = model.to(device)
-    compiled = flexrt.compile(model, ir="dynamo", arg_inputs=inputs, enabled_precisions=precisions, device=device)
+    from flexrt.cli.progress import build_progress
+
+    with build_progress(args.verbose or args.debug):
+        compiled = flexrt.compile(model, ir="dynamo", arg_inputs=inputs, enabled_precisions=precisions, device=device)
     flexrt.save(compiled, args.output, arg_inputs=inputs)
     print(f"saved {args.output}")
+    return 0
+
+
+def export_onnx(args: argparse.Namespace) -> int:
+    """The model as ONNX over its --input ranges, and the TensorRT command lines for it."""
+    factory = _factory(args.model)
+    device = _device(args.device)
+    from flexrt.interop import onnx
+    from flexrt.spec import Profile
+
+    inputs = make_inputs(args.input)
+    model = factory().eval()
+    if device is not None:
+        model = model.to(device)
+    outputs = onnx.export_onnx(model, args.output, inputs, names=[i.name for i in inputs])
+    profile = Profile()
+    for spec in inputs:
+        profile[spec.name] = spec.range
+    print(f"saved {args.output} (inputs {', '.join(i.name for i in inputs)}; outputs {', '.join(outputs)})")
+    print("# on a machine with TensorRT:")
+    for line in onnx.trtexec_commands(args.output, [profile]):
+        print(line)
+    print(onnx.polygraphy_command(args.output, [profile]))
     return 0
 
 
@@ -107,8 +147,8 @@ def demo(args: argparse.Namespace) -> int:
     device = _device(args.device)
     if args.max_batch < 1:
         raise UsageError(f"--max-batch must be at least 1, got {args.max_batch}")
-    if args.embed_dim < 36 or args.embed_dim % 36:
-        raise UsageError(f"--embed-dim must be a positive multiple of 36, got {args.embed_dim}")
+    if args.embed_dim < 12 or args.embed_dim % 12:
+        raise UsageError(f"--embed-dim must be a positive multiple of 12 (the model splits it into 12 heads), got {args.embed_dim}")
     from flexrt.cli.demo import run
 
     run(device=device, max_batch=args.max_batch, embed_dim=args.embed_dim)

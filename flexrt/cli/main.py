@@ -1,4 +1,4 @@
-"""`flexrt inspect | compile | demo`: the argument parser, and the one place errors become exit codes.
+"""`flexrt inspect | compile | run | export-onnx | demo`: the argument parser, and the one place errors become exit codes.
 
 Nothing heavy is imported before the arguments are parsed (`flexrt --help` needs no torch); each
 command imports what it uses. Every user mistake is one line on stderr and exit code 2; `--debug`
@@ -13,7 +13,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from flexrt.cli import commands
+from flexrt.cli import commands, run
 from flexrt.errors import FlexrtError, UsageError
 
 EXIT_USAGE = 2
@@ -45,10 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(fn=commands.compile_model)
+    run.add_parser(sub)
+    p = sub.add_parser("export-onnx", help="write a model as ONNX with dynamic axes from its ranges, and print trtexec/polygraphy lines")
+    p.add_argument("model", help="MODULE:CALLABLE returning an nn.Module")
+    p.add_argument("--input", action="append", required=True, type=commands.parse_input,
+                   help="NAME=MIN/OPT/MAX[:dtype] or NAME=SHAPE[:dtype] (repeat per input)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
+    p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    p.set_defaults(fn=commands.export_onnx)
     p = sub.add_parser("demo", help="compile the seed's ExpandReshapeModel for batch 1..N and compare with eager")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--max-batch", type=int, default=32)
-    p.add_argument("--embed-dim", type=int, default=768, help="a multiple of 36 (the model splits it into 3 x 12 heads)")
+    p.add_argument("--embed-dim", type=int, default=768, help="a multiple of 12 (the model splits it into 12 heads)")
     p.set_defaults(fn=commands.demo)
     return parser
 

@@ -5,7 +5,6 @@ names them. Each normalises its arguments and hands them to the pipeline (`pipel
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -40,7 +39,7 @@ def compile_module(
 ) -> Any:
     """`flexrt.compile`: the Torch-TensorRT entry point (ir="default" | "dynamo" | "torch_compile")."""
     if ir == "ts" or ir == "torchscript":
-        raise InputSpecError("ir='ts' (TorchScript) is not supported: TorchScript is deprecated in PyTorch 2; use ir='dynamo'")
+        raise InputSpecError(f"ir={ir!r} (TorchScript) is not supported: TorchScript is deprecated in PyTorch 2; use ir='dynamo'")
     if ir == "torch_compile":
         from flexrt.backend import compile_with_torch_compile
 
@@ -53,9 +52,7 @@ def compile_module(
         raise InputSpecError(f"flexrt.compile expects a torch.nn.Module or an ExportedProgram, got {type(module).__name__}")
     flat = normalize_inputs(module.forward, inputs, arg_inputs, kwarg_inputs)
     settings, runtime = resolve_options(options, module_device(module), tensors_device((flat.args, flat.kwargs)))
-    start = time.perf_counter()
     traced, resolved = trace_module(module, flat, profiles, settings)
-    logger.debug("trace: %.2f s", time.perf_counter() - start)
     return finish(traced, resolved, settings, runtime)
 
 

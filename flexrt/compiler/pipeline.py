@@ -24,6 +24,7 @@ from flexrt.partition import PartitionPlan, partition
 from flexrt.runtime import CompiledModule, Engine
 from flexrt.settings import CompileSettings, RuntimeOptions, parse_options
 from flexrt.spec import Input, Profile, resolve_profiles, union_specs
+from flexrt.stage_log import stage_done, stage_started
 from flexrt.trace import FlatInputs, TracedProgram, bind, normalize_inputs, specs_from_exported, trace, user_input_nodes
 
 logger = logging.getLogger(__name__)
@@ -58,18 +59,20 @@ def build_from_traced(
     traced: TracedProgram, profiles: Sequence[Profile], settings: CompileSettings, runtime: RuntimeOptions | None = None
 ) -> tuple[Engine, torch.fx.GraphModule, PartitionPlan]:
     start = time.perf_counter()
+    stage_started(logger, "lower")
     gm = lower(traced.exported, settings)
-    logger.debug("lower: %.2f s", time.perf_counter() - start)
+    stage_done(logger, "lower", time.perf_counter() - start)
     start = time.perf_counter()
+    stage_started(logger, "partition")
     plan = partition(gm, settings)
-    logger.debug("partition: %.2f s, %d segment(s)", time.perf_counter() - start, len(plan.segments))
+    stage_done(logger, "partition", time.perf_counter() - start, f"{len(plan.segments)} segment(s)")
     if settings.dryrun:
         return None, gm, plan  # type: ignore[return-value]
     programs = []
     for k, prof in enumerate(profiles):
         start = time.perf_counter()
         programs.append(build_program(plan, traced, prof, k, settings))
-        logger.debug("build: profile %d built in %.1f s", k, time.perf_counter() - start)
+        stage_done(logger, f"build profile {k}", time.perf_counter() - start)
     inputs = [TensorSpec(b.name, b.spec.dtype, dims_text(b.dims), b.spec.format) for b in traced.inputs]
     state = EngineState(
         inputs, output_specs(gm, plan, traced.out_spec), list(profiles), programs, settings, traced.in_spec, traced.out_spec
@@ -83,7 +86,11 @@ def trace_module(
     resolved = resolve_profiles(flat.names, flat.specs, profiles)
     union = union_specs(flat.names, flat.specs, resolved)
     traced_flat = FlatInputs(flat.args, flat.kwargs, flat.names, union)
-    return trace(model, traced_flat, settings.device), resolved
+    start = time.perf_counter()
+    stage_started(logger, "trace")
+    traced = trace(model, traced_flat, settings.device)
+    stage_done(logger, "trace", time.perf_counter() - start)
+    return traced, resolved
 
 
 def bind_program(

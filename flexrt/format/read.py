@@ -20,7 +20,7 @@ import torch.utils._pytree as pytree
 from flexrt._version import __version__
 from flexrt.errors import ArtifactError
 from flexrt.format.archive import open_zip, read_member
-from flexrt.format.layout import FORMAT_VERSION, MAGIC, MANIFEST, torch_release
+from flexrt.format.layout import MAGIC, MANIFEST, WEIGHTS_FORMAT_VERSION, torch_release
 from flexrt.format.schema import validate_manifest
 from flexrt.ir import ArchiveRef, EngineBinary, EngineState, ProgramState, SegmentState, TensorSpec
 from flexrt.settings import CompileSettings, RuntimeOptions
@@ -53,10 +53,10 @@ def _parse_manifest(z: zipfile.ZipFile, path: str) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != MAGIC:
         raise ArtifactError(f"{path!r} is not a flexrt artifact (unknown manifest)")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version > WEIGHTS_FORMAT_VERSION:
         raise ArtifactError(
             f"{path!r} was written in artifact format {version!r} by flexrt {manifest.get('flexrt_version')!r}; this flexrt "
-            f"({__version__}) reads format {FORMAT_VERSION} and older: upgrade flexrt"
+            f"({__version__}) reads format {WEIGHTS_FORMAT_VERSION} and older: upgrade flexrt"
         )
     validate_manifest(manifest, path)
     listed = set(manifest["members"])
@@ -129,6 +129,13 @@ def _decode(path: str, what: str, fn: Callable[[], T]) -> T:
         raise ArtifactError(f"{path!r}: {what} cannot be read ({type(e).__name__}: {str(e)[:300]}); save the model again") from None
 
 
+def _tensors(path: str, what: str, blob: bytes, device: torch.device) -> dict[str, torch.Tensor]:
+    loaded = _decode(path, what, functools.partial(torch.load, io.BytesIO(blob), weights_only=True))
+    if not isinstance(loaded, dict) or not all(isinstance(n, str) and isinstance(t, torch.Tensor) for n, t in loaded.items()):
+        raise ArtifactError(f"{path!r}: {what} are not a dict of tensors; save the model again")
+    return {n: t.to(device) for n, t in loaded.items()}
+
+
 def _load_program(data: bytes) -> Any:
     return torch.export.load(io.BytesIO(data))
 
@@ -142,17 +149,13 @@ def _program(path: str, k: int, entry: dict[str, Any], manifest: dict[str, Any],
             kernels = {name.rsplit("/", 1)[1]: members[name] for name in seg.get("kernels", [])}
             origin = ArchiveRef(os.path.abspath(path), seg["member"], manifest["members"][seg["member"]]["sha256"])
             state.engine = EngineBinary(None, kernels, origin)
+            if seg.get("weights"):
+                state.weights = _tensors(path, f"the refitted weights of segment {i} of profile {k}", members[seg["weights"]], device)
         else:
             data = members[seg["member"]]
             state.program = _decode(path, f"PyTorch segment {i} of profile {k}", functools.partial(_load_program, data))
         segments.append(state)
-    constants: dict[str, torch.Tensor] = {}
-    if entry.get("constants"):
-        blob = members[entry["constants"]]
-        loaded = _decode(path, f"the constants of profile {k}", lambda: torch.load(io.BytesIO(blob), weights_only=True))
-        if not isinstance(loaded, dict) or not all(isinstance(n, str) and isinstance(t, torch.Tensor) for n, t in loaded.items()):
-            raise ArtifactError(f"{path!r}: the constants of profile {k} are not a dict of tensors; save the model again")
-        constants = {n: t.to(device) for n, t in loaded.items()}
+    constants = _tensors(path, f"the constants of profile {k}", members[entry["constants"]], device) if entry.get("constants") else {}
     known = set(entry["inputs"]) | set(constants)
     for i, seg in enumerate(entry["segments"]):
         missing = [n for n in seg["inputs"] if n not in known]

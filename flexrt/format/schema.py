@@ -2,8 +2,8 @@
 checked for consistency — so that a damaged or edited manifest is an `ArtifactError` naming the
 field, never a KeyError/TypeError from deep inside loading.
 
-Formats 1-3 are read: 3 keeps run-time options under "runtime"; 2 and 1 kept them in "settings"
-and "module".
+Formats 1-4 are read: 4 adds refitted weights per engine ("weights"); 3 keeps run-time options under
+"runtime"; 2 and 1 kept them in "settings" and "module".
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from flexrt.errors import ArtifactError
-from flexrt.format.layout import FORMAT_VERSION, MAGIC
+from flexrt.format.layout import MAGIC, WEIGHTS_FORMAT_VERSION
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # sizes are written by str(sympy expr); only symbols (s0, u3) and these functions may appear, since
@@ -97,6 +97,7 @@ class SegmentJson(_Strict):
     reasons: dict[str, str]
     member: Member
     kernels: list[Member] = []
+    weights: Member | None = None  # format 4: refitted weights applied over the engine's
 
 
 class ProgramJson(_Strict):
@@ -113,7 +114,7 @@ class MemberJson(_Strict):
 
 class Manifest(_Strict):
     format: Literal["flexrt-artifact"]
-    format_version: Annotated[int, Field(ge=1, le=FORMAT_VERSION)]
+    format_version: Annotated[int, Field(ge=1, le=WEIGHTS_FORMAT_VERSION)]
     flexrt_version: str
     torch_version: str
     python_version: str | None = None
@@ -187,6 +188,8 @@ def _check_program(k: int, program: ProgramJson, inputs: list[str], members: dic
             if seg.kind != "engine" or not name.startswith(stem) or name.count("/") != 2 or name not in members:
                 raise ValueError(f"{where}.segments.{i}.kernels: {name!r} is not a member in {stem}")
         _unique([n.rsplit("/", 1)[1] for n in seg.kernels], f"{where}.segments.{i}.kernels")
+        if seg.weights is not None and (seg.kind != "engine" or seg.weights not in members):
+            raise ValueError(f"{where}.segments.{i}.weights: {seg.weights!r} is not a member, or the segment is not an engine")
     if program.constants is not None and program.constants not in members:
         raise ValueError(f"{where}.constants: {program.constants!r} is not among the members")
     for j, (kind, value) in enumerate(program.outputs):

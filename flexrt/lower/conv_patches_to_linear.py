@@ -5,7 +5,7 @@ Why: a convolution whose windows tile the input without overlap is a GEMM after 
 rearrangement of the input. cuDNN's tensor-core kernels want input channels in multiples of 8; with
 an image's 3 channels it pads the input and picks a slow kernel: ViT-B/16's 16x16 stride-16 patch
 embedding took 64 us at batch 1 and 405 us plus 58 us of padding at batch 64 (H100, fp16;
-`benchmarks/results/probes/kernel_diff_vit.json`), for a product of K = 3*16*16 = 768, which cuBLAS
+`research/results/kernel_diff_vit.json`), for a product of K = 3*16*16 = 768, which cuBLAS
 runs in a few microseconds. TensorRT picks its convolution tactics by timing them; flexrt, which
 cannot, rewrites the case measured to be slow.
 

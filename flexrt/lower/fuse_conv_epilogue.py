@@ -4,7 +4,7 @@ Why: Inductor runs a convolution as cuDNN's kernel followed by its own pointwise
 BN/ReLU/add epilogue, which reads and writes every activation again. On ResNet-50 at batch 128
 (H100, fp16) those epilogue kernels were half the GPU time, and cuDNN's fused
 `cudnn_convolution_relu` / `cudnn_convolution_add_relu` ran its layers 1.05-2.35x faster than
-convolution plus epilogue (benchmarks/results/probes/conv_epilogue.json). TensorRT fuses them the
+convolution plus epilogue (research/results/conv_epilogue.json). TensorRT fuses them the
 same way.
 
 Rewrites `conv2d -> batch_norm(eval) [-> add(z)] -> relu` (each the only user of the one before,

@@ -3,9 +3,9 @@
 Why: Inductor runs `gelu(linear(x))` as a cuBLAS GEMM (bias in its epilogue) and then a Triton
 kernel that reads and writes the whole activation again. In a transformer's MLP that activation is
 4x the hidden width, and the GELU kernel was 10% of BERT's GPU time at sequence 512 and 16% of
-ViT-B/16's at batch 64 (H100, fp16; `benchmarks/results/probes/kernel_diff_vit.json`).
+ViT-B/16's at batch 64 (H100, fp16; `research/results/kernel_diff_vit.json`).
 cuBLASLt applies bias and GELU in the GEMM's epilogue (`aten._addmm_activation`): 4096x768x3072
-took 38.9 us against 52.7 us (`benchmarks/results/probes/gelu_epilogue.json`). TensorRT fuses
+took 38.9 us against 52.7 us (`research/results/gelu_epilogue.json`). TensorRT fuses
 GEMM and activation the same way.
 
 The epilogue computes GELU's tanh form on the float32 accumulator, rounding once. Against GELU

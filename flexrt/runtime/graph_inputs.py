@@ -4,7 +4,7 @@ copying into the graph's static inputs before each replay.
 Why: at small shapes a call is bound by the host, and the input copy was its largest step. On the
 H100 host, `Tensor.copy_` of a 0.6 MB input took 9.2-11.0 us of host time and a graph replay
 4.6-5.6 us; re-pointing the graph's own copy and replaying took 9.9 us against 17.3 us for
-`copy_` then replay (`benchmarks/results/probes/host_ops.json`).
+`copy_` then replay (`research/results/host_ops.json`).
 
 How: the graph is captured with `static <- input` (one memcpy per input) as its first work. After
 instantiation the memcpy node of each input is found by its source and destination addresses, and

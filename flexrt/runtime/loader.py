@@ -39,7 +39,7 @@ def promote_libstdcxx() -> None:
     On the GPU image (torch 2.11, g++ 13) the AOTI wrapper .so does not list libstdc++ as NEEDED,
     and its std::regex (parse_device_str, in the model constructor) then resolved locale facets
     inconsistently and segfaulted in std::codecvt<char16_t>::do_unshift in every fresh process
-    (cuda-gdb backtrace in benchmarks/probes/diagnose_aoti_crash.sh). LD_PRELOAD of libstdc++ fixed
+    (cuda-gdb backtrace in research/probes/diagnose_aoti_crash.sh). LD_PRELOAD of libstdc++ fixed
     it; promoting the already-loaded libstdc++ to RTLD_GLOBAL is the in-process equivalent.
     """
     try:

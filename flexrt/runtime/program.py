@@ -12,7 +12,7 @@ from flexrt.errors import ArtifactError
 from flexrt.ir.program import ProgramState, SegmentState
 from flexrt.ir.tensor_spec import TensorSpec
 from flexrt.runtime.engine_check import NARROWER, call_arity, cross_check
-from flexrt.runtime.loader import UNCHECKED, load_runner
+from flexrt.runtime.loader import CHECKED, UNCHECKED, load_runner
 from flexrt.spec import Profile
 from flexrt.tf32 import in_effect, tf32_policy
 
@@ -45,16 +45,23 @@ class _EngineSegment:
 
     def __init__(self, state: SegmentState, device: torch.device, allow_tf32: bool) -> None:
         assert state.engine is not None
-        self.runner, self.library = load_runner(state.engine, device)
         self.state = state
         self.device = device
-        arity = call_arity(self.runner)
-        if arity is not None and arity != (len(state.inputs), len(state.outputs)):
-            raise ArtifactError(
-                f"engine {_member(state)} takes {arity[0]} inputs and returns {arity[1]} outputs; the manifest says "
-                f"{len(state.inputs)} and {len(state.outputs)}: the manifest was edited or damaged, save the model again"
-            )
+        self.load(CHECKED)
         self.tf32 = allow_tf32 if device.type == "cuda" else None
+
+    def load(self, variant: str) -> None:
+        """(Re)load the runner from the CHECKED or UNCHECKED copy of the engine (see loader.Library)."""
+        assert self.state.engine is not None
+        self.runner, self.library = load_runner(self.state.engine, self.device, variant)
+        arity = call_arity(self.runner)
+        if arity is not None and arity != (len(self.state.inputs), len(self.state.outputs)):
+            raise ArtifactError(
+                f"engine {_member(self.state)} takes {arity[0]} inputs and returns {arity[1]} outputs; the manifest says "
+                f"{len(self.state.inputs)} and {len(self.state.outputs)}: the manifest was edited or damaged, save the model again"
+            )
+        if self.state.weights:  # refitted: every constant given, so a missing one is an error, not stale data
+            self.runner.update_constant_buffer(self.state.weights, False, True)
 
     def __call__(self, inputs: list[Any]) -> list[torch.Tensor]:
         inputs = [_dense(t) for t in inputs]
@@ -119,8 +126,7 @@ class Program:
             outcome = cross_check(seg.runner, seg.library, used, [profile[s.name] for s in used], seg.device,
                                   f"{where}, segment {i} ({_member(seg.state)})")
             if outcome == NARROWER:
-                assert seg.state.engine is not None
-                seg.runner, seg.library = load_runner(seg.state.engine, seg.device, UNCHECKED)
+                seg.load(UNCHECKED)
 
     @property
     def capturable(self) -> bool:

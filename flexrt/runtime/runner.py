@@ -4,7 +4,8 @@ Activating a runner creates its execution context (cheap: the engine is already 
 runners for several profiles of one engine can be switched on demand. Output tensors come from the
 engine's allocator or, on CUDA, are a per-shape graph's static buffers, not replayed while anything
 of them is still referenced; a later call never overwrites a tensor already returned unless the runner
-was made with zero_copy_outputs=True.
+was made with zero_copy_outputs=True. As Polygraphy's runners, `infer` returns NumPy arrays for a
+feed_dict of NumPy arrays and tensors when any input is a tensor.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from flexrt.errors import FlexrtError, InputSpecError
+from flexrt.runtime.arrays import is_numpy, to_numpy, to_tensor
 from flexrt.runtime.context import ExecutionContext
 from flexrt.runtime.engine import Engine
 
@@ -25,13 +27,28 @@ logger = logging.getLogger(__name__)
 
 
 class Runner:
-    """Runs one profile of an engine: `with Runner(engine, profile=1) as r: r.infer({"x": x})`."""
+    """Runs one profile of an engine: `with Runner(engine, profile=1) as r: r.infer({"x": x})`.
 
-    def __init__(self, engine: Engine, profile: int = 0, zero_copy_outputs: bool = False, name: str | None = None) -> None:
+    `optimization_profile=` is Polygraphy's name for `profile=` (TrtRunner's keyword), so its
+    scripts port unchanged.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        profile: int | None = None,
+        zero_copy_outputs: bool = False,
+        name: str | None = None,
+        optimization_profile: int | None = None,
+    ) -> None:
         if not isinstance(engine, Engine):
             raise InputSpecError(f"Runner expects a flexrt.Engine, got {type(engine).__name__}")
-        if not 0 <= profile < len(engine.profiles):
-            raise InputSpecError(f"profile {profile} does not exist; this engine has {len(engine.profiles)} profile(s)")
+        if profile is not None and optimization_profile is not None and profile != optimization_profile:
+            raise InputSpecError(
+                f"Runner: profile={profile} and optimization_profile={optimization_profile} disagree; give one of them"
+            )
+        profile = next((p for p in (profile, optimization_profile) if p is not None), 0)
+        self._check_profile(engine, profile)
         self.engine = engine
         self.profile = profile
         self.zero_copy_outputs = zero_copy_outputs
@@ -41,9 +58,27 @@ class Runner:
         self._last_shapes: list[tuple[int, ...]] | None = None
         self._last_time = 0.0
 
+    @staticmethod
+    def _check_profile(engine: Engine, profile: int) -> None:
+        if isinstance(profile, bool) or not isinstance(profile, int) or not 0 <= profile < len(engine.profiles):
+            raise InputSpecError(f"profile {profile!r} does not exist; this engine has {len(engine.profiles)} profile(s)")
+
     @property
     def is_active(self) -> bool:
         return self.context is not None
+
+    @property
+    def optimization_profile(self) -> int:
+        """Polygraphy's name for `profile`."""
+        return self.profile
+
+    def set_profile(self, index: int) -> None:
+        """Switch to another profile (TrtRunner.set_profile); an active runner gets that profile's context."""
+        self._check_profile(self.engine, index)
+        self.profile = index
+        if self.context is not None:
+            self.context = self.engine.create_execution_context(index)
+            self._last_shapes = None
 
     def activate(self) -> Runner:
         if self.context is None:
@@ -66,8 +101,9 @@ class Runner:
         return {s.name: (s.dtype, prof[s.name].min, prof[s.name].max) for s in self.engine.inputs}
 
     def infer(self, feed_dict: Mapping[str, Any], check_inputs: bool = True) -> dict[str, Any]:
-        """Run the profile on named inputs; returns {output name: tensor}. `check_inputs` is kept for
-        Polygraphy's signature: inputs are always checked, since an unchecked tensor can crash native code."""
+        """Run the profile on named inputs; returns {output name: tensor}, or NumPy arrays when every
+        input is a NumPy array (Polygraphy's convention). `check_inputs` is kept for Polygraphy's
+        signature: inputs are always checked, since an unchecked tensor can crash native code."""
         if self.context is None:
             raise FlexrtError(f"{self.name} is not active: use `with Runner(...) as runner:` or call activate() first")
         names = self.engine.input_names
@@ -78,7 +114,8 @@ class Runner:
                 f"{self.name}: inputs are {names}"
                 f"{'; missing ' + str(missing) if missing else ''}{'; unexpected ' + str(extra) if extra else ''}"
             )
-        flat = [feed_dict[n] for n in names]
+        numpy_out = all(is_numpy(feed_dict[n]) for n in names) and bool(names)
+        flat = [to_tensor(feed_dict[n], self.engine.device) for n in names]
         # check_inputs is Polygraphy's flag; inputs are checked either way (the context does it, a
         # steady stream of fitting shapes costs one lookup): unchecked tensors can crash native code
         self.context.check(flat, holder="runner")
@@ -89,6 +126,8 @@ class Runner:
         start = time.perf_counter()
         outs = self.context.run_checked(flat, zero_copy=self.zero_copy_outputs)
         self._last_time = time.perf_counter() - start
+        if numpy_out:
+            outs = [to_numpy(t) for t in outs]
         return dict(zip(self.engine.output_names, outs))
 
     def last_inference_time(self) -> float:

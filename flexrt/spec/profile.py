@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from flexrt.errors import InputSpecError
-from flexrt.spec.input import Input, ShapeRange
+from flexrt.spec.input import Input, ShapeRange, union_range
 
 
 class Profile(OrderedDict):
@@ -26,11 +26,21 @@ class Profile(OrderedDict):
         self[name] = ShapeRange.create(min, opt, max, f"Profile input {name!r}")
         return self
 
-    def fill_defaults(self, inputs: Iterable[Input]) -> Profile:
-        """Fill inputs this profile leaves out with their spec's own range (static inputs: their shape)."""
-        for spec in inputs:
-            if spec.name and spec.name not in self:
-                self[spec.name] = spec.range
+    def fill_defaults(self, network: Any, default_shape_value: int | None = None) -> Profile:
+        """Fill the inputs this profile leaves out (Polygraphy's `fill_defaults(network)`).
+
+        `network` is what flexrt has in place of a TensorRT network: an `Engine`, a `CompiledModule`
+        or an `Artifact` (each input gets the range the engine accepts, over all its profiles), or
+        `Input` specs (their own ranges). With `default_shape_value`, as in Polygraphy, a filled
+        input's dynamic dims are fixed to that value instead.
+        """
+        for name, r in _input_ranges(network):
+            if name in self:
+                continue
+            if default_shape_value is not None and not r.is_static:
+                shape = tuple(lo if lo == hi else default_shape_value for lo, hi in zip(r.min, r.max))
+                r = ShapeRange.static(shape, f"fill_defaults input {name!r}")
+            self[name] = r
         return self
 
     def __repr__(self) -> str:
@@ -51,8 +61,47 @@ class Profile(OrderedDict):
         return p
 
 
+def _input_ranges(network: Any) -> list[tuple[str, ShapeRange]]:
+    """(name, accepted range) per input of an Engine, anything holding one (`.engine`), or Input specs."""
+    engine = getattr(network, "engine", network)
+    if hasattr(engine, "profiles") and hasattr(engine, "input_names"):
+        return [(n, union_range([p[n] for p in engine.profiles])) for n in engine.input_names]
+    if isinstance(network, Iterable) and not isinstance(network, (str, Mapping)):
+        specs = list(network)
+        if all(isinstance(s, Input) for s in specs):
+            return [(s.name, s.range) for s in specs if s.name]
+    raise InputSpecError(
+        f"fill_defaults expects a flexrt Engine, CompiledModule, Artifact or a list of Inputs, got {type(network).__name__}"
+    )
+
+
+def input_profiles(names: Sequence[str], specs: Sequence[Input]) -> list[Profile] | None:
+    """Torch-TensorRT's per-Input `profiles=` zipped by index into flexrt Profiles; None if no Input has them.
+
+    Inputs with profiles must all give the same number; an input without takes its one range in every profile.
+    """
+    counts = {name: len(spec.profiles) for name, spec in zip(names, specs) if spec.profiles}
+    if not counts:
+        return None
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{n!r}: {c}" for n, c in counts.items())
+        raise InputSpecError(
+            f"Inputs give different numbers of profiles ({listed}); profile k of every Input forms optimization "
+            "profile k, so each Input with profiles= must give the same number"
+        )
+    count = next(iter(counts.values()))
+    return [
+        Profile({name: spec.profiles[k] if spec.profiles else spec.range for name, spec in zip(names, specs)})
+        for k in range(count)
+    ]
+
+
 def resolve_profiles(names: Sequence[str], specs: Sequence[Input], profiles: Sequence[Profile] | None) -> list[Profile]:
-    """Profiles keyed by input name; without any, one profile from the Input ranges."""
+    """Profiles keyed by input name: given, from the Inputs' `profiles=`, or one from the Input ranges."""
+    per_input = input_profiles(names, specs)
+    if per_input is not None and profiles:
+        raise InputSpecError("give profiles either on the Inputs (Input(profiles=[...])) or as profiles=[flexrt.Profile(...)], not both")
+    profiles = profiles or per_input
     if not profiles:
         p = Profile()
         for name, spec in zip(names, specs):
@@ -91,12 +140,9 @@ def union_specs(names: Sequence[str], specs: Sequence[Input], profiles: Sequence
     """One spec per input covering every profile: what the model is traced over."""
     out = []
     for name, spec in zip(names, specs):
-        ranges = [p[name] for p in profiles]
-        lo = tuple(min(r.min[d] for r in ranges) for d in range(spec.range.rank))
-        hi = tuple(max(r.max[d] for r in ranges) for d in range(spec.range.rank))
-        opt = tuple(min(max(o, a), b) for o, a, b in zip(ranges[0].opt, lo, hi))
+        r = union_range([p[name] for p in profiles])
         out.append(
-            Input(min_shape=lo, opt_shape=opt, max_shape=hi, dtype=spec.dtype, format=spec.format, name=name,
+            Input(min_shape=r.min, opt_shape=r.opt, max_shape=r.max, dtype=spec.dtype, format=spec.format, name=name,
                   tensor_domain=spec.tensor_domain)
         )
     return out

@@ -50,6 +50,8 @@ def test_dynamo_compile_with_tensors_uses_the_programs_ranges(seq_len_program):
 def test_ir_names():
     with pytest.raises(InputSpecError, match=r"ir='ts'.*use ir='dynamo'"):
         flexrt.compile(_tiny(), ir="ts", inputs=[TINY])
+    with pytest.raises(InputSpecError, match=r"ir='torchscript' \(TorchScript\)"):  # names what the user wrote
+        flexrt.compile(_tiny(), ir="torchscript", inputs=[TINY])
     with pytest.raises(InputSpecError, match=r"unknown ir='fx'"):
         flexrt.compile(_tiny(), ir="fx", inputs=[TINY])
 
@@ -59,16 +61,22 @@ def test_default_ir_logging_and_eager_fallback(caplog):
     with caplog.at_level(logging.DEBUG, logger="flexrt"):
         m = flexrt.compile(model, inputs=[TINY], on_out_of_range="eager")
     stages = caplog.text
-    for stage in ("trace:", "lower:", "partition:", "build:", "engine segment 0 profile 0"):
+    for stage in ("trace:", "lower:", "partition:", "export segment 0 profile 0:", "engine segment 0 profile 0:",
+                  "build profile 0:"):
         assert stage in stages, stage
     info = [r for r in caplog.records if r.levelno == logging.INFO and r.name.startswith("flexrt")]
-    assert len(info) == 1 and "built in" in info[0].getMessage()
+    steps = [r.stage for r in info if hasattr(r, "stage")]
+    assert steps == ["trace", "lower", "partition", "export segment 0 profile 0", "engine segment 0 profile 0",
+                     "build profile 0"], steps
+    assert all(r.seconds >= 0 for r in info if hasattr(r, "stage"))
+    assert sum("built in" in r.getMessage() or "reused from cache" in r.getMessage() for r in info) == 1
     sweep(m, model, [TINY])
     x = torch.randn(9, 6)  # outside [1, 4]: runs the PyTorch graph with a warning
     with caplog.at_level(logging.WARNING, logger="flexrt"):
         with torch.no_grad():
             assert_matches(m(x), model(x))
-    assert "on_out_of_range='eager'" in caplog.text
+    assert "as on_out_of_range='eager' asks" in caplog.text
+    assert "or pass on_out_of_range" not in caplog.text  # no advice to pass the option already passed
 
 
 def test_build_policy_adds_a_profile_for_the_new_shape(caplog):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from helpers import assert_matches
@@ -111,6 +112,42 @@ def test_engine_save_load_and_serialize(engine, model, tmp_path):
         with torch.no_grad():
             assert_matches(r.infer({"x": x})["output"], model(x))
             assert_matches(r2.infer({"x": x[:5]})["output"], model(x[:5]))
+
+
+def test_runner_takes_polygraphys_keyword_and_numpy(engine, model):
+    """TrtRunner(engine, optimization_profile=1) ports as is; NumPy in gives NumPy out, tensors in give tensors."""
+    runner = flexrt.Runner(engine, optimization_profile=1)
+    assert runner.profile == runner.optimization_profile == 1
+    with runner:
+        x = np.random.default_rng(0).standard_normal((6, 3, 28, 28), dtype=np.float32)
+        out = runner.infer({"x": x})["output"]
+        assert isinstance(out, np.ndarray) and out.shape == (6, 10)
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x))
+        assert_matches(torch.from_numpy(out), ref)
+        assert isinstance(runner.infer({"x": torch.from_numpy(x)})["output"], torch.Tensor)
+        runner.set_profile(2)
+        x = torch.randn(128, 3, 28, 28)
+        with torch.no_grad():
+            assert_matches(runner.infer({"x": x})["output"], model(x))
+        with pytest.raises(InputSpecError, match=r"dtype|float64"):
+            runner.infer({"x": np.zeros((128, 3, 28, 28))})
+    with pytest.raises(InputSpecError, match=r"profile=0 and optimization_profile=2 disagree"):
+        flexrt.Runner(engine, profile=0, optimization_profile=2)
+    with pytest.raises(InputSpecError, match=r"profile 5 does not exist"):
+        runner.set_profile(5)
+
+
+def test_fill_defaults_from_an_engine_or_compiled_module(engine):
+    """Polygraphy's fill_defaults(network): missing inputs get the range the engine accepts."""
+    p = flexrt.Profile().fill_defaults(engine)
+    assert (p["x"].min, p["x"].opt, p["x"].max) == ((1, 3, 28, 28), (1, 3, 28, 28), (128, 3, 28, 28))
+    fixed = flexrt.Profile().fill_defaults(flexrt.CompiledModule(engine), default_shape_value=4)
+    assert fixed["x"].min == fixed["x"].max == (4, 3, 28, 28)
+    kept = flexrt.Profile().add("x", min=(2, 3, 28, 28), opt=(2, 3, 28, 28), max=(3, 3, 28, 28)).fill_defaults(engine)
+    assert kept["x"].max == (3, 3, 28, 28)
+    with pytest.raises(InputSpecError, match=r"fill_defaults expects a flexrt Engine"):
+        flexrt.Profile().fill_defaults(42)
 
 
 @pytest.mark.parametrize(

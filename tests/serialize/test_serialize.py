@@ -230,7 +230,7 @@ def test_checksum_future_format_other_torch_and_cuda_artifacts(saved, tmp_path):
 
 
 def test_failed_save_leaves_the_old_file_intact(zoo, saved, tmp_path, monkeypatch):
-    import flexrt.serialize as ser
+    import flexrt.format.write as writer
 
     target = str(tmp_path / "keep.ep")
     with open(saved, "rb") as f:
@@ -242,7 +242,7 @@ def test_failed_save_leaves_the_old_file_intact(zoo, saved, tmp_path, monkeypatc
         f.write(b"PK partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(ser, "_write_zip", explode)
+    monkeypatch.setattr(writer, "write_zip", explode)
     with pytest.raises(OSError, match="disk full"):
         flexrt.save(zoo("expand_reshape").module, target)
     assert open(target, "rb").read() == original

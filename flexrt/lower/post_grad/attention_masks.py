@@ -5,7 +5,7 @@ Why: Inductor keeps a cheap elementwise result unmaterialised and recomputes it 
 for an extern kernel such as cuDNN attention, each call then gets its own copy. BERT's 12 layers
 read one additive mask (one node after `cse`), and Inductor still wrote 12 [batch, 1, seq, seq]
 copies per call: 107 us of 1907 us of kernels at sequence 512 with dynamic shapes (H100, fp16;
-`benchmarks/results/probes/kernel_diff_bert_gelu_epilogue.json`). Routing the calls through
+`research/results/kernel_diff_bert_gelu_epilogue.json`). Routing the calls through
 Inductor's `inductor_force_stride_order` (with the mask's own strides, the layout attention asks
 of it) makes Inductor write one buffer, which every call then takes as it is.
 """

@@ -2,7 +2,7 @@
 [batch, 1, seq, seq] buffer (Inductor's post-grad graph, every engine).
 
 Why: at sequence 512 cuDNN took 35.8 us per BERT layer with the dense bias and 30.7 us with the
-row expanded (H100, fp16, `benchmarks/results/probes/attention_mask.json`): about 60 us a call.
+row expanded (H100, fp16, `research/results/attention_mask.json`): about 60 us a call.
 Inductor's layout rule for SDPA (`sdpa_constraint`) keeps a broadcast mask only where every stride
 is provably a multiple of 8, and a row of a dynamic sequence length S has stride S, so Inductor
 writes the mask out dense. Here the row goes into a buffer padded to 8 * ceil(S / 8) keys and is

@@ -4,7 +4,7 @@ Why: `scaled_dot_product_attention` converts a boolean mask to an additive one i
 BERT's 12 layers share one mask, so after decomposition Inductor's graph holds 12 identical
 `where(mask, 0, -65504)` nodes, and Inductor wrote 12 copies of the [batch, 1, seq, seq] mask on
 every call: 107 us of 1907 us of kernels at sequence 512 with dynamic shapes (H100, fp16;
-`benchmarks/results/probes/kernel_diff_bert_gelu_epilogue.json`). Inductor runs no
+`research/results/kernel_diff_bert_gelu_epilogue.json`). Inductor runs no
 common-subexpression elimination on its post-grad graph; this pass does (`post_grad.py`). One
 node is not yet one buffer: `attention_masks.py` does the rest.
 

@@ -1,5 +1,5 @@
 """A row-constant attention mask handed to cuDNN attention as one padded row expanded over the
-queries (`flexrt/engine/broadcast_masks.py`): which masks the graph proves row-constant, that the
+queries (`flexrt/lower/post_grad/broadcast_masks.py`): which masks the graph proves row-constant, that the
 rewritten graph gives attention the same mask at every sequence length, and an engine whose
 layers read such a mask, against eager."""
 

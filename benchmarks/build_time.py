@@ -1,0 +1,198 @@
+"""Where a first build's time goes: each build variant in a fresh process with cold caches, phase
+by phase, with a profile of the whole build.
+
+    python -m benchmarks.build_time --models expand_reshape,resnet50 --out DIR [--smoke] [--device cuda]
+
+Variants, each in its own process (the fixed cost of a first build is the point):
+  flexrt        flexrt.compile over the case's range, one profile; cold Inductor and flexrt caches
+  flexrt_3p     the same range split into three profiles (min..opt/2, ..opt, ..max)
+  flexrt_warm   flexrt again in a new process, with the engine cache the `flexrt` run left on disk
+  torch_compile torch.compile default, first call at opt (the compile a user waits for)
+  aoti          one AOTInductor package over the range (torch.export + aoti_compile_and_package + load)
+Every variant's time includes the first call at each measured shape (and the second, where CUDA
+graphs capture), as `benchmarks.bench` counts build time. Phases come from flexrt's own stage
+timings (logged with `extra={"stage": ..., "seconds": ...}`), the rest from cProfile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import logging
+import os
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+VARIANTS = ("flexrt", "flexrt_3p", "flexrt_warm", "torch_compile", "aoti")
+# Inductor settings tried on top of a flexrt variant, named after a "+" (e.g. flexrt+isa+pch)
+KNOBS: dict[str, dict[str, Any]] = {
+    "isa": {"cpp.vec_isa_ok": False},  # no CPU vector-ISA probe compiles (a CUDA engine has no CPU kernels)
+    "pch": {"aot_inductor.precompile_headers": False},  # no precompiled header built for the wrapper
+    "o0": {"aot_inductor.compile_wrapper_opt_level": "O0"},  # the wrapper's host code at -O0
+}
+# cProfile entries worth naming in the breakdown (cumulative seconds), by qualified name fragment
+WATCH = {
+    "torch.export": "export.py:.*\\(export\\)|_trace.py:.*\\(_export\\)",
+    "inductor codegen": "compile_fx.py:.*\\(fx_codegen_and_compile\\)",
+    "C++ wrapper compile": "cpp_builder.py:.*\\(build\\)",
+    "triton kernel compile": "async_compile.py:.*\\(wait\\)|triton_heuristics.py:.*\\(precompile\\)",
+    "autotune": "select_algorithm.py:.*\\(__call__\\)|triton_heuristics.py:.*\\(autotune_to_one_config\\)",
+    "compile workers start": "async_compile.py:.*\\(warm_pool\\)|compile_worker.*\\(__init__\\)",
+    "engine load": "loader.py:.*\\(load_runner\\)",
+    "cuda graph capture": "cuda_graphs.py:.*\\(_capture\\)",
+}
+
+
+class _StageLog(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.stages: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if hasattr(record, "stage"):
+            self.stages.append({"stage": record.stage, "seconds": round(record.seconds, 3)})  # type: ignore[attr-defined]
+
+
+def _profile_rows(prof: cProfile.Profile) -> dict[str, Any]:
+    import re
+
+    stats = pstats.Stats(prof)
+    rows = {}
+    for (file, line, fn), (_cc, _nc, _tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        rows[f"{file}:{line}({fn})"] = ct
+    watched = {}
+    for label, pattern in WATCH.items():
+        hits = [ct for key, ct in rows.items() if re.search(pattern, key)]
+        watched[label] = round(max(hits), 3) if hits else None  # outermost (largest cumulative) entry
+    top = sorted(((k, v) for k, v in rows.items() if "site-packages" in k or "flexrt" in k), key=lambda kv: -kv[1])[:40]
+    return {"watched_cumulative_s": watched, "top_cumulative_s": [[k.split("site-packages/")[-1], round(v, 3)] for k, v in top]}
+
+
+def _child(variant: str, model_name: str, smoke: bool, device_name: str, cache_dir: str) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    import torch
+
+    import flexrt
+    from benchmarks.models import get_case
+
+    import_s = time.perf_counter() - t0
+    handler = _StageLog()
+    logging.getLogger("flexrt").addHandler(handler)
+    logging.getLogger("flexrt").setLevel(logging.DEBUG)
+    dev = torch.device(device_name)
+    case = get_case(model_name, smoke)
+    dtype = case.dtype if dev.type == "cuda" else torch.float32
+    torch.manual_seed(0)
+    model = case.build().eval().to(device=dev, dtype=dtype)
+    sizes = case.shapes()
+    inputs = {s: case.make_inputs(s, dev, seed=s) for s in sizes}
+    if dtype != case.dtype:
+        inputs = {s: tuple(t.to(dtype) if t.is_floating_point() else t for t in v) for s, v in inputs.items()}
+    base, *knobs = variant.split("+")
+    for knob in knobs:
+        for key, value in KNOBS[knob].items():
+            section, _, name = key.rpartition(".")
+            setattr(getattr(torch._inductor.config, section) if section else torch._inductor.config, name, value)
+    variant = base
+    prof = cProfile.Profile()
+    start = time.perf_counter()
+    prof.enable()
+    with torch.no_grad():
+        if variant.startswith("flexrt"):
+            options: dict[str, Any] = {"enabled_precisions": {dtype}, "cache_dir": cache_dir}
+            if variant == "flexrt_3p":
+                mid = max(case.lo + 1, case.opt // 2)
+                bounds = [(case.lo, mid), (mid + 1, case.opt), (case.opt + 1, case.hi)]
+                profiles = []
+                for lo, hi in bounds:
+                    p = flexrt.Profile()
+                    for d in case.inputs:
+                        p.add(d.name, min=d.shape(lo), opt=d.shape(hi), max=d.shape(hi))
+                    profiles.append(p)
+                options["profiles"] = profiles
+            fn = flexrt.compile(model, ir="dynamo", arg_inputs=case.flexrt_inputs(), **options)
+        elif variant == "torch_compile":
+            fn = torch.compile(model)
+        else:
+            ep = torch.export.export(model, inputs[case.opt], dynamic_shapes=case.export_dims())
+            from flexrt.runtime.loader import promote_libstdcxx
+
+            promote_libstdcxx()  # without it, a fresh process crashed loading a package on the GPU image
+            with tempfile.TemporaryDirectory() as tmp:
+                path = torch._inductor.aoti_compile_and_package(ep, package_path=os.path.join(tmp, "m.pt2"))
+                fn = torch._inductor.aoti_load_package(path)
+        compile_s = time.perf_counter() - start
+        first_calls = {}
+        for s in [case.opt] + [s for s in sizes if s != case.opt]:
+            t = time.perf_counter()
+            for _ in range(2):  # the second call captures a CUDA graph where the variant uses them
+                fn(*inputs[s])
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            first_calls[str(s)] = round(time.perf_counter() - t, 3)
+    prof.disable()
+    total = time.perf_counter() - start
+    from torch._dynamo.utils import compilation_time_metrics
+
+    inductor = {k: round(sum(v), 3) for k, v in compilation_time_metrics.items() if sum(v) >= 0.05}
+    return {
+        "inductor_timed_s": dict(sorted(inductor.items(), key=lambda kv: -kv[1])[:40]),
+        "variant": "+".join([variant, *knobs]), "model": model_name, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "torch": torch.__version__, "flexrt": flexrt.__version__, "import_s": round(import_s, 3),
+        "compile_s": round(compile_s, 3), "first_calls_s": first_calls, "total_s": round(total, 3),
+        "stages": handler.stages, **_profile_rows(prof),
+    }
+
+
+def run(models: list[str], variants: list[str], smoke: bool, device: str, out: Path) -> list[dict[str, Any]]:
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for model in models:
+        caches: dict[str, str] = {}
+        for variant in variants:
+            # each variant builds with an empty engine cache; flexrt_warm reuses the one flexrt filled
+            owner = "flexrt" if variant.startswith("flexrt_warm") else variant
+            cache = caches.setdefault(owner, tempfile.mkdtemp(prefix="flexrt-build-cache-"))
+            inductor = tempfile.mkdtemp(prefix="inductor-")  # cold Inductor cache for every variant alike
+            env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": inductor, "PYTHONUNBUFFERED": "1"}
+            cmd = [sys.executable, "-m", "benchmarks.build_time", "--child", variant, "--models", model,
+                   "--device", device, "--cache", cache] + (["--smoke"] if smoke else [])
+            start = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+            wall = time.perf_counter() - start
+            if proc.returncode != 0:
+                row = {"variant": variant, "model": model, "error": proc.stderr[-3000:], "process_s": round(wall, 1)}
+            else:
+                row = {**json.loads(proc.stdout.strip().splitlines()[-1]), "process_s": round(wall, 1)}
+            results.append(row)
+            print(f"{model:16s} {variant:14s} process {wall:6.1f} s  compile {row.get('compile_s', '-')} s  "
+                  f"total {row.get('total_s', '-')} s", flush=True)
+            (out / f"build_time_{model}.json").write_text(json.dumps([r for r in results if r["model"] == model], indent=1))
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="expand_reshape")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--out", default="benchmarks/results/build")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--cache", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(_child(args.child, args.models, args.smoke, args.device, args.cache)))
+        return 0
+    run(args.models.split(","), args.variants.split(","), args.smoke, args.device, Path(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
