@@ -177,6 +177,12 @@ def inductor_configs(settings: CompileSettings, ep: ExportedProgram | None = Non
         "always_keep_tensor_constants": True,
         "post_grad_custom_pre_pass": PostGradPasses(settings),
     }
+    import torch._inductor.config as inductor_config  # loaded by the import above; named for clarity
+
+    if hasattr(inductor_config.aot_inductor, "check_lowerbound"):
+        # the engine's own input checks (switched on at load: runtime/engine_check.py) must accept
+        # every size a profile allows; export's lower bound of 2 on dynamic dims is not one of them
+        cfg["aot_inductor.check_lowerbound"] = False
     if settings.device.type == "cuda":
         cfg["aot_inductor.embed_kernel_binary"] = True
         # A CUDA engine's kernels are Triton's, its C++ is launch code: it needs no CPU vector ISA.

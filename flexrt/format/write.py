@@ -124,6 +124,20 @@ def write_zip(f: Any, manifest: dict[str, Any], members: Mapping[str, bytes]) ->
             z.writestr(name, data, compress_type=zipfile.ZIP_STORED)
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask sets it, racing other threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_artifact(
     path: str | os.PathLike[str], state: EngineState, runtime: RuntimeOptions | None = None, source: Any = None
 ) -> None:
@@ -133,8 +147,15 @@ def write_artifact(
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise ArtifactError(f"cannot save to {path!r}: folder {folder!r} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".flexrt-", suffix=".tmp")
+    if os.path.isdir(path):
+        raise ArtifactError(f"cannot save to {path!r}: it is a folder; give the artifact a file name (e.g. {os.path.join(path, 'model.ep')!r})")
     try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".flexrt-", suffix=".tmp")
+    except PermissionError:
+        raise ArtifactError(f"cannot save to {path!r}: no permission to write in {folder!r}") from None
+    try:
+        # mkstemp creates the file 0600 and the rename keeps that: give it a normal file's mode
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             write_zip(f, manifest, members)
             f.flush()

@@ -140,7 +140,7 @@ class CompiledModule(torch.nn.Module):
         if not self._warned_grad and torch.is_grad_enabled() and any(t.requires_grad for t in flat):
             logger.warning("flexrt engines are inference-only: outputs carry no gradient (wrap calls in torch.no_grad())")
             self._warned_grad = True
-        outs = self.contexts[profile].execute(flat)
+        outs = self.contexts[profile].run_checked(flat)
         return outs[0] if self._single_output else pytree.tree_unflatten(outs, self.out_spec)
 
     def _out_of_range(self, args: tuple[Any, ...], kwargs: dict[str, Any], flat: list[Any], shapes: list[Any]) -> Any:
@@ -156,7 +156,7 @@ class CompiledModule(torch.nn.Module):
             with self._lock:
                 profile = self._add_static_profile(flat)
             object.__setattr__(self, "current", profile)
-            return pytree.tree_unflatten(self.contexts[profile].execute(flat), self.out_spec)
+            return pytree.tree_unflatten(self.contexts[profile].run_checked(flat), self.out_spec)
         raise self.engine.checker.out_of_range(shapes)
 
     def _add_static_profile(self, flat: list[Any]) -> int:
