@@ -66,10 +66,11 @@ def real_backend(gm, example_inputs, **kwargs):
 
 PROBE = '''
 import importlib.metadata, torch, torch._dynamo
-from torch._dynamo.backends.registry import lookup_backend, register_backend
+from torch._dynamo.backends.registry import _COMPILER_FNS, lookup_backend, register_backend
 from flexrt.backend import register
 register()
-assert "tensorrt" not in torch._dynamo.list_backends(exclude_tags=()), "flexrt took a name torch_tensorrt owns"
+# registered, not merely declared: list_backends also names installed entry points it has not loaded
+assert "tensorrt" not in _COMPILER_FNS, "flexrt took a name torch_tensorrt owns"
 for name in ("tensorrt", "torch_tensorrt"):
     # dynamo's lookup of an entry point it has not loaded: load, then register_backend under the name
     fn = importlib.metadata.EntryPoint(name, "flexrt.backend_alias:" + name, "torch_dynamo_backends").load()
