@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import sys
+import tempfile
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
@@ -42,23 +43,42 @@ _ENV_LOCK = threading.Lock()
 _VERIFIED: dict[tuple[Any, ...], str] = {}  # (library, device, description) -> outcome of the cross-check
 
 
+class _Messages:
+    """What the engine printed on stderr since the last read: AOTInductor prints each input-check
+    error it raises, and some torch releases (2.11) put only a generic "API call failed" in the
+    exception, so the check's own words are read from here."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.offset = 0
+
+    def since_last(self) -> str:
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        self.offset += len(data)
+        return data.decode(errors="replace")
+
+
 @contextlib.contextmanager
-def _checking() -> Iterator[None]:
-    """AOTI_RUNTIME_CHECK_INPUTS set, and the engine's messages for refused probes (it prints each
-    error it raises) kept off stderr, for the few microseconds of the probes."""
+def _checking() -> Iterator[_Messages]:
+    """AOTI_RUNTIME_CHECK_INPUTS set, and the engine's messages for refused probes captured off
+    stderr, for the few microseconds of the probes."""
     with _ENV_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # complex32 is "experimental"
         old = os.environ.get(CHECK_ENV)
         os.environ[CHECK_ENV] = "1"
         sys.stderr.flush()
         saved = os.dup(2)
+        fd, path = tempfile.mkstemp(prefix="flexrt-engine-check-")
         try:
-            with open(os.devnull, "wb") as null:
-                os.dup2(null.fileno(), 2)
-            yield
+            os.dup2(fd, 2)
+            yield _Messages(path)
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+            os.close(fd)
+            os.unlink(path)
             if old is None:
                 del os.environ[CHECK_ENV]
             else:
@@ -85,12 +105,18 @@ def _switch_on_checks(runner: Any, library: Library, num_inputs: int, device: to
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # complex32 is "experimental"
         trigger = [torch.zeros((), dtype=_TRIGGER_DTYPE, device=device)] * num_inputs
-    with _checking():
+    with _checking() as messages:
         try:
             runner.run(trigger)
         except RuntimeError as e:
-            if "input_handles[0]: unmatched dtype" not in str(e):
-                raise ArtifactError(f"an engine refused its first call unexpectedly ({e}); the file is damaged") from None
+            said = f"{e} {messages.since_last()}"
+            if "input_handles[0]: unmatched dtype" not in said:
+                # the engine's answer cannot be read here: leave its checks off rather than refuse a
+                # file that may be sound (flexrt's own per-call checks stay in force)
+                logger.warning("an engine's input checks could not be switched on (%s); loading it without them",
+                               " ".join(said.split())[:300])
+                library.record_runtime_checks(False)
+                return
         else:
             if num_inputs:
                 raise ArtifactError("an engine ran on inputs of a dtype no engine takes; the file is damaged or edited")
@@ -107,6 +133,7 @@ def _probe(specs: Sequence[TensorSpec], shapes: Sequence[tuple[int, ...]], k: in
 
 
 CHECKED_OK, NARROWER, NOT_CHECKED = "checked", "narrower", "not checked"
+_UNREADABLE = "unreadable: "  # the engine refused a probe without saying which check: no verdict either way
 
 
 def cross_check(runner: Any, library: Library, specs: Sequence[TensorSpec], ranges: Sequence[ShapeRange],
@@ -123,30 +150,36 @@ def cross_check(runner: Any, library: Library, specs: Sequence[TensorSpec], rang
     # library is probed once per description, not once per load.
     key = (library.key, str(device), tuple((s.dtype, s.dims, r.opt, r.max) for s, r in zip(specs, ranges)))
     if key not in _VERIFIED:
-        with _checking():
-            _VERIFIED[key] = _cross_check(runner, specs, ranges, device, where)
+        with _checking() as messages:
+            _VERIFIED[key] = _cross_check(runner, specs, ranges, device, where, messages)
     return _VERIFIED[key]
 
 
 def _refusal(runner: Any, specs: Sequence[TensorSpec], shapes: Sequence[tuple[int, ...]], k: int,
-             device: torch.device) -> str | None:
+             device: torch.device, messages: _Messages) -> str | None:
     """The engine's complaint about input k at shapes[k] (inputs before it at shapes[:k]), or None."""
     passed = (f"input_handles[{k}]: unmatched stride", f"input_handles[{k}]: unmatched device", f"input_handles[{k + 1}]:")
     try:
         runner.run(_probe(specs, shapes, k, device))
     except RuntimeError as e:
-        message = str(e).strip()
+        message = " ".join(f"{e} {messages.since_last()}".split())
+        if "input_handles[" not in message:
+            return _UNREADABLE + message[:300]
         return None if any(p in message for p in passed) else message
     return "the engine ran on a probe it should have refused"
 
 
 def _cross_check(runner: Any, specs: Sequence[TensorSpec], ranges: Sequence[ShapeRange], device: torch.device,
-                 where: str) -> str:
+                 where: str, messages: _Messages) -> str:
     opts = [r.opt for r in ranges]
     for k, spec in enumerate(specs):
         if not ranges[k].max and k == len(specs) - 1:
             continue  # a last 0-d input: nothing fails after its checks
-        refused = _refusal(runner, specs, opts, k, device)
+        refused = _refusal(runner, specs, opts, k, device, messages)
+        if refused is not None and refused.startswith(_UNREADABLE):
+            logger.warning("%s: the engine's input checks gave no readable answer (%s); serving it without them",
+                           where, refused.removeprefix(_UNREADABLE))
+            return NARROWER
         if refused is not None:
             raise ArtifactError(
                 f"{where}: the engine does not take input {spec.name!r} as the manifest describes it "
@@ -156,7 +189,9 @@ def _cross_check(runner: Any, specs: Sequence[TensorSpec], ranges: Sequence[Shap
     for k, spec in enumerate(specs):
         if ranges[k].max == ranges[k].opt:
             continue
-        refused = _refusal(runner, specs, opts, k, device) or _refusal(runner, specs, [*opts[:k], ranges[k].max, *opts[k + 1:]], k, device)
+        refused = _refusal(runner, specs, opts, k, device, messages) or _refusal(
+            runner, specs, [*opts[:k], ranges[k].max, *opts[k + 1:]], k, device, messages
+        )
         if refused is not None:
             # Inductor may narrow a range while it compiles (seen: batch <= 15 in an engine exported
             # for 1..32 that serves 32 correctly); its checks would refuse what the profile serves
