@@ -219,7 +219,7 @@ def build_program(
         with torch.no_grad():
             outs = seg.module(*ins)
         env.update(zip(seg.outputs, outs))
-        ep = export_segment(seg.module, ins, symbols)
+        ep = export_segment(seg.module, ins, symbols, traced.size_oblivious)
         logger.debug("build: exported segment %d for profile %d in %.2f s", seg.index, index, time.perf_counter() - start)
         state = SegmentState(seg.kind, seg.inputs, seg.outputs, seg.ops, seg.reasons)
         if seg.kind == "engine":
