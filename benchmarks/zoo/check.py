@@ -1,0 +1,95 @@
+"""Compile one zoo model with flexrt and check it against eager at five shapes, three calls each.
+
+The calls at a shape: the first, a second with the same tensors (on CUDA the engine captures a CUDA
+graph there), and a third with freshly allocated random inputs (a replay at new addresses). Each is
+compared with the float32 eager model on the same inputs: relative L2 error of every float output.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+
+from benchmarks.zoo.spec import ZooModel
+
+logger = logging.getLogger(__name__)
+
+
+def leaves(out: Any) -> list[torch.Tensor]:
+    """Every tensor of a model output (transformers' ModelOutput is a pytree node)."""
+    if hasattr(out, "to_tuple"):
+        out = out.to_tuple()
+    return [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+
+
+def max_rel_error(out: Any, ref: Any) -> float:
+    """Largest relative L2 error over the outputs (inf on a shape or count mismatch, or non-finite output)."""
+    a, b = leaves(out), leaves(ref)
+    if len(a) != len(b):
+        return float("inf")
+    worst = 0.0
+    for x, y in zip(a, b):
+        if x.shape != y.shape:
+            return float("inf")
+        if not (x.is_floating_point() or y.is_floating_point()):
+            worst = max(worst, 0.0 if torch.equal(x.cpu(), y.cpu()) else float("inf"))
+            continue
+        x, y = x.detach().float().cpu(), y.detach().float().cpu()
+        finite = torch.isfinite(y)
+        if not bool(torch.isfinite(x[finite]).all()):
+            return float("inf")
+        err = float((x[finite] - y[finite]).norm() / y[finite].norm().clamp_min(1e-12))
+        worst = max(worst, err)
+    return worst
+
+
+def to_float32(values: Any) -> Any:
+    return pytree.tree_map(lambda t: t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t, values)
+
+
+def compile_flexrt(entry: ZooModel, model: torch.nn.Module, dtype: torch.dtype, smoke: bool,
+                   device: torch.device) -> tuple[Any, float, dict[str, Any]]:
+    """flexrt.compile over the entry's ranges: the module, the build seconds and the partition summary."""
+    import flexrt
+
+    args, kwargs = entry.flexrt_inputs(dtype, smoke)
+    start = time.perf_counter()
+    compiled = flexrt.compile(model, ir="dynamo", arg_inputs=args, kwarg_inputs=kwargs or None,
+                              enabled_precisions={dtype}, device=str(device), **entry.options)
+    seconds = time.perf_counter() - start
+    report = compiled.source.plan.report if getattr(compiled, "source", None) is not None else None
+    segments = {"engine": 0, "torch": 0, "engine_ops": 0, "torch_ops": 0, "torch_reasons": {}}
+    if report is not None:
+        segments.update(engine=sum(s.kind == "engine" for s in report.segments),
+                        torch=sum(s.kind == "torch" for s in report.segments),
+                        engine_ops=report.engine_ops, torch_ops=report.torch_ops,
+                        torch_reasons={k: v for s in report.segments for k, v in s.reasons.items()})
+    return compiled, seconds, segments
+
+
+def check_shapes(entry: ZooModel, compiled: Any, reference: torch.nn.Module, dtype: torch.dtype, smoke: bool,
+                 device: torch.device) -> list[dict[str, Any]]:
+    """At each of the five shapes: three calls (first, repeat, fresh inputs), each against eager float32."""
+    rows = []
+    for k, sizes in enumerate(entry.points(smoke)):
+        errors = []
+        for call, seed in enumerate((1000 + k, 1000 + k, 2000 + k)):
+            args, kwargs = entry.make_inputs(sizes, dtype, device, seed, smoke)
+            if call == 1:  # the same tensors again: capture on CUDA
+                args, kwargs = last
+            with torch.no_grad():
+                out = compiled(*args, **kwargs)
+                ref = reference(*to_float32(args), **to_float32(kwargs))
+            errors.append(max_rel_error(out, ref))
+            last = (args, kwargs)
+        rows.append({"sizes": sizes, "errors": errors, "max_error": max(errors), "ok": max(errors) <= entry.rtol})
+    return rows
+
+
+def fp32_reference(model: torch.nn.Module) -> torch.nn.Module:
+    return copy.deepcopy(model).float().eval()
