@@ -24,9 +24,9 @@ import torch.utils._pytree as pytree
 from torch.export import Dim, ExportedProgram
 
 from flexrt import trace_guards
-from flexrt.train_mode import eval_semantics
 from flexrt.errors import CompilationError, FlexrtError, InputSpecError
 from flexrt.spec import UNBOUNDED, Input, ShapeRange, finite_or, random_tensor
+from flexrt.train_mode import eval_semantics
 
 logger = logging.getLogger(__name__)
 

@@ -106,7 +106,7 @@ def counterexample(guard: RuntimeGuard, ranges: Mapping[sympy.Symbol, tuple[int,
         vr = bound_sympy(guard.expr, {s: ValueRanges(*ranges[s]) for s in syms})
         if vr.is_singleton() and bool(vr.lower):
             return None
-    except Exception:  # bound_sympy does not know every function; fall back to points
+    except Exception:  # noqa: BLE001 - bound_sympy does not know every function; fall back to points
         pass
     size = 1
     for s in syms:

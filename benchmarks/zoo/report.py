@@ -80,7 +80,7 @@ def plot(results: list[dict[str, Any]], path: str) -> None:
     fig, ax = plt.subplots(figsize=(10, max(3, 0.28 * len(rows) + 1)))
     if rows:
         names = [n for n, _ in rows]
-        for k, (label, offset) in enumerate((("opt", -0.2), ("max", 0.2))):
+        for label, offset in (("opt", -0.2), ("max", 0.2)):
             vals = [ratio.get(label, {}).get("ratio", float("nan")) for _, ratio in rows]
             ax.barh([i + offset for i in range(len(rows))], vals, height=0.4, label=label)
         ax.set_yticks(range(len(rows)), names, fontsize=7)

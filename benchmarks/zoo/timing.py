@@ -60,7 +60,7 @@ def time_all(entry: ZooModel, model: torch.nn.Module, compiled: Any, dtype: torc
                 else:
                     raise ValueError(f"unknown peer {peer!r}; choose from {PEERS}")
                 row[peer] = _median(fn, rotation, device, smoke)
-            except Exception as e:  # a peer that fails is reported, the others still run
+            except Exception as e:  # noqa: BLE001 - a peer that fails is reported, the others still run
                 logger.warning("%s: peer %s failed at %s: %s", entry.name, peer, label, e)
                 row[peer] = f"error: {type(e).__name__}: {str(e)[:300]}"
             row[f"{peer}_seconds_incl_build"] = round(time.perf_counter() - start, 2)

@@ -61,7 +61,7 @@ def run_model(name: str, device: torch.device, smoke: bool, peers: tuple[str, ..
             result["latency_ms"] = timing.time_all(entry, model, compiled, dtype, device, smoke, peers)
             result["ratio"] = timing.best_peer_ratio(result["latency_ms"])
         result["status"] = "ok" if all(r["ok"] for r in rows) else "mismatch"
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001
         result.update(status="failed" if stage == "compile" else f"failed at {stage}", error_class=_error_class(e),
                       error=str(e)[:4000], traceback=traceback.format_exc(limit=-8)[-4000:])
     return result

@@ -12,7 +12,7 @@ import torch.nn as nn
 import flexrt
 from flexrt.errors import CompilationError
 
-I = flexrt.Input
+In = flexrt.Input
 
 
 def _check(model: nn.Module, compiled: nn.Module, shapes: list[tuple[int, ...]], make=torch.randn) -> None:
@@ -32,7 +32,7 @@ class Identity(nn.Module):
 def test_model_without_ops_compiles_and_runs() -> None:
     """partition: an empty engine segment made `min()` fail on an empty sequence."""
     m = Identity()
-    c = flexrt.compile(m, ir="dynamo", inputs=[I((1, 4), (2, 4), (4, 4))])
+    c = flexrt.compile(m, ir="dynamo", inputs=[In((1, 4), (2, 4), (4, 4))])
     _check(m, c, [(1, 4), (3, 4), (4, 4)])
 
 
@@ -50,7 +50,7 @@ class ScalarBuffer(nn.Module):
 def test_zero_dim_constants_build() -> None:
     """build: a 0-dim buffer could not be viewed as bytes for the engine cache key ("view Long as Byte")."""
     m = ScalarBuffer().eval()
-    c = flexrt.compile(m, ir="dynamo", inputs=[I((1, 8), (4, 8), (8, 8))])
+    c = flexrt.compile(m, ir="dynamo", inputs=[In((1, 8), (4, 8), (8, 8))])
     _check(m, c, [(1, 8), (5, 8), (8, 8)])
 
 
@@ -72,7 +72,7 @@ def test_train_mode_model_compiles_with_eval_semantics() -> None:
     m.bn.running_mean.uniform_(-1, 1)
     m.bn.running_var.uniform_(0.5, 2)
     with pytest.warns(UserWarning, match=r"training mode.*bn.*drop"):
-        c = flexrt.compile(m, ir="dynamo", inputs=[I((1, 3, 8, 8), (2, 3, 8, 8), (4, 3, 8, 8))])
+        c = flexrt.compile(m, ir="dynamo", inputs=[In((1, 3, 8, 8), (2, 3, 8, 8), (4, 3, 8, 8))])
     assert m.training and m.bn.training
     ref = TrainModeNet()
     ref.load_state_dict(m.state_dict())
@@ -96,7 +96,7 @@ def test_data_dependent_size_empty_in_example_run() -> None:
     """build: a `nonzero` that selected no rows in the random example failed the build ("was 0 in the example run")."""
     torch.manual_seed(0)
     m = RareRows().eval()
-    c = flexrt.compile(m, ir="dynamo", inputs=[I((2, 4), (8, 4), (16, 4))], min_block_size=1)
+    c = flexrt.compile(m, ir="dynamo", inputs=[In((2, 4), (8, 4), (16, 4))], min_block_size=1)
 
     def make(shape: tuple[int, ...]) -> torch.Tensor:
         x = torch.randn(shape)
@@ -122,7 +122,7 @@ class ShrinkingConv(nn.Module):
 def test_feature_map_reaching_1x1_at_the_small_end() -> None:
     """trace: 0/1 specialisation of a feature map made export refuse H, W ranges starting at 4."""
     m = ShrinkingConv().eval()
-    c = flexrt.compile(m, ir="dynamo", inputs=[I((1, 3, 4, 4), (2, 3, 16, 16), (2, 3, 32, 32))])
+    c = flexrt.compile(m, ir="dynamo", inputs=[In((1, 3, 4, 4), (2, 3, 16, 16), (2, 3, 32, 32))])
     _check(m, c, [(1, 3, 4, 4), (2, 3, 4, 7), (1, 3, 13, 5), (2, 3, 32, 32)])
 
 
@@ -141,7 +141,7 @@ def test_guard_failing_in_part_of_the_range_is_an_error_naming_it() -> None:
     traced branch everywhere (wrong results at the max); now the guard is checked over the range."""
     m = TwoPaths()
     with pytest.raises(CompilationError, match=r"(?s)different path.*Min\(3000, 64\*s\d+\).*test_failure_classes.py:\d+.*fails at"):
-        flexrt.compile(m, ir="dynamo", inputs=[I((1, 8), (2, 16), (8, 256))], dryrun=True)
+        flexrt.compile(m, ir="dynamo", inputs=[In((1, 8), (2, 16), (8, 256))], dryrun=True)
 
 
 class MaskGuard(nn.Module):
@@ -156,7 +156,7 @@ class MaskGuard(nn.Module):
 
 def test_guard_holding_over_the_range_compiles() -> None:
     m = MaskGuard()
-    c = flexrt.compile(m, ir="dynamo", inputs=[I((1, 8), (2, 16), (8, 64))])
+    c = flexrt.compile(m, ir="dynamo", inputs=[In((1, 8), (2, 16), (8, 64))])
     _check(m, c, [(1, 8), (3, 20), (8, 64)])
 
 
@@ -173,4 +173,4 @@ def test_data_dependent_branch_is_a_typed_error_with_the_source_line() -> None:
         warnings.simplefilter("ignore")
         with pytest.raises(CompilationError, match=r"(?s)branches on a value computed from tensor data at .*"
                                                    r"test_failure_classes.py:\d+.*ir='torch_compile'"):
-            flexrt.compile(DataBranch(), ir="dynamo", inputs=[I((1, 4), (2, 4), (4, 4))], dryrun=True)
+            flexrt.compile(DataBranch(), ir="dynamo", inputs=[In((1, 4), (2, 4), (4, 4))], dryrun=True)
