@@ -26,6 +26,7 @@ from torch.export import Dim, ExportedProgram
 from flexrt import trace_guards
 from flexrt.errors import CompilationError, FlexrtError, InputSpecError
 from flexrt.spec import UNBOUNDED, Input, ShapeRange, finite_or, random_tensor
+from flexrt.trace_verify import SizeOneMismatch, verify_small_end
 from flexrt.train_mode import eval_semantics
 
 logger = logging.getLogger(__name__)
@@ -430,11 +431,18 @@ def trace(model: torch.nn.Module, flat: FlatInputs, device: torch.device) -> Tra
                 logger.info("trace: traced with backed_size_oblivious (a size of 0/1 in the range changed the path)")
             logger.debug("trace: torch.export took %.2f s", time.perf_counter() - start)
             return traced
+        except SizeOneMismatch as e:  # the general trace ran and differs at size 1: the most precise answer
+            raise e from first
         except FlexrtError as e:
             first = first or e
             logger.debug("trace: attempt with backed_size_oblivious=%s failed: %s", oblivious, e)
     assert first is not None
     raise first
+
+
+def _device_of(args: Any, kwargs: Any) -> torch.device:
+    leaves = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+    return leaves[0].device if leaves else torch.device("cpu")
 
 
 def _export_checked(
@@ -443,6 +451,8 @@ def _export_checked(
     """Export, bind, and check the program's run-time guards over the whole requested range."""
     traced = bind(export_with_dims(model, flat, args, kwargs, oblivious), flat.names, flat.specs)
     traced.size_oblivious = oblivious
+    if oblivious:
+        verify_small_end(model, traced.exported, flat.args, flat.kwargs, flat.specs, _device_of(args, kwargs))
     bad = trace_guards.violations(traced.exported, traced.symbol_ranges)
     if bad:
         where = {}

@@ -174,3 +174,28 @@ def test_data_dependent_branch_is_a_typed_error_with_the_source_line() -> None:
         with pytest.raises(CompilationError, match=r"(?s)branches on a value computed from tensor data at .*"
                                                    r"test_failure_classes.py:\d+.*ir='torch_compile'"):
             flexrt.compile(DataBranch(), ir="dynamo", inputs=[In((1, 4), (2, 4), (4, 4))], dryrun=True)
+
+
+class SqueezeBatch(nn.Module):
+    """Drops the batch dim when it is 1: really different at the small end."""
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (x + y).squeeze(0)
+
+
+class SharedBatch(nn.Module):
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (x.unsqueeze(1) * y.unsqueeze(2)).sum(1) + x
+
+
+def test_shared_dim_from_1_compiles_and_a_real_size_1_path_is_refused() -> None:
+    """A dim shared by two inputs over [1, 2] is traced for the general case; where the model really
+    differs at 1 (squeeze), the check at the min shapes refuses it instead of returning wrong shapes."""
+    specs = [In((1, 4), (2, 4), (2, 4)), In((1, 4), (2, 4), (2, 4))]
+    m = SharedBatch()
+    c = flexrt.compile(m, ir="dynamo", inputs=specs)
+    for b in (1, 2):
+        x, y = torch.randn(b, 4), torch.randn(b, 4)
+        torch.testing.assert_close(c(x, y), m(x, y))
+    with pytest.raises(CompilationError, match="behaves differently when a size is 1"):
+        flexrt.compile(SqueezeBatch(), ir="dynamo", inputs=specs, dryrun=True)
