@@ -23,6 +23,7 @@ from flexrt.engine.shapes import TensorSpec
 from flexrt.errors import InputSpecError
 from flexrt.lower import lower
 from flexrt.partition import PartitionPlan, partition
+from flexrt.range_split import RangeSplitNeeded, compile_split
 from flexrt.runtime import CompiledModule, Source
 from flexrt.settings import CompileSettings, build_settings
 from flexrt.spec import Input, Profile, ShapeRange, random_tensor
@@ -315,7 +316,13 @@ def compile_module(
     flat = normalize_inputs(module.forward, inputs, arg_inputs, kwarg_inputs)
     settings = resolve_settings(options, module_device(module), _tensors_device((flat.args, flat.kwargs)))
     start = time.perf_counter()
-    traced, resolved = _trace_model(module, flat, profiles, settings)
+    try:
+        traced, resolved = _trace_model(module, flat, profiles, settings)
+    except RangeSplitNeeded as split:
+        if profiles or settings.dryrun:  # the user's own profiles are kept as given; a dry run reports the guard
+            raise
+        return compile_split(split, flat.args, flat.kwargs, flat.specs, lambda a, k: compile_module(
+            module, ir=ir, arg_inputs=a, kwarg_inputs=k or None, **options))
     logger.debug("trace: %.2f s", time.perf_counter() - start)
     return _finish(traced, resolved, settings)
 

@@ -25,6 +25,7 @@ from torch.export import Dim, ExportedProgram
 
 from flexrt import trace_guards
 from flexrt.errors import CompilationError, FlexrtError, InputSpecError
+from flexrt.range_split import RangeSplitNeeded
 from flexrt.spec import UNBOUNDED, Input, ShapeRange, finite_or, random_tensor
 from flexrt.trace_verify import SizeOneMismatch, verify_small_end
 from flexrt.train_mode import eval_semantics
@@ -197,6 +198,7 @@ class _DimGroups:
 
 
 _FIX_RE = re.compile(r"^\s*(\w+)\s*=\s*(.+?)\s*$")
+_DIM_FIX_RE = re.compile(r"^Dim\(\s*'\w+',\s*min=(\d+),\s*max=(\d+)\s*\)$")
 
 
 def suggested_fixes(message: str) -> list[tuple[str, str]]:
@@ -293,6 +295,16 @@ def export_with_dims(
                     raise InputSpecError(
                         f"{where[lhs]} is declared dynamic but the model only works when it is {rhs}; "
                         f"make that dim static (min = opt = max = {rhs})"
+                    ) from None
+                elif lhs in where and _DIM_FIX_RE.match(rhs):
+                    lo_fix, hi_fix = (int(v) for v in _DIM_FIX_RE.match(rhs).groups())  # type: ignore[union-attr]
+                    group = [(flat.names[i], axis) for (i, axis), key in keys.items() if groups.find(key) == groups.find(lhs)]
+                    i0, axis0 = next((i, axis) for (i, axis), key in keys.items() if key == lhs)
+                    full = (flat.specs[i0].range.min[axis0], flat.specs[i0].range.max[axis0])
+                    raise RangeSplitNeeded(
+                        f"trace: the model takes a different path in part of {where[lhs]}'s range [{full[0]}, {full[1]}]; "
+                        f"the traced program holds for [{lo_fix}, {hi_fix}] (torch.export: `{lhs} = {rhs}`). Narrow the "
+                        "Input range, or compile each part separately.", group, (lo_fix, hi_fix), full,
                     ) from None
                 elif lhs in where:
                     raise InputSpecError(
@@ -455,10 +467,16 @@ def _export_checked(
         verify_small_end(model, traced.exported, flat.args, flat.kwargs, flat.specs, _device_of(args, kwargs))
     bad = trace_guards.violations(traced.exported, traced.symbol_ranges)
     if bad:
-        where = {}
+        axes: dict[sympy.Symbol, list[tuple[str, int]]] = {}
         for b in traced.inputs:
             for axis, expr in enumerate(b.dims):
                 if isinstance(expr, sympy.Symbol):
-                    where.setdefault(expr, f"input {b.name!r} dim {axis}")
-        raise CompilationError(trace_guards.describe_violations(bad, where, traced.symbol_ranges))
+                    axes.setdefault(expr, []).append((b.name, axis))
+        where = {sym: f"input {pairs[0][0]!r} dim {pairs[0][1]}" for sym, pairs in axes.items()}
+        message = trace_guards.describe_violations(bad, where, traced.symbol_ranges)
+        split = trace_guards.split_point(bad, traced.symbol_ranges)
+        if split is not None:
+            sym, holds = split
+            raise RangeSplitNeeded(message, axes[sym], holds, traced.symbol_ranges[sym])
+        raise CompilationError(message)
     return traced

@@ -131,10 +131,38 @@ def violations(
     return bad
 
 
-def holding_range(guard: RuntimeGuard, sym: sympy.Symbol, lo: int, hi: int) -> tuple[int, int] | None:
-    """The widest interval of [lo, hi] around which a one-symbol guard holds (for the error's advice)."""
-    good = [v for v in _points(lo, hi, dense=hi - lo <= _EXHAUSTIVE) if guard.holds({sym: v})]
-    return (min(good), max(good)) if good else None
+def holding_interval(guard: RuntimeGuard, sym: sympy.Symbol, lo: int, hi: int) -> tuple[int, int] | None:
+    """The interval of [lo, hi] where a one-symbol guard holds, if it holds on exactly one interval (checked
+    at every point of small ranges; on large ones at a dense sample, with both ends found by bisection)."""
+    pts = _points(lo, hi, dense=hi - lo <= _EXHAUSTIVE)
+    ok = [guard.holds({sym: v}) for v in pts]
+    good = [i for i, o in enumerate(ok) if o]
+    if not good or not all(ok[good[0] : good[-1] + 1]):
+        return None
+
+    def bisect(bad: int, fine: int) -> int:  # the good value next to the bad one
+        while abs(fine - bad) > 1:
+            mid = (bad + fine) // 2
+            bad, fine = (bad, mid) if guard.holds({sym: mid}) else (mid, fine)
+        return fine
+
+    i0, i1 = good[0], good[-1]
+    a = bisect(pts[i0 - 1], pts[i0]) if i0 > 0 else pts[i0]
+    b = bisect(pts[i1 + 1], pts[i1]) if i1 + 1 < len(pts) else pts[i1]
+    return a, b
+
+
+def split_point(
+    bad: Sequence[tuple[RuntimeGuard, dict[sympy.Symbol, int]]], ranges: Mapping[sympy.Symbol, tuple[int, int]]
+) -> tuple[sympy.Symbol, tuple[int, int]] | None:
+    """A size and the interval of its range where a failing one-size guard holds: where to split."""
+    for guard, _point in bad:
+        syms = list(guard.expr.free_symbols & set(ranges))
+        if len(syms) == 1:
+            interval = holding_interval(guard, syms[0], *ranges[syms[0]])
+            if interval is not None:
+                return syms[0], interval
+    return None
 
 
 def describe_violations(
@@ -148,9 +176,9 @@ def describe_violations(
         text = f"- `{guard.expr}` (from {guard.source}) fails at {at}"
         syms = list(guard.expr.free_symbols & set(ranges))
         if len(syms) == 1:
-            ok = holding_range(guard, syms[0], *ranges[syms[0]])
+            ok = holding_interval(guard, syms[0], *ranges[syms[0]])
             if ok:
-                text += f"; it holds for {where.get(syms[0], str(syms[0]))} in [{ok[0]}, {ok[1]}] (sampled)"
+                text += f"; it holds for {where.get(syms[0], str(syms[0]))} in [{ok[0]}, {ok[1]}]"
         lines.append(text)
     return (
         "trace: the model takes a different path in part of the requested range; the traced program is only "

@@ -34,6 +34,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--in-process", action="store_true", help="one process for the shard, restarted after a crash")
     p.add_argument("--timeout", type=float, default=600, help="seconds one model may take")
     p.add_argument("--budget", type=float, default=1e9, help="seconds after which no new model starts")
+    p.add_argument("--deadline", type=float, default=1e9, help="seconds after which a running model is killed")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -51,7 +52,7 @@ def main(argv: list[str]) -> None:
     from benchmarks.zoo.runner import run_shard, shard_models
 
     chosen = shard_models(a.shard, names or None)
-    results = run_shard(chosen, a.out, a.device, a.smoke, peers_text, a.in_process, a.timeout, a.budget)
+    results = run_shard(chosen, a.out, a.device, a.smoke, peers_text, a.in_process, a.timeout, a.budget, a.deadline)
     k, n = a.shard.split("/")
     path = os.path.join(a.out, f"shard-{k}-of-{n}.json")
     with open(path, "w") as f:

@@ -62,14 +62,24 @@ def compile_flexrt(entry: ZooModel, model: torch.nn.Module, dtype: torch.dtype, 
     compiled = flexrt.compile(model, ir="dynamo", arg_inputs=args, kwarg_inputs=kwargs or None,
                               enabled_precisions={dtype}, device=str(device), **entry.options)
     seconds = time.perf_counter() - start
-    report = compiled.source.plan.report if getattr(compiled, "source", None) is not None else None
-    segments = {"engine": 0, "torch": 0, "engine_ops": 0, "torch_ops": 0, "torch_reasons": {}}
-    if report is not None:
-        segments.update(engine=sum(s.kind == "engine" for s in report.segments),
-                        torch=sum(s.kind == "torch" for s in report.segments),
-                        engine_ops=report.engine_ops, torch_ops=report.torch_ops,
-                        torch_reasons={k: v for s in report.segments for k, v in s.reasons.items()})
+    segments: dict[str, Any] = {"engine": 0, "torch": 0, "engine_ops": 0, "torch_ops": 0, "torch_reasons": {}}
+    for part in compiled_parts(compiled):  # a range split by flexrt: the segments of every part
+        report = part.source.plan.report
+        segments["engine"] += sum(s.kind == "engine" for s in report.segments)
+        segments["torch"] += sum(s.kind == "torch" for s in report.segments)
+        segments["engine_ops"] += report.engine_ops
+        segments["torch_ops"] += report.torch_ops
+        segments["torch_reasons"].update({k: v for s in report.segments for k, v in s.reasons.items()})
+    if hasattr(compiled, "parts"):
+        segments["range_split"] = compiled.report.splitlines()[0]
     return compiled, seconds, segments
+
+
+def compiled_parts(compiled: Any) -> list[Any]:
+    """The CompiledModules behind flexrt.compile's result (several when it split a range)."""
+    if hasattr(compiled, "parts"):
+        return [m for p in compiled.parts for m in compiled_parts(p.module)]
+    return [compiled] if getattr(compiled, "source", None) is not None else []
 
 
 def check_shapes(entry: ZooModel, compiled: Any, reference: torch.nn.Module, dtype: torch.dtype, smoke: bool,

@@ -15,9 +15,11 @@ export FLEXRT_CACHE_DIR="$WORK/cache" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=
 mkdir -p "$OUT"
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python3}
-# 400 s: no new model starts after that; a model may take 300 s; the outer timeout keeps the call under 9 min
+# no new model starts after BUDGET s (default 330); a model still running at 500 s is killed (status timeout),
+# so the JSON is written before the outer timeout (525 s) and the call ends within 9 minutes
 timeout 525 "$PY" -m benchmarks.zoo --shard "$K/$N" --out "$WORK/res" --device cuda --in-process \
-    --budget 400 --timeout 300 --peers "$PEERS" ${MODELS:+--models "$MODELS"} > "$OUT/zoo-shard-$K-of-$N.log" 2>&1
+    --budget "${BUDGET:-330}" --deadline 500 --timeout 300 --peers "$PEERS" ${MODELS:+--models "$MODELS"} \
+    > "$OUT/zoo-shard-$K-of-$N.log" 2>&1
 rc=$?
 if [ -f "$WORK/res/shard-$K-of-$N.json" ]; then
     cp "$WORK/res/shard-$K-of-$N.json" "$OUT/zoo-shard-$K-of-$N.json"

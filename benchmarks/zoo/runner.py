@@ -32,8 +32,11 @@ def _worker_cmd(names: list[str], out_dir: str, device: str, smoke: bool, peers:
 
 
 def run_shard(names: list[str], out_dir: str, device: str, smoke: bool, peers: str, in_process: bool,
-              timeout: float, budget: float) -> list[dict[str, Any]]:
-    """Every model gets a result: its worker's JSON, or crashed / timed out / not run (budget spent)."""
+              timeout: float, budget: float, deadline: float = 1e9) -> list[dict[str, Any]]:
+    """Every model gets a result: its worker's JSON, or crashed / timed out / not run.
+
+    No model starts after `budget` seconds; a model still running at `deadline` is killed (so the
+    shard ends within one device call), one running longer than `timeout` too."""
     os.makedirs(out_dir, exist_ok=True)
     start = time.monotonic()
     left = list(names)
@@ -53,13 +56,15 @@ def run_shard(names: list[str], out_dir: str, device: str, smoke: bool, peers: s
             now_current = open(marker).read().strip() if os.path.exists(marker) else None
             if now_current != current:
                 current, last = now_current, time.monotonic()
-            remaining = budget - (time.monotonic() - start)
-            if time.monotonic() - last > min(timeout, max(remaining, 0) + 30):
+            over_deadline = time.monotonic() - start > deadline
+            if time.monotonic() - last > timeout or over_deadline:
                 proc.kill()
                 proc.wait()
                 if current:
-                    _write(out_dir, {"model": current, "status": "timeout",
-                                     "error": f"no result within {timeout:.0f} s (or the shard budget)"})
+                    why = f"the shard deadline ({deadline:.0f} s)" if over_deadline else f"{timeout:.0f} s"
+                    _write(out_dir, {"model": current, "status": "timeout", "error": f"no result within {why}"})
+                if over_deadline:
+                    budget = -1.0  # start nothing more
                 break
         done = {n for n in group if os.path.exists(os.path.join(out_dir, f"{n}.json"))}
         if proc.returncode not in (0, None) and current and current not in done:

@@ -199,3 +199,29 @@ def test_shared_dim_from_1_compiles_and_a_real_size_1_path_is_refused() -> None:
         torch.testing.assert_close(c(x, y), m(x, y))
     with pytest.raises(CompilationError, match="behaves differently when a size is 1"):
         flexrt.compile(SqueezeBatch(), ir="dynamo", inputs=specs, dryrun=True)
+
+
+class LongInputPath(nn.Module):
+    """A different computation once min(64 * seq, 3000) reaches 2000 (seq >= 32): a chunked path."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if min(64 * x.shape[1], 3000) < 2000:
+            return x * 2
+        return x.cumsum(1)
+
+
+class ShortInputPath(nn.Module):
+    """A plain range guard (seq < 40) that torch.export reports as a narrower Dim."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] < 40:
+            return x * 2
+        return x + 1
+
+
+@pytest.mark.parametrize("model", [LongInputPath(), ShortInputPath()], ids=["runtime_assert", "dim_fix"])
+def test_range_split_where_the_model_takes_another_path(model: nn.Module) -> None:
+    """trace: a one-size guard that holds on part of the range splits it; each part is compiled at its own sizes."""
+    c = flexrt.compile(model, ir="dynamo", inputs=[In((1, 8), (2, 16), (2, 64))])
+    assert "Range split" in c.report and len(c.parts) == 2, c.report
+    _check(model, c, [(1, 8), (2, 31), (1, 32), (2, 39), (2, 40), (1, 64)])
