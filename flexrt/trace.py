@@ -27,7 +27,7 @@ from flexrt import trace_guards
 from flexrt.errors import CompilationError, FlexrtError, InputSpecError
 from flexrt.range_split import RangeSplitNeeded
 from flexrt.spec import UNBOUNDED, Input, ShapeRange, finite_or, random_tensor
-from flexrt.trace_verify import SizeOneMismatch, verify_small_end
+from flexrt.trace_verify import SizeOneMismatch, needs_check, verify_small_end
 from flexrt.train_mode import eval_semantics
 
 logger = logging.getLogger(__name__)
@@ -463,8 +463,8 @@ def _export_checked(
     """Export, bind, and check the program's run-time guards over the whole requested range."""
     traced = bind(export_with_dims(model, flat, args, kwargs, oblivious), flat.names, flat.specs)
     traced.size_oblivious = oblivious
-    if oblivious:
-        verify_small_end(model, traced.exported, flat.args, flat.kwargs, flat.specs, _device_of(args, kwargs))
+    if needs_check(flat.specs, oblivious):
+        verify_small_end(model, traced, flat.args, flat.kwargs, flat.specs, _device_of(args, kwargs))
     bad = trace_guards.violations(traced.exported, traced.symbol_ranges)
     if bad:
         axes: dict[sympy.Symbol, list[tuple[str, int]]] = {}
