@@ -41,12 +41,12 @@ def run_model(name: str, device: torch.device, smoke: bool, peers: tuple[str, ..
     if smoke and entry.smoke_dims is None:
         return {**result, "status": "skipped: no smoke config"}
     try:
+        torch.manual_seed(0)  # the same random weights in every run
         model = entry.build(smoke).eval()
     except MissingLibrary as e:
         return {**result, "status": f"skipped: {e}"}
     stage = "compile"
     try:
-        torch.manual_seed(0)
         reference = check.fp32_reference(model).to(device)
         model = model.to(device=device, dtype=dtype)
         compiled, seconds, segments = check.compile_flexrt(entry, model, dtype, smoke, device)
