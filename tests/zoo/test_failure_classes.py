@@ -145,7 +145,9 @@ def test_guard_failing_in_part_of_the_range_is_an_error_naming_it() -> None:
 
 
 class MaskGuard(nn.Module):
-    """A guard that holds over the whole range but is no Dim range (HF masks: min(64*s, ...))."""
+    """A guard that holds over the whole range but is no Dim range (HF masks: min(64*s, ...)). torch 2.11
+    refused such a guard ("Constraints violated"); torch 2.13 accepts it, so this guards the range check
+    against refusing what holds (it passes without the fix on 2.13)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s = x.shape
