@@ -5,8 +5,9 @@ torch.export turns every size branch the model takes into a guard. Guards it can
 "Constraints violated") or dropped (torch 2.13: the program silently runs the traced branch on
 every size). flexrt exports with `prefer_deferred_runtime_asserts_over_guards`, so each such guard
 becomes an `_assert_scalar` node in the program, and checks it here over the user's range: a guard
-that holds everywhere stays as a cheap run-time check; one that fails somewhere means the model
-really behaves differently there, and the error says where. Sizes 0/1 at the small end of a range
+that holds everywhere is dropped at lowering with export's other guards (lower/strip_guards.py); one
+that fails somewhere means the model really behaves differently there: the range is split
+(range_split.py) or the error says where. Sizes 0/1 at the small end of a range
 (feature maps reaching 1x1, a shared batch of 1) are retried with `backed_size_oblivious`, which
 traces the general branch and guards the 1-case with such asserts (see `trace.trace`).
 """
