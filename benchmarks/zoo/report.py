@@ -39,7 +39,7 @@ def _ms(row: dict[str, Any] | None, peer: str) -> str:
 
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| model | family | status | error class | build s | segments engine/PyTorch | max error | "
+        "| model | family | status | error class | build s | segments engine/PyTorch | max error (eager fp16) | "
         "eager opt/max ms | compile(dynamic) opt/max | reduce-overhead opt/max | flexrt opt/max | flexrt ÷ best peer |",
         "|" + "---|" * 12,
     ]
@@ -50,7 +50,8 @@ def table(results: list[dict[str, Any]]) -> str:
             r["model"], r.get("family", ""), r.get("status", ""), r.get("error_class", ""),
             f"{r['build_seconds']:.0f}" if "build_seconds" in r else "",
             f"{seg.get('engine', '')}/{seg.get('torch', '')}" if seg else "",
-            f"{r['max_error']:.1e}" if isinstance(r.get("max_error"), float) else "",
+            (f"{r['max_error']:.1e}" + (f" ({r['eager_fp16_error']:.1e})" if r.get("eager_fp16_error") else ""))
+            if isinstance(r.get("max_error"), float) else "",
         ]
         for peer in ("eager", "compile_dynamic", "reduce_overhead", "flexrt"):
             cells.append(f"{_ms(lat.get('opt'), peer)} / {_ms(lat.get('max'), peer)}" if lat else "")

@@ -52,9 +52,10 @@ def run_model(name: str, device: torch.device, smoke: bool, peers: tuple[str, ..
         compiled, seconds, segments = check.compile_flexrt(entry, model, dtype, smoke, device)
         result.update(build_seconds=round(seconds, 2), segments=segments)
         stage = "check"
-        rows = check.check_shapes(entry, compiled, reference, dtype, smoke, device)
+        rows = check.check_shapes(entry, compiled, reference, dtype, smoke, device, eager=model)
         result["shapes"] = rows
         result["max_error"] = max(r["max_error"] for r in rows)
+        result["eager_fp16_error"] = max(r["eager_error"] for r in rows)
         del reference
         stage = "timing"
         if peers is not None:
