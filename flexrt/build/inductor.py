@@ -27,6 +27,7 @@ from torch.utils._sympy.value_ranges import ValueRanges, bound_sympy
 
 from flexrt._version import __version__
 from flexrt.build import cache
+from flexrt.build.failure import describe_build_failure
 from flexrt.errors import CompilationError
 from flexrt.ir.binary import EXTERN_NODES, EngineBinary
 from flexrt.settings import CompileSettings
@@ -167,7 +168,7 @@ def export_segment(
                     dims[i][a] = dims[j][b]  # type: ignore[index]
                     applied = True
             if not applied:
-                raise CompilationError(f"build: re-exporting segment failed: {type(e).__name__}: {str(e)[:2000]}") from e
+                raise CompilationError(describe_build_failure("re-exporting a segment", e, module.graph, "a segment")) from e
             dims = [d or None for d in dims]
     raise CompilationError("build: could not export a segment with consistent dynamic dims")
 
@@ -268,7 +269,7 @@ def compile_engine(ep: ExportedProgram, settings: CompileSettings, label: str) -
                 ep, package_path=os.path.join(tmp, "engine.pt2"), inductor_configs=inductor_configs(settings, ep)
             )
         except Exception as e:
-            raise CompilationError(f"build: AOTInductor failed on {label}: {type(e).__name__}: {str(e)[:2000]}") from e
+            raise CompilationError(describe_build_failure("AOTInductor", e, ep.graph, label)) from e
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
             sos = [n for n in names if n.endswith(".so")]

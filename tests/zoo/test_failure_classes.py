@@ -3,6 +3,7 @@ against eager on fresh random inputs across its range (every test here failed be
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import pytest
@@ -227,3 +228,15 @@ def test_range_split_where_the_model_takes_another_path(model: nn.Module) -> Non
     c = flexrt.compile(model, ir="dynamo", inputs=[In((1, 8), (2, 16), (2, 64))])
     assert "Range split" in c.report and len(c.parts) == 2, c.report
     _check(model, c, [(1, 8), (2, 31), (1, 32), (2, 39), (2, 40), (1, 64)])
+
+
+def test_build_failure_names_the_op_its_source_line_and_the_workaround() -> None:
+    """build: an AOTInductor failure was the raw exception text; now it names the model's op and line."""
+    from flexrt.build.failure import describe_build_failure
+
+    ep = torch.export.export(TrainModeNet().eval(), (torch.randn(1, 3, 8, 8),))
+    err = RuntimeError("LoweringException: NotImplementedError: no lowering\n  target: aten.relu.default")
+    text = describe_build_failure("AOTInductor", err, ep.graph, "segment 0 profile 0")
+    assert "at op aten.relu.default" in text
+    assert re.search(r"test_failure_classes.py:\d+ in forward", text), text
+    assert "torch_executed_ops={'aten.relu.default'}" in text
