@@ -31,6 +31,7 @@ _PUBLIC = {
     "build_engine": ("flexrt.compiler.api", "build_engine"),
     "save": ("flexrt.serialize.save", "save"),
     "dynamo": ("flexrt.dynamo", None),
+    "runtime": ("flexrt.runtime", None),
 }
 
 
@@ -72,5 +73,6 @@ __all__ = [
     "dynamo",
     "errors",
     "load",
+    "runtime",
     "save",
 ]

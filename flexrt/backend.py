@@ -11,9 +11,11 @@ mode with weights that require grad the engine runs and a backward through its o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import sympy
@@ -62,13 +64,17 @@ class _FrozenGraph(torch.nn.Module):
         return self.gm(*args)
 
 
+def _source_name(node: torch.fx.Node) -> str:
+    """Where dynamo found a graph input, as it writes it (L['x'], L['self']._parameters['weight'])."""
+    source = getattr(node.meta.get("grapharg"), "source", None)
+    name = getattr(source, "name", "")  # a method on torch 2.11, a property on 2.13
+    return name() if callable(name) else str(name)
+
+
 def _is_weight(node: torch.fx.Node, value: Any) -> bool:
     if isinstance(value, torch.nn.Parameter):
         return True
-    grapharg = node.meta.get("grapharg")
-    source = getattr(grapharg, "source", None)
-    name = getattr(source, "name", "")  # a method on torch 2.11, a property on 2.13
-    name = name() if callable(name) else str(name)
+    name = _source_name(node)
     return isinstance(value, torch.Tensor) and ("._parameters[" in name or "._buffers[" in name)
 
 
@@ -186,12 +192,59 @@ class _CompiledGraph:
         return out
 
 
+@contextlib.contextmanager
+def size_oblivious() -> Iterator[None]:
+    """Dynamo with `backed_size_oblivious`: a dim marked dynamic is not specialised at sizes 0 and 1.
+
+    Without it dynamo specialises them: `mark_dynamic(x, 0, min=1, max=8)` on a batch of 2 guards
+    `2 <= x.size()[0] <= 8`, so batch 1 recompiles; on a batch of 1 it raises ConstraintViolationError.
+    Set only around flexrt's own torch.compile calls (ir="torch_compile"): process-wide it would change
+    every other torch.compile. Set and restored by hand: 13 us a call on a 2-core CPU, `config.patch` 33 us. Does
+    nothing on a torch without the option.
+    """
+    config = torch.fx.experimental._config
+    if not _has_size_oblivious():
+        yield
+        return
+    old = config.backed_size_oblivious
+    config.backed_size_oblivious = True
+    try:
+        yield
+    finally:
+        config.backed_size_oblivious = old
+
+
+@functools.cache
+def _has_size_oblivious() -> bool:
+    return "backed_size_oblivious" in torch.fx.experimental._config.get_config_copy()
+
+
+def specialised_mark_error(name: str, dim: int, size: int) -> InputSpecError:
+    return InputSpecError(
+        f"input {name} dim {dim} has size {size} and is marked dynamic, but torch.compile specialises sizes 0 and 1: "
+        "mark a tensor whose size there is at least 2 (the range may still start at 1), run under "
+        "torch.fx.experimental._config.patch(backed_size_oblivious=True), or use flexrt.compile(model, "
+        "ir='torch_compile', inputs=[...]), which does"
+    )
+
+
+def _check_marks(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> None:
+    """A dim the user marked dynamic that dynamo made static (size 0 or 1): dynamo raises a
+    ConstraintViolationError only after the backend returns, so fail before building an engine."""
+    for node, value in zip(gm.graph.find_nodes(op="placeholder"), example_inputs):
+        fake = node.meta.get("example_value")
+        for d in sorted(getattr(value, "_dynamo_dynamic_indices", ())):
+            if isinstance(fake, torch.Tensor) and d < fake.dim() and not isinstance(fake.shape[d], torch.SymInt):
+                raise specialised_mark_error(_source_name(node) or repr(node.name), d, int(fake.shape[d]))
+
+
 def flexrt_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], options: Mapping[str, Any] | None = None) -> Callable[..., Any]:
     """The dynamo backend: one engine per captured graph, over the graph's dynamic ranges."""
     from flexrt.compiler.fallback import CompilerFallback
     from flexrt.compiler.pipeline import build_from_traced
     from flexrt.runtime import CompiledModule
 
+    _check_marks(gm, example_inputs)
     options = dict(options or {})
     tensors = [t for t in example_inputs if isinstance(t, torch.Tensor)]
     training = _training_ops(gm)
@@ -227,17 +280,22 @@ def flexrt_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], opti
 
 
 def register() -> None:
-    """Register the name "flexrt" with dynamo, unless dynamo already knows it.
+    """Register "flexrt" with dynamo, and Torch-TensorRT's "tensorrt" and "torch_tensorrt" unless the
+    real torch_tensorrt is installed (`backend_alias`); names dynamo knows already are left alone.
 
-    An installed flexrt is found by torch.compile through its `torch_dynamo_backends` entry point
+    An installed flexrt is found by torch.compile through its `torch_dynamo_backends` entry points
     without being imported. `import flexrt` calls this only when torch._dynamo is already loaded:
     importing dynamo costs 1.3 s of a 1.9 s `import flexrt` on a 2-core CPU, and loading a saved
     artifact needs none of it. `compile(ir="torch_compile")` calls it before torch.compile.
     """
     from torch._dynamo import list_backends, register_backend
 
-    if BACKEND_NAME not in list_backends(exclude_tags=()):
-        register_backend(flexrt_backend, name=BACKEND_NAME)
+    from flexrt.backend_alias import ALIASES, real_torch_tensorrt
+
+    known = set(list_backends(exclude_tags=()))
+    for name in (BACKEND_NAME, *(() if real_torch_tensorrt() else ALIASES)):
+        if name not in known:
+            register_backend(flexrt_backend, name=name)
 
 
 class TorchCompiledModule(torch.nn.Module):
@@ -253,13 +311,6 @@ class TorchCompiledModule(torch.nn.Module):
         self._marked = False
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        for i, t in enumerate(list(args) + list(kwargs.values())):
-            for d in getattr(t, "_dynamo_dynamic_indices", ()) if isinstance(t, torch.Tensor) else ():
-                if d < t.dim() and t.shape[d] < 2:
-                    raise InputSpecError(
-                        f"input {i} dim {d} has size {t.shape[d]} and is marked dynamic: torch.compile specialises sizes "
-                        "0 and 1, so mark a tensor whose size there is at least 2 (the range may still start at 1)"
-                    )
         if not self._marked:
             pairs = list(zip(args, self.specs)) + [(kwargs[k], s) for k, s in self.kw_specs.items() if k in kwargs]
             for t, spec in pairs:
@@ -267,7 +318,8 @@ class TorchCompiledModule(torch.nn.Module):
                     for d in spec.range.dynamic_dims:
                         torch._dynamo.mark_dynamic(t, d, min=spec.range.min[d], max=spec.range.max[d])
             self._marked = True
-        return self.compiled(*args, **kwargs)
+        with size_oblivious():  # batch 1 runs in the graph of a range that starts at 1 (see size_oblivious)
+            return self.compiled(*args, **kwargs)
 
 
 def compile_with_torch_compile(
@@ -280,4 +332,9 @@ def compile_with_torch_compile(
         given = [given]
     specs = [g for g in (given or []) if isinstance(g, Input)]
     kw_specs = {k: v for k, v in (kwarg_inputs or {}).items() if isinstance(v, Input)}
+    if any(s.profiles for s in [*specs, *kw_specs.values()]):
+        raise InputSpecError(
+            "Input(profiles=[...]) needs ir='dynamo': torch.compile compiles one range per graph, dynamo's; "
+            "compile with flexrt.compile(model, ir='dynamo', inputs=...) to get one module holding every profile"
+        )
     return TorchCompiledModule(model, specs, kw_specs, options)

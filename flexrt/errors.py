@@ -23,9 +23,22 @@ class CompilationError(FlexrtError):
     """A stage of the pipeline (trace, lower, partition, build) failed; the message names the stage."""
 
 
+class RefitError(FlexrtError):
+    """New weights cannot be put into a compiled module: another architecture, a missing or reshaped
+    weight, or (with verify_output=True) outputs that disagree with the new module's."""
+
+
 class ArtifactError(FlexrtError):
     """A saved artifact cannot be written or read: missing, truncated, corrupt, or built for another setup."""
 
 
 class UsageError(FlexrtError):
     """A command-line argument is malformed (shape syntax, `MODULE:CALLABLE`, device)."""
+
+
+class ServingError(FlexrtError):
+    """`flexrt serve` cannot be set up as asked (bad option, Ray missing, an artifact unusable for batching)."""
+
+
+class RequestError(InputSpecError):
+    """A served request is malformed (not JSON, missing fields, data that does not match its shape): HTTP 400."""

@@ -16,6 +16,7 @@ import os
 import re
 import tempfile
 import time
+import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -200,7 +201,19 @@ _CONVOLUTIONS = {
 def inductor_configs(settings: CompileSettings, ep: ExportedProgram | None = None) -> dict[str, Any]:
     from flexrt.lower.post_grad.pipeline import PostGradPasses  # imports Inductor: only when an engine is built
 
-    cfg: dict[str, Any] = {"aot_inductor.package_constants_in_so": True, "post_grad_custom_pre_pass": PostGradPasses(settings)}
+    cfg: dict[str, Any] = {
+        "aot_inductor.package_constants_in_so": True,
+        # every weight stays a named constant (Inductor would otherwise inline 1-d tensors of up to 8
+        # values, e.g. a small bias, into the code), so that refit can replace all of them
+        "always_keep_tensor_constants": True,
+        "post_grad_custom_pre_pass": PostGradPasses(settings),
+    }
+    import torch._inductor.config as inductor_config  # loaded by the import above; named for clarity
+
+    if hasattr(inductor_config.aot_inductor, "check_lowerbound"):
+        # the engine's own input checks (switched on at load: runtime/engine_check.py) must accept
+        # every size a profile allows; export's lower bound of 2 on dynamic dims is not one of them
+        cfg["aot_inductor.check_lowerbound"] = False
     if settings.device.type == "cuda":
         cfg["aot_inductor.embed_kernel_binary"] = True
         # A CUDA engine's kernels are Triton's, its C++ is launch code: it needs no CPU vector ISA.
@@ -253,6 +266,20 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
     return t.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes()
 
 
+@contextlib.contextmanager
+def _quiet_leafspec() -> Any:
+    """Silence torch 2.13's `LeafSpec` FutureWarning, printed once per engine build otherwise.
+
+    Its source is inside torch: Inductor's debug wrapper (`torch._dynamo.repro.after_aot`) deep-copies
+    every graph it compiles, and copying the graph's pytree spec constructs a `LeafSpec`, whose
+    deprecation shim warns. Nothing in flexrt's graphs can avoid the copy, so only this message is
+    filtered, and only around the build.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+        yield
+
+
 def compile_engine(ep: ExportedProgram, settings: CompileSettings, label: str) -> EngineBinary:
     """AOTInductor-compile one exported segment (or take it from the engine cache)."""
     key = engine_key(ep, settings)
@@ -263,7 +290,7 @@ def compile_engine(ep: ExportedProgram, settings: CompileSettings, label: str) -
     start = time.perf_counter()
     # Inductor's Triton GEMM templates read the TF32 flag when they are generated
     policy = tf32_policy(not settings.disable_tf32) if settings.device.type == "cuda" else contextlib.nullcontext()
-    with tempfile.TemporaryDirectory(prefix="flexrt-build-") as tmp, policy:
+    with tempfile.TemporaryDirectory(prefix="flexrt-build-") as tmp, policy, _quiet_leafspec():
         try:
             path = torch._inductor.aoti_compile_and_package(
                 ep, package_path=os.path.join(tmp, "engine.pt2"), inductor_configs=inductor_configs(settings, ep)

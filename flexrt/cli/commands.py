@@ -147,8 +147,8 @@ def demo(args: argparse.Namespace) -> int:
     device = _device(args.device)
     if args.max_batch < 1:
         raise UsageError(f"--max-batch must be at least 1, got {args.max_batch}")
-    if args.embed_dim < 36 or args.embed_dim % 36:
-        raise UsageError(f"--embed-dim must be a positive multiple of 36, got {args.embed_dim}")
+    if args.embed_dim < 12 or args.embed_dim % 12:
+        raise UsageError(f"--embed-dim must be a positive multiple of 12 (the model splits it into 12 heads), got {args.embed_dim}")
     from flexrt.cli.demo import run
 
     run(device=device, max_batch=args.max_batch, embed_dim=args.embed_dim)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from flexrt.cli import commands, run
 from flexrt.errors import FlexrtError, UsageError
+from flexrt.serving import cli as serve_cli
 
 EXIT_USAGE = 2
 
@@ -56,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="compile the seed's ExpandReshapeModel for batch 1..N and compare with eager")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--max-batch", type=int, default=32)
-    p.add_argument("--embed-dim", type=int, default=768, help="a multiple of 36 (the model splits it into 3 x 12 heads)")
+    p.add_argument("--embed-dim", type=int, default=768, help="a multiple of 12 (the model splits it into 12 heads)")
     p.set_defaults(fn=commands.demo)
+    serve_cli.add_parser(sub)
     return parser
 
 

@@ -41,7 +41,7 @@ def compile_module(
 ) -> Any:
     """`flexrt.compile`: the Torch-TensorRT entry point (ir="default" | "dynamo" | "torch_compile")."""
     if ir == "ts" or ir == "torchscript":
-        raise InputSpecError("ir='ts' (TorchScript) is not supported: TorchScript is deprecated in PyTorch 2; use ir='dynamo'")
+        raise InputSpecError(f"ir={ir!r} (TorchScript) is not supported: TorchScript is deprecated in PyTorch 2; use ir='dynamo'")
     if ir == "torch_compile":
         from flexrt.backend import compile_with_torch_compile
 

@@ -4,64 +4,73 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
 import os
 import platform
 import zipfile
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import torch
 import torch.utils._pytree as pytree
 
 from flexrt._version import __version__
 from flexrt.errors import ArtifactError
-from flexrt.format.layout import FORMAT_VERSION, MAGIC, MANIFEST, torch_release
+from flexrt.format.archive import open_zip, read_member
+from flexrt.format.layout import MAGIC, MANIFEST, WEIGHTS_FORMAT_VERSION, torch_release
+from flexrt.format.schema import validate_manifest
 from flexrt.ir import ArchiveRef, EngineBinary, EngineState, ProgramState, SegmentState, TensorSpec
 from flexrt.settings import CompileSettings, RuntimeOptions
 from flexrt.spec import Profile
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 def read_manifest(path: str | os.PathLike[str]) -> tuple[dict[str, Any], zipfile.ZipFile]:
-    """Open an artifact and validate its manifest and versions. Loads no native code."""
+    """Open an artifact and validate its structure, manifest and versions. Loads no native code."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ArtifactError(f"no such file: {path!r}")
-    if os.path.isdir(path):
-        raise ArtifactError(f"{path!r} is a folder, not a flexrt artifact")
-    size = os.path.getsize(path)
-    if size == 0:
-        raise ArtifactError(f"{path!r} is empty (0 bytes): not a flexrt artifact; was its save interrupted?")
+    z = open_zip(path)
     try:
-        z = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        with open(path, "rb") as f:
-            head = f.read(4)
-        what = "is truncated or damaged" if head == b"PK\x03\x04" else "is not a flexrt artifact (not a zip archive)"
-        raise ArtifactError(f"{path!r} {what}; save the model again") from None
+        manifest = _parse_manifest(z, path)
+    except BaseException:
+        z.close()
+        raise
+    return manifest, z
+
+
+def _parse_manifest(z: zipfile.ZipFile, path: str) -> dict[str, Any]:
+    if MANIFEST not in z.NameToInfo:
+        raise ArtifactError(f"{path!r} is a zip archive but not a flexrt artifact (no {MANIFEST})")
     try:
-        manifest = json.loads(z.read(MANIFEST))
-    except KeyError:
-        z.close()
-        raise ArtifactError(f"{path!r} is a zip archive but not a flexrt artifact (no {MANIFEST})") from None
-    except (zipfile.BadZipFile, ValueError, OSError) as e:
-        z.close()
-        raise ArtifactError(f"{path!r}: its manifest is damaged ({e}); save the model again") from None
+        manifest = json.loads(read_member(z, path, MANIFEST))
+    except (ValueError, RecursionError) as e:
+        raise ArtifactError(f"{path!r}: its manifest is damaged ({type(e).__name__}: {e}); save the model again") from None
     if not isinstance(manifest, dict) or manifest.get("format") != MAGIC:
-        z.close()
         raise ArtifactError(f"{path!r} is not a flexrt artifact (unknown manifest)")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        z.close()
+    if not isinstance(version, int) or isinstance(version, bool) or version > WEIGHTS_FORMAT_VERSION:
         raise ArtifactError(
-            f"{path!r} was written in artifact format {version} by flexrt {manifest.get('flexrt_version')}; this flexrt "
-            f"({__version__}) reads format {FORMAT_VERSION} and older: upgrade flexrt"
+            f"{path!r} was written in artifact format {version!r} by flexrt {manifest.get('flexrt_version')!r}; this flexrt "
+            f"({__version__}) reads format {WEIGHTS_FORMAT_VERSION} and older: upgrade flexrt"
         )
-    return manifest, z
+    validate_manifest(manifest, path)
+    listed = set(manifest["members"])
+    present = set(z.NameToInfo) - {MANIFEST}
+    if listed != present:
+        missing, extra = sorted(listed - present), sorted(present - listed)
+        raise ArtifactError(
+            f"{path!r}: the archive's members differ from its manifest (missing {missing}, unlisted {extra}); the file "
+            "is damaged or was edited: save the model again"
+        )
+    for name, info in manifest["members"].items():
+        if z.NameToInfo[name].file_size != info["bytes"]:
+            raise ArtifactError(f"{path!r}: member {name!r} has {z.NameToInfo[name].file_size} bytes, its manifest says {info['bytes']}; the file is damaged")
+    return manifest
 
 
 def _engine_members(manifest: dict[str, Any]) -> set[str]:
@@ -73,9 +82,7 @@ def _read_members(path: str, manifest: dict[str, Any], z: zipfile.ZipFile) -> di
     members = {}
     engines = _engine_members(manifest)
     for name, info in manifest["members"].items():
-        if name in engines:
-            if name not in z.NameToInfo:
-                raise ArtifactError(f"{path!r} is missing member {name!r}; the file is damaged, save it again")
+        if name in engines:  # present: read_manifest checked
             continue
         members[name] = ArchiveRef(path, name, info["sha256"]).read(z)
     return members
@@ -111,35 +118,78 @@ def _check_torch(manifest: dict[str, Any]) -> None:
         )
 
 
+def _decode(path: str, what: str, fn: Callable[[], T]) -> T:
+    """Run one deserialiser on checked bytes; whatever it raises on bad data (they raise many kinds)
+    becomes an ArtifactError naming the part of the file."""
+    try:
+        return fn()
+    except ArtifactError:
+        raise
+    except Exception as e:  # noqa: BLE001 - deserialisers of bad data raise anything; each is reported
+        raise ArtifactError(f"{path!r}: {what} cannot be read ({type(e).__name__}: {str(e)[:300]}); save the model again") from None
+
+
+def _tensors(path: str, what: str, blob: bytes, device: torch.device) -> dict[str, torch.Tensor]:
+    loaded = _decode(path, what, functools.partial(torch.load, io.BytesIO(blob), weights_only=True))
+    if not isinstance(loaded, dict) or not all(isinstance(n, str) and isinstance(t, torch.Tensor) for n, t in loaded.items()):
+        raise ArtifactError(f"{path!r}: {what} are not a dict of tensors; save the model again")
+    return {n: t.to(device) for n, t in loaded.items()}
+
+
+def _load_program(data: bytes) -> Any:
+    return torch.export.load(io.BytesIO(data))
+
+
+def _program(path: str, k: int, entry: dict[str, Any], manifest: dict[str, Any], members: Mapping[str, bytes],
+             device: torch.device) -> ProgramState:
+    segments = []
+    for i, seg in enumerate(entry["segments"]):
+        state = SegmentState(seg["kind"], seg["inputs"], seg["outputs"], seg["ops"], seg["reasons"])
+        if seg["kind"] == "engine":
+            kernels = {name.rsplit("/", 1)[1]: members[name] for name in seg.get("kernels", [])}
+            origin = ArchiveRef(os.path.abspath(path), seg["member"], manifest["members"][seg["member"]]["sha256"])
+            state.engine = EngineBinary(None, kernels, origin)
+            if seg.get("weights"):
+                state.weights = _tensors(path, f"the refitted weights of segment {i} of profile {k}", members[seg["weights"]], device)
+        else:
+            data = members[seg["member"]]
+            state.program = _decode(path, f"PyTorch segment {i} of profile {k}", functools.partial(_load_program, data))
+        segments.append(state)
+    constants = _tensors(path, f"the constants of profile {k}", members[entry["constants"]], device) if entry.get("constants") else {}
+    known = set(entry["inputs"]) | set(constants)
+    for i, seg in enumerate(entry["segments"]):
+        missing = [n for n in seg["inputs"] if n not in known]
+        if missing:
+            raise ArtifactError(f"{path!r}: segment {i} of profile {k} reads {missing}, which nothing before it produces")
+        known.update(seg["outputs"])
+    for kind, value in entry["outputs"]:
+        if kind == "value" and value not in known:
+            raise ArtifactError(f"{path!r}: profile {k} returns {value!r}, which no segment produces")
+    return ProgramState(entry["inputs"], [(kind, value) for kind, value in entry["outputs"]], segments, constants)
+
+
 def state_from(path: str, manifest: dict[str, Any], members: Mapping[str, bytes], device: torch.device) -> EngineState:
-    """The engine as data; engines stay in the archive, referenced, until a run time loads them."""
-    programs = []
-    for entry in manifest["programs"]:
-        segments = []
-        for seg in entry["segments"]:
-            state = SegmentState(seg["kind"], seg["inputs"], seg["outputs"], seg["ops"], seg["reasons"])
-            if seg["kind"] == "engine":
-                kernels = {k.rsplit("/", 1)[1]: members[k] for k in seg.get("kernels", [])}
-                origin = ArchiveRef(os.path.abspath(path), seg["member"], manifest["members"][seg["member"]]["sha256"])
-                state.engine = EngineBinary(None, kernels, origin)
-            else:
-                state.program = torch.export.load(io.BytesIO(members[seg["member"]]))
-            segments.append(state)
-        constants = {}
-        if entry.get("constants"):
-            constants = {k: v.to(device) for k, v in torch.load(io.BytesIO(members[entry["constants"]]), weights_only=True).items()}
-        outputs = [(kind, value) for kind, value in entry["outputs"]]
-        programs.append(ProgramState(entry["inputs"], outputs, segments, constants))
-    state = EngineState(
+    """The engine as data; engines stay in the archive, referenced, until a run time loads them.
+    `manifest` was validated by `read_manifest`; what the schema cannot see is checked here."""
+    programs = [_program(path, k, entry, manifest, members, device) for k, entry in enumerate(manifest["programs"])]
+    in_spec = _decode(path, "in_spec", lambda: pytree.treespec_loads(manifest["in_spec"]))
+    out_spec = _decode(path, "out_spec", lambda: pytree.treespec_loads(manifest["out_spec"]))
+    if in_spec.num_leaves != len(manifest["inputs"]):
+        raise ArtifactError(f"{path!r}: in_spec has {in_spec.num_leaves} leaves for {len(manifest['inputs'])} inputs; save the model again")
+    for k, program in enumerate(programs):
+        if out_spec.num_leaves != len(program.outputs):
+            raise ArtifactError(
+                f"{path!r}: out_spec has {out_spec.num_leaves} leaves, profile {k} returns {len(program.outputs)} values; save the model again"
+            )
+    return EngineState(
         inputs=[TensorSpec.from_json(d) for d in manifest["inputs"]],
         outputs=[TensorSpec.from_json(d) for d in manifest["outputs"]],
-        profiles=[Profile.from_json(p) for p in manifest["profiles"]],
+        profiles=_decode(path, "the profiles", lambda: [Profile.from_json(p) for p in manifest["profiles"]]),
         programs=programs,
-        settings=CompileSettings.from_description(manifest["settings"], device),
-        in_spec=pytree.treespec_loads(manifest["in_spec"]),
-        out_spec=pytree.treespec_loads(manifest["out_spec"]),
+        settings=_decode(path, "the settings", lambda: CompileSettings.from_description(manifest["settings"], device)),
+        in_spec=in_spec,
+        out_spec=out_spec,
     )
-    return state
 
 
 def open_artifact(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, bytes], torch.device]:
@@ -156,4 +206,4 @@ def runtime_options(manifest: dict[str, Any]) -> RuntimeOptions:
     stored = manifest.get("runtime")
     if stored is None:
         stored = {**manifest["settings"], **(manifest.get("module") or {})}
-    return RuntimeOptions.from_description(stored)
+    return _decode("manifest", "the run-time options", lambda: RuntimeOptions.from_description(stored))

@@ -23,18 +23,27 @@ import torch.utils._pytree as pytree
 
 from flexrt._version import __version__
 from flexrt.errors import ArtifactError
-from flexrt.format.layout import FORMAT_VERSION, MAGIC, MANIFEST, device_info
+from flexrt.format.layout import FORMAT_VERSION, MAGIC, MANIFEST, WEIGHTS_FORMAT_VERSION, device_info
 from flexrt.ir import EngineState, ProgramState, SegmentState
 from flexrt.settings import RuntimeOptions
 
 logger = logging.getLogger(__name__)
 
 
-def _segment_json(seg: SegmentState, member: str, kernels: list[str]) -> dict[str, Any]:
-    return {
+def _segment_json(seg: SegmentState, member: str, kernels: list[str], weights: str | None) -> dict[str, Any]:
+    out = {
         "kind": seg.kind, "inputs": seg.inputs, "outputs": seg.outputs, "ops": seg.ops, "reasons": seg.reasons,
         "member": member, "kernels": kernels,
     }
+    if weights is not None:
+        out["weights"] = weights
+    return out
+
+
+def _tensors_bytes(tensors: Mapping[str, torch.Tensor]) -> bytes:
+    buf = io.BytesIO()
+    torch.save({n: t.detach().cpu() for n, t in tensors.items()}, buf)
+    return buf.getvalue()
 
 
 def _outputs_json(program: ProgramState) -> list[list[Any]]:
@@ -56,6 +65,10 @@ def build_members(
         segments = []
         for i, seg in enumerate(program.segments):
             kernels: list[str] = []
+            weights = None
+            if seg.kind == "engine" and seg.weights:
+                weights = f"engines/p{k}_s{i}.weights.pt"
+                members[weights] = _tensors_bytes(seg.weights)
             if seg.kind == "engine":
                 assert seg.engine is not None
                 name = f"engines/p{k}_s{i}.so"
@@ -70,13 +83,11 @@ def build_members(
                 buf = io.BytesIO()
                 torch.export.save(seg.program, buf)
                 members[name] = buf.getvalue()
-            segments.append(_segment_json(seg, name, kernels))
+            segments.append(_segment_json(seg, name, kernels, weights))
         constants = None
         if program.constants:
             constants = f"constants/p{k}.pt"
-            buf = io.BytesIO()
-            torch.save({n: t.detach().cpu() for n, t in program.constants.items()}, buf)
-            members[constants] = buf.getvalue()
+            members[constants] = _tensors_bytes(program.constants)
         programs.append(
             {"inputs": program.inputs, "outputs": _outputs_json(program), "segments": segments, "constants": constants}
         )
@@ -86,7 +97,8 @@ def build_members(
         members["source.pt2"] = buf.getvalue()
     manifest = {
         "format": MAGIC,
-        "format_version": FORMAT_VERSION,
+        # refitted weights need a reader that applies them; other artifacts stay readable by older flexrt
+        "format_version": WEIGHTS_FORMAT_VERSION if any(s.weights for p in state.programs for s in p.segments) else FORMAT_VERSION,
         "flexrt_version": __version__,
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
@@ -112,6 +124,20 @@ def write_zip(f: Any, manifest: dict[str, Any], members: Mapping[str, bytes]) ->
             z.writestr(name, data, compress_type=zipfile.ZIP_STORED)
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask sets it, racing other threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_artifact(
     path: str | os.PathLike[str], state: EngineState, runtime: RuntimeOptions | None = None, source: Any = None
 ) -> None:
@@ -121,8 +147,15 @@ def write_artifact(
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise ArtifactError(f"cannot save to {path!r}: folder {folder!r} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".flexrt-", suffix=".tmp")
+    if os.path.isdir(path):
+        raise ArtifactError(f"cannot save to {path!r}: it is a folder; give the artifact a file name (e.g. {os.path.join(path, 'model.ep')!r})")
     try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".flexrt-", suffix=".tmp")
+    except PermissionError:
+        raise ArtifactError(f"cannot save to {path!r}: no permission to write in {folder!r}") from None
+    try:
+        # mkstemp creates the file 0600 and the rename keeps that: give it a normal file's mode
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             write_zip(f, manifest, members)
             f.flush()

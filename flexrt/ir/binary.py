@@ -13,10 +13,26 @@ import contextlib
 import dataclasses
 import hashlib
 import io
+import struct
 import zipfile
+import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from flexrt.errors import ArtifactError
+
+# What zipfile raises on a damaged or unusual archive, besides BadZipFile: a bad deflate stream
+# (zlib.error), an unsupported compression method, zip version or encryption (NotImplementedError),
+# an encrypted member (RuntimeError), a short read (EOFError), bad header fields (struct.error,
+# ValueError, OverflowError) and the file system's own errors (OSError).
+ARCHIVE_ERRORS = (
+    zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, EOFError, struct.error, ValueError,
+    OverflowError, OSError,
+)
+
+
+class _Discard:
+    def write(self, data: bytes) -> int:
+        return len(data)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,12 +65,19 @@ class ArchiveRef:
                     job.result()
         except KeyError:
             raise ArtifactError(f"{self.path!r} is missing member {self.member!r}; the file is damaged, save it again") from None
-        except (OSError, zipfile.BadZipFile, EOFError) as e:
-            raise ArtifactError(f"{self.path!r}: member {self.member!r} cannot be read ({e}); the file is damaged") from None
+        except ARCHIVE_ERRORS as e:
+            raise ArtifactError(
+                f"{self.path!r}: member {self.member!r} cannot be read ({type(e).__name__}: {e}); the file is damaged, save it again"
+            ) from None
         if digest.hexdigest() != self.sha256:
             raise ArtifactError(
                 f"{self.path!r}: member {self.member!r} does not match its checksum; the file is corrupt, save it again"
             )
+
+    def verify(self) -> None:
+        """Read the member through its checksum without keeping it (an engine already loaded from
+        an equal copy is reused, but a damaged file is still refused)."""
+        self.copy_to(_Discard())  # type: ignore[arg-type]
 
     def read(self, archive: zipfile.ZipFile | None = None) -> bytes:
         buf = io.BytesIO()

@@ -28,6 +28,9 @@ class SegmentState:
     reasons: dict[str, str]
     engine: EngineBinary | None = None
     program: ExportedProgram | None = None
+    # refitted weights, by the engine's constant name: applied over the ones packaged in its shared
+    # object when it is loaded (`flexrt.dynamo.refit_module_weights`), and saved with it
+    weights: dict[str, torch.Tensor] | None = None
 
     @property
     def num_ops(self) -> int:

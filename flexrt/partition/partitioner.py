@@ -211,7 +211,7 @@ class PartitionReport:
             f"{self.engine_ops} of {total} ops in engines"
         ]
         for s in self.segments:
-            top = ", ".join(f"{k} x{v}" for k, v in sorted(s.ops.items(), key=lambda kv: -kv[1])[:6])
+            top = ", ".join(f"{k} x{v}" for k, v in sorted(s.ops.items(), key=lambda kv: (-kv[1], kv[0]))[:6])
             lines.append(f"  segment {s.index} [{s.kind}] {s.num_ops} ops: {top}")
             for op, why in sorted(s.reasons.items()):
                 lines.append(f"      {op}: {why}")
@@ -394,11 +394,11 @@ def _assemble(
         module = _build_module(gm, body, seg_inputs[gi], outs)
         reasons = {}
         if kind == "torch":
-            for n in core:
+            for n in sorted(core, key=order.__getitem__):  # graph order: the report reads the same every run
                 why = demoted.get(n) or kinds[n][1]
                 if why and n.target is not operator.getitem:
                     reasons[op_name(n)] = why
-        segments.append(SegmentPlan(gi, kind, module, [a.name for a in seg_inputs[gi]], [o.name for o in outs], _count_ops(core, kinds), reasons))
+        segments.append(SegmentPlan(gi, kind, module, [a.name for a in seg_inputs[gi]], [o.name for o in outs], _count_ops(sorted(core, key=order.__getitem__), kinds), reasons))
     inputs = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
     plan = PartitionPlan(inputs, outputs, segments, constants)
     logger.debug("partition:\n%s", plan.report)

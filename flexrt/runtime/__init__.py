@@ -8,6 +8,7 @@ from flexrt.runtime.context import ExecutionContext
 from flexrt.runtime.engine import Engine
 from flexrt.runtime.fallback import Fallback
 from flexrt.runtime.module import CompiledModule
+from flexrt.runtime.profile_selection import optimization_profile
 from flexrt.runtime.runner import Runner
 
-__all__ = ["CompiledModule", "Engine", "ExecutionContext", "Fallback", "Runner"]
+__all__ = ["CompiledModule", "Engine", "ExecutionContext", "Fallback", "Runner", "optimization_profile"]

@@ -60,7 +60,24 @@ class ExecutionContext:
         return self.engine.checker.output_shapes(self.engine.outputs, shapes)
 
     def execute(self, flat: Sequence[Any], zero_copy: bool = False) -> list[Any]:
-        """Run inputs already checked against this profile (see `Engine.check`)."""
+        """Check the inputs against this profile (dtype, device, layout, shapes), then run them."""
+        self.check(flat)
+        return self.run_checked(flat, zero_copy)
+
+    def check(self, flat: Sequence[Any], holder: str = "context") -> None:
+        """Raise an `InputSpecError` unless `flat` is safe to run on this profile."""
+        checker = self.engine.checker
+        if checker.fast_fits(flat, self.profile):
+            return
+        checker.check(flat)
+        shapes = [t.shape for t in flat]
+        if not checker.fits(self.profile, shapes):
+            fits = checker.fitting(shapes)
+            hint = f"Use a {holder} of a profile that fits ({fits})." if fits else "No profile of this engine fits these shapes."
+            raise checker.out_of_range(shapes, [self.profile], hint=hint)
+
+    def run_checked(self, flat: Sequence[Any], zero_copy: bool = False) -> list[Any]:
+        """Run inputs the caller has already checked against this profile (`CompiledModule` does)."""
         if self.graphs is not None:
             return self.graphs.run(flat, zero_copy)
         return self.program.run(flat)

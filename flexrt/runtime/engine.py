@@ -28,6 +28,8 @@ class Engine:
         self.options = options or RuntimeOptions()
         self.device = state.settings.device
         self.programs = [Program(p, self.device, not state.settings.disable_tf32) for p in state.programs]
+        for k, (program, profile) in enumerate(zip(self.programs, state.profiles)):
+            program.verify(profile, state.inputs, f"profile {k}")
         self.checker = ShapeChecker(state.inputs, state.profiles, self.device)
 
     @property
@@ -66,6 +68,7 @@ class Engine:
         self.state.profiles.append(profile)
         self.state.programs.append(program)
         self.programs.append(Program(program, self.device, not self.settings.disable_tf32))
+        self.programs[-1].verify(profile, self.state.inputs, f"profile {len(self.programs) - 1}")
         self.checker = ShapeChecker(self.state.inputs, self.state.profiles, self.device)
         return len(self.state.profiles) - 1
 

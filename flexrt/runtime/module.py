@@ -57,6 +57,7 @@ class CompiledModule(torch.nn.Module):
         self.out_spec = engine.state.out_spec
         self.contexts = [engine.create_execution_context(p) for p in range(len(engine.profiles))]
         self.current = 0
+        self.pinned: int | None = None  # set by `optimization_profile(module, k)`: only profile k runs
         self._positional = _positional_leaves(self.in_spec)
         self._single_output = self.out_spec.is_leaf()
         self.fallback = fallback
@@ -66,6 +67,14 @@ class CompiledModule(torch.nn.Module):
         args_spec, kwargs_spec = tree_children(self.in_spec)
         self._num_args = args_spec.num_children
         self._kw_names: list[str] = list(kwargs_spec.context or [])
+
+    def replace_engine(self, engine: Engine, fallback: Fallback | None) -> None:
+        """Run `engine` from now on (a refit in place): same inputs and outputs, new weights."""
+        if engine.state.in_spec != self.in_spec or engine.state.out_spec != self.out_spec:
+            raise InputSpecError("replace_engine: the new engine takes or returns a different structure")
+        self.engine = engine
+        self.fallback = fallback
+        self.contexts = [engine.create_execution_context(p) for p in range(len(engine.profiles))]
 
     @property
     def options(self) -> RuntimeOptions:
@@ -108,26 +117,38 @@ class CompiledModule(torch.nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         flat = self._flatten(args, kwargs)
         checker = self.engine.checker
-        profile = self.current
+        profile = self.current if self.pinned is None else self.pinned
         if not checker.fast_fits(flat, profile):
             checker.check(flat)  # raises the precise error for dtype, rank, device and tied dims
             shapes = [t.shape for t in flat]
+            if self.pinned is not None:
+                if checker.fits(profile, shapes):
+                    return self._run(profile, flat)
+                raise checker.out_of_range(
+                    shapes, [profile],
+                    hint=f"Profile {profile} is pinned by optimization_profile(module, {profile}); pin a profile that "
+                    "fits, or use optimization_profile(module, 'auto').",
+                )
             chosen = checker.choose(shapes, profile)
             if chosen is None:
                 return self._out_of_range(args, kwargs, flat, shapes)
             profile = chosen
             object.__setattr__(self, "current", profile)  # plain attribute: nn.Module.__setattr__ is slow
+        return self._run(profile, flat)
+
+    def _run(self, profile: int, flat: list[Any]) -> Any:
         if not self._warned_grad and torch.is_grad_enabled() and any(t.requires_grad for t in flat):
             logger.warning("flexrt engines are inference-only: outputs carry no gradient (wrap calls in torch.no_grad())")
             self._warned_grad = True
-        outs = self.contexts[profile].execute(flat)
+        outs = self.contexts[profile].run_checked(flat)
         return outs[0] if self._single_output else pytree.tree_unflatten(outs, self.out_spec)
 
     def _out_of_range(self, args: tuple[Any, ...], kwargs: dict[str, Any], flat: list[Any], shapes: list[Any]) -> Any:
         policy = self.on_out_of_range
         if policy == "eager" and self.fallback is not None:
             if not self._warned_eager:
-                logger.warning("%s; running it in PyTorch (on_out_of_range='eager')", self.engine.checker.out_of_range(shapes))
+                error = self.engine.checker.out_of_range(shapes, hint="Running it in PyTorch, as on_out_of_range='eager' asks.")
+                logger.warning("%s", error)
                 self._warned_eager = True
             with torch.no_grad():
                 return self.fallback.eager(*args, **kwargs)
@@ -135,7 +156,7 @@ class CompiledModule(torch.nn.Module):
             with self._lock:
                 profile = self._add_static_profile(flat)
             object.__setattr__(self, "current", profile)
-            return pytree.tree_unflatten(self.contexts[profile].execute(flat), self.out_spec)
+            return pytree.tree_unflatten(self.contexts[profile].run_checked(flat), self.out_spec)
         raise self.engine.checker.out_of_range(shapes)
 
     def _add_static_profile(self, flat: list[Any]) -> int:
@@ -152,6 +173,29 @@ class CompiledModule(torch.nn.Module):
         self.engine.add_profile(profile, program)
         self.contexts.append(self.engine.create_execution_context(index))
         return index
+
+    # -- profile selection (Torch-TensorRT's TorchTensorRTModule methods, used by `optimization_profile`) --
+
+    def set_optimization_profile(self, profile: int | str | None) -> None:
+        """Pin profile `profile` (an index), or choose by shape ("auto" or None: flexrt's default rule)."""
+        if profile is None or profile == "auto":
+            object.__setattr__(self, "pinned", None)
+            return
+        count = len(self.engine.profiles)
+        if isinstance(profile, bool) or not isinstance(profile, int):
+            raise InputSpecError(f"optimization profile must be an index (int), 'auto' or None, got {profile!r}")
+        if not 0 <= profile < count:
+            raise InputSpecError(f"optimization profile {profile} does not exist; this module has {count} (0..{count - 1})")
+        object.__setattr__(self, "pinned", profile)
+        object.__setattr__(self, "current", profile)
+
+    def get_optimization_profile_state(self) -> tuple[int | None, int]:
+        """(pinned profile or None, current profile): what `restore_optimization_profile_state` puts back."""
+        return self.pinned, self.current
+
+    def restore_optimization_profile_state(self, state: tuple[int | None, int]) -> None:
+        object.__setattr__(self, "pinned", state[0])
+        object.__setattr__(self, "current", state[1])
 
     def extra_repr(self) -> str:
         return repr(self.engine)

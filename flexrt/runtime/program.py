@@ -8,11 +8,36 @@ from typing import Any
 
 import torch
 
+from flexrt.errors import ArtifactError
 from flexrt.ir.program import ProgramState, SegmentState
-from flexrt.runtime.loader import load_runner
+from flexrt.ir.tensor_spec import TensorSpec
+from flexrt.runtime.engine_check import NARROWER, call_arity, cross_check
+from flexrt.runtime.loader import CHECKED, UNCHECKED, load_runner
+from flexrt.spec import Profile
 from flexrt.tf32 import in_effect, tf32_policy
 
 logger = logging.getLogger(__name__)
+
+
+def _member(state: SegmentState) -> str:
+    origin = state.engine.origin if state.engine is not None else None
+    return repr(origin.member) if origin is not None else "(in memory)"
+
+
+def _dense(t: torch.Tensor) -> torch.Tensor:
+    """Memory an engine reads as it was compiled to: conjugate and negative views are lazy bits the
+    engine ignores, and its stride checks want the canonical strides even on size-1 dims."""
+    if t.is_contiguous() and not (t.is_conj() or t.is_neg()) and (1 not in t.shape or t.stride() == _strides(t.shape)):
+        return t
+    return t.resolve_conj().resolve_neg().clone(memory_format=torch.contiguous_format)
+
+
+def _strides(shape: torch.Size) -> tuple[int, ...]:
+    out, step = [], 1
+    for n in reversed(shape):
+        out.append(step)
+        step *= max(n, 1)
+    return tuple(reversed(out))
 
 
 class _EngineSegment:
@@ -20,11 +45,26 @@ class _EngineSegment:
 
     def __init__(self, state: SegmentState, device: torch.device, allow_tf32: bool) -> None:
         assert state.engine is not None
-        self.runner = load_runner(state.engine, device)
+        self.state = state
+        self.device = device
+        self.load(CHECKED)
         self.tf32 = allow_tf32 if device.type == "cuda" else None
 
+    def load(self, variant: str) -> None:
+        """(Re)load the runner from the CHECKED or UNCHECKED copy of the engine (see loader.Library)."""
+        assert self.state.engine is not None
+        self.runner, self.library = load_runner(self.state.engine, self.device, variant)
+        arity = call_arity(self.runner)
+        if arity is not None and arity != (len(self.state.inputs), len(self.state.outputs)):
+            raise ArtifactError(
+                f"engine {_member(self.state)} takes {arity[0]} inputs and returns {arity[1]} outputs; the manifest says "
+                f"{len(self.state.inputs)} and {len(self.state.outputs)}: the manifest was edited or damaged, save the model again"
+            )
+        if self.state.weights:  # refitted: every constant given, so a missing one is an error, not stale data
+            self.runner.update_constant_buffer(self.state.weights, False, True)
+
     def __call__(self, inputs: list[Any]) -> list[torch.Tensor]:
-        inputs = [t if t.is_contiguous() else t.contiguous() for t in inputs]
+        inputs = [_dense(t) for t in inputs]
         if self.tf32 is None or in_effect(self.tf32):
             return self.runner.run(inputs)
         with tf32_policy(self.tf32):
@@ -70,6 +110,23 @@ class Program:
             if name not in keep:
                 drops[i].append(name)
         return drops
+
+    def verify(self, profile: Profile, specs: Sequence[TensorSpec], where: str) -> None:
+        """Cross-check each engine fed straight by the model's inputs against their specs and this profile."""
+        by_name = dict(zip(self.state.inputs, specs))  # the graph's name for each model input, in order
+        for i, seg in enumerate(self.segments):
+            names = self.state.segments[i].inputs
+            if not isinstance(seg, _EngineSegment):
+                continue
+            if not all(n in by_name for n in names):  # fed by other segments: what it takes is not described
+                if seg.library.runtime_checks is None:
+                    seg.library.record_runtime_checks(False)  # its first run will leave its checks off
+                continue
+            used = [by_name[n] for n in names]
+            outcome = cross_check(seg.runner, seg.library, used, [profile[s.name] for s in used], seg.device,
+                                  f"{where}, segment {i} ({_member(seg.state)})")
+            if outcome == NARROWER:
+                seg.load(UNCHECKED)
 
     @property
     def capturable(self) -> bool:

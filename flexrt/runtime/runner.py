@@ -102,7 +102,8 @@ class Runner:
 
     def infer(self, feed_dict: Mapping[str, Any], check_inputs: bool = True) -> dict[str, Any]:
         """Run the profile on named inputs; returns {output name: tensor}, or NumPy arrays when every
-        input is a NumPy array (Polygraphy's convention)."""
+        input is a NumPy array (Polygraphy's convention). `check_inputs` is kept for Polygraphy's
+        signature: inputs are always checked, since an unchecked tensor can crash native code."""
         if self.context is None:
             raise FlexrtError(f"{self.name} is not active: use `with Runner(...) as runner:` or call activate() first")
         names = self.engine.input_names
@@ -115,20 +116,15 @@ class Runner:
             )
         numpy_out = all(is_numpy(feed_dict[n]) for n in names) and bool(names)
         flat = [to_tensor(feed_dict[n], self.engine.device) for n in names]
+        # check_inputs is Polygraphy's flag; inputs are checked either way (the context does it, a
+        # steady stream of fitting shapes costs one lookup): unchecked tensors can crash native code
+        self.context.check(flat, holder="runner")
         shapes = [tuple(t.shape) for t in flat]
-        if check_inputs:
-            self.engine.check(flat)
-            if not self.engine.checker.fits(self.profile, shapes):
-                fits = self.engine.checker.fitting(shapes)
-                raise self.engine.checker.out_of_range(
-                    shapes, [self.profile], hint=f"Use a runner of a profile that fits ({fits})" if fits else
-                    "No profile of this engine fits these shapes."
-                )
         if shapes != self._last_shapes:
             self._last_shapes = shapes
             self.shape_updates += 1
         start = time.perf_counter()
-        outs = self.context.execute(flat, zero_copy=self.zero_copy_outputs)
+        outs = self.context.run_checked(flat, zero_copy=self.zero_copy_outputs)
         self._last_time = time.perf_counter() - start
         if numpy_out:
             outs = [to_numpy(t) for t in outs]

@@ -12,6 +12,7 @@ import torch
 
 from flexrt.errors import InputSpecError, ShapeOutOfRangeError
 from flexrt.ir.tensor_spec import TensorSpec
+from flexrt.runtime.tensor_checks import check_tensor
 from flexrt.spec import UNBOUNDED, Profile
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class ShapeChecker:
         # the per-call fast path: what each input must be, flattened for cheap comparisons
         self._dtypes = [s.dtype for s in inputs]
         self._ranks = [len(s.dims) for s in inputs]
+        self._on_cpu = device.type == "cpu"
         self._device_index = device.index if device.type == "cuda" else -1
         self._fitted: list[set[tuple[torch.Size, ...]]] = [set() for _ in profiles]
 
@@ -61,10 +63,12 @@ class ShapeChecker:
         remembered per profile, so a steady stream costs a dtype/device check and one lookup."""
         if len(flat) != len(self._dtypes) or self.derived:
             return False
+        strided, on_cpu, index = torch.strided, self._on_cpu, self._device_index
         for t, dtype in zip(flat, self._dtypes):
-            if type(t) is not torch.Tensor and not isinstance(t, torch.Tensor):
+            # exact type only: subclasses (fake, wrapper) and any other layout or device take `check`
+            if type(t) is not torch.Tensor or t.dtype is not dtype or t.layout is not strided or t.is_nested:
                 return False
-            if t.dtype is not dtype or t.get_device() != self._device_index:
+            if not t.is_cpu if on_cpu else (not t.is_cuda or t.get_device() != index):
                 return False
         key = tuple([t.shape for t in flat])
         fitted = self._fitted[profile]
@@ -92,19 +96,13 @@ class ShapeChecker:
                 f"expected {len(self.inputs)} inputs ({', '.join(self.names)}), got {len(flat)}"
             )
         for spec, t in zip(self.inputs, flat):
-            if not isinstance(t, torch.Tensor):
-                raise InputSpecError(f"input {spec.name!r}: expected a torch.Tensor, got {type(t).__name__}")
+            check_tensor(spec.name, t, self.device)
             if t.dtype != spec.dtype:
                 raise InputSpecError(f"input {spec.name!r}: expected dtype {spec.dtype}, got {t.dtype}; convert it with .to({spec.dtype})")
             if t.dim() != len(spec.dims):
                 raise InputSpecError(
                     f"input {spec.name!r}: expected {len(spec.dims)} dims, got shape {tuple(t.shape)} "
                     f"({t.dim()} dims)"
-                )
-            if t.device != self.device:
-                raise InputSpecError(
-                    f"input {spec.name!r} is on {t.device} but the model was compiled for {self.device}; "
-                    f"move it with .to({str(self.device)!r})"
                 )
         for i, d, j, e in self.ties:
             a, b = flat[i].shape[d], flat[j].shape[e]
@@ -155,21 +153,29 @@ class ShapeChecker:
     ) -> ShapeOutOfRangeError:
         """The error for inputs that fit none of `profiles`: names the input, dim, value and ranges."""
         profiles = list(range(len(self.profiles))) if profiles is None else list(profiles)
-        first = profiles[0]
-        for i, ((mins, maxs), shape) in enumerate(zip(self.bounds[first], shapes)):
+        reasons = []
+        for p in profiles:  # per profile, the first dim that rules it out: never another profile's range
+            culprit = self.first_misfit(p, shapes)
+            if culprit is not None:
+                i, d, n = culprit
+                reasons.append(f"input {self.names[i]!r} dim {d} = {n} (profile {p} allows {self.range_text(p, i, d)})")
+        if not reasons:
+            return ShapeOutOfRangeError("inputs are outside the compiled profiles")
+        fits = self.fitting(shapes)
+        where = f" Profiles that fit these inputs: {fits}." if fits else ""
+        advice = hint or (
+            "Compile with a wider min_shape/max_shape or add a profile, or pass on_out_of_range='eager' "
+            "(run in PyTorch) or 'build' (build a profile for this shape)."
+        )
+        return ShapeOutOfRangeError(f"no compiled profile fits these inputs: {'; '.join(reasons)}.{where} {advice}")
+
+    def first_misfit(self, profile: int, shapes: Sequence[Sequence[int]]) -> tuple[int, int, int] | None:
+        """(input, dim, size) of the first dim outside `profile`, or None when every dim fits."""
+        for i, ((mins, maxs), shape) in enumerate(zip(self.bounds[profile], shapes)):
             for d, (lo, n, hi) in enumerate(zip(mins, shape, maxs)):
                 if n < lo or n > hi:
-                    ranges = "; ".join(f"profile {p} allows {self.range_text(p, i, d)}" for p in profiles)
-                    fits = self.fitting(shapes)
-                    where = f" Profiles that fit these inputs: {fits}." if fits else ""
-                    advice = hint or (
-                        "Compile with a wider min_shape/max_shape or add a profile, or pass on_out_of_range='eager' "
-                        "(run in PyTorch) or 'build' (build a profile for this shape)."
-                    )
-                    return ShapeOutOfRangeError(
-                        f"input {self.names[i]!r} dim {d} = {n} is outside the compiled range: {ranges}.{where} {advice}"
-                    )
-        return ShapeOutOfRangeError("inputs are outside the compiled profiles")
+                    return i, d, int(n)
+        return None
 
     def output_shapes(self, outputs: Sequence[TensorSpec], shapes: dict[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
         """Output shapes for given input shapes, from the program's size expressions; -1 where data decides."""

@@ -24,6 +24,7 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
             segments.append({
                 "index": i, "kind": seg["kind"], "ops": sum(seg["ops"].values()), "op_counts": seg["ops"],
                 "fallback_reasons": seg["reasons"], "bytes": members[seg["member"]]["bytes"],
+                "refitted": "weights" in seg,  # new weights saved beside the engine (refit_module_weights)
             })
         profiles.append({"index": k, "inputs": prof, "segments": segments})
     return {
@@ -93,7 +94,7 @@ def render(info: dict[str, Any], console: Console | None = None) -> None:
         top = ", ".join(
             f"{k.replace('aten.', '').replace('.default', '')} x{v}" for k, v in sorted(sg["op_counts"].items(), key=lambda kv: -kv[1])[:4]
         )
-        kind = "engine" if sg["kind"] == "engine" else "PyTorch"
+        kind = ("engine (refitted)" if sg.get("refitted") else "engine") if sg["kind"] == "engine" else "PyTorch"
         seg.add_row(str(sg["index"]), kind, str(sg["ops"]), top, _mb(sg["bytes"]))
         for op, why in sg["fallback_reasons"].items():
             seg.add_row("", "", "", f"[dim]{op}: {why}[/dim]", "")

@@ -51,12 +51,10 @@ TENSORRT_ONLY_OPTIONS = frozenset(
         "version_compatible",
         "assume_dynamic_shape_support",
         "use_explicit_typing",
-        "immutable_weights",
         "refit_identical_engine_weights",
         "strip_engine_weights",
         "engine_capability",
         "debug",
-        "make_refittable",
         "timing_cache_path",
         "lazy_engine_init",
         "allow_shape_tensors",
@@ -69,6 +67,10 @@ TENSORRT_ONLY_OPTIONS = frozenset(
         "custom_engine_cache",
     }
 )
+
+# Torch-TensorRT's switches for refittable engines: every flexrt engine can be refitted
+# (`flexrt.dynamo.refit_module_weights`), so they change nothing and are accepted quietly.
+REFIT_OPTIONS = frozenset({"make_refittable", "immutable_weights"})
 
 SETTING_NAMES = frozenset(f.name for f in dataclasses.fields(CompileSettings))
 RUNTIME_NAMES = frozenset(f.name for f in dataclasses.fields(RuntimeOptions))
@@ -158,6 +160,8 @@ def parse_options(options: Mapping[str, Any], device: torch.device | None = None
     for name, value in options.items():
         if name in TENSORRT_ONLY_OPTIONS:
             logger.warning("option %s=%r only applies to TensorRT; flexrt ignores it", name, value)
+        elif name in REFIT_OPTIONS:
+            logger.debug("option %s=%r: every flexrt engine can be refitted; nothing to set", name, value)
         elif name in RUNTIME_NAMES:
             runtime[name] = value
         elif name in SETTING_NAMES:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -163,6 +163,7 @@ class Input:
         name: str | None = None,
         tensor_domain: tuple[float, float] | None = None,
         torch_tensor: torch.Tensor | None = None,
+        profiles: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         if name is not None and not isinstance(name, str):
             raise InputSpecError(f"Input name must be a string, got {name!r}")
@@ -175,6 +176,14 @@ class Input:
         elif args:
             raise InputSpecError(f"{what}: give one shape or (min_shape, opt_shape, max_shape), got {len(args)} positional args")
         ranged = [s is not None for s in (min_shape, opt_shape, max_shape)]
+        self.profiles: list[ShapeRange] | None = None
+        if profiles is not None:
+            if args or shape is not None or any(ranged):
+                raise InputSpecError(f"{what}: profiles= is the only shape argument when given; drop shape/min_shape/opt_shape/max_shape")
+            self.profiles = _profile_ranges(profiles, what)
+            union = union_range(self.profiles)  # what the model is traced over
+            min_shape, opt_shape, max_shape = union.min, union.opt, union.max
+            ranged = [True, True, True]
         if shape is not None and any(ranged):
             raise InputSpecError(f"{what}: give either shape= or min_shape/opt_shape/max_shape, not both")
         if shape is not None:
@@ -231,6 +240,7 @@ class Input:
             min_shape=self.range.min, opt_shape=self.range.opt, max_shape=self.range.max, dtype=self.dtype,
             format=self.format, name=name, tensor_domain=self.tensor_domain,
         )
+        out.profiles = self.profiles
         return out
 
     def example_tensor(self, optimization_profile_field: str = "opt_shape", device: Any = "cpu") -> torch.Tensor:
@@ -246,16 +256,48 @@ class Input:
         if self.range.is_static:
             return f"Input(shape={self.range.opt}, dtype={self.dtype}{fmt}{name})"
         r = self.range
+        if self.profiles:
+            listed = ", ".join(f"{{'min_shape': {p.min}, 'opt_shape': {p.opt}, 'max_shape': {p.max}}}" for p in self.profiles)
+            return f"Input(profiles=[{listed}], dtype={self.dtype}{fmt}{name})"
         return f"Input(min_shape={r.min}, opt_shape={r.opt}, max_shape={r.max}, dtype={self.dtype}{fmt}{name})"
 
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, Input)
-            and (self.range, self.dtype, self.format, self.name) == (other.range, other.dtype, other.format, other.name)
+            and (self.range, self.dtype, self.format, self.name, self.profiles)
+            == (other.range, other.dtype, other.format, other.name, other.profiles)
         )
 
     def __hash__(self) -> int:
         return hash((self.range, self.dtype, self.name))
+
+
+def _profile_ranges(profiles: Any, what: str) -> list[ShapeRange]:
+    """Torch-TensorRT's `Input(profiles=[{"min_shape":..., "opt_shape":..., "max_shape":...}, ...])`:
+    the list index is the optimization-profile index."""
+    if isinstance(profiles, (str, Mapping)) or not isinstance(profiles, Sequence) or not profiles:
+        raise InputSpecError(
+            f"{what}: profiles must be a non-empty list of dicts with keys 'min_shape', 'opt_shape', 'max_shape'; "
+            f"got {profiles!r}"
+        )
+    ranges = []
+    for i, prof in enumerate(profiles):
+        keys = ("min_shape", "opt_shape", "max_shape")
+        if not isinstance(prof, Mapping) or set(prof) != set(keys):
+            raise InputSpecError(f"{what}: profile {i} must be a dict with exactly the keys {list(keys)}, got {prof!r}")
+        ranges.append(ShapeRange.create(*(prof[k] for k in keys), f"{what} profile {i}"))
+        if ranges[-1].rank != ranges[0].rank:
+            raise InputSpecError(f"{what}: profile {i} has rank {ranges[-1].rank}, profile 0 has {ranges[0].rank}; all must match")
+    return ranges
+
+
+def union_range(ranges: Sequence[ShapeRange]) -> ShapeRange:
+    """The smallest range holding every given one (one rank); opt is the first's, clamped into it."""
+    rank = ranges[0].rank
+    lo = tuple(min(r.min[d] for r in ranges) for d in range(rank))
+    hi = tuple(max(r.max[d] for r in ranges) for d in range(rank))
+    opt = tuple(min(max(o, a), b) for o, a, b in zip(ranges[0].opt, lo, hi))
+    return ShapeRange(lo, opt, hi)
 
 
 def random_tensor(

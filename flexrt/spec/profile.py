@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from flexrt.errors import InputSpecError
-from flexrt.spec.input import Input, ShapeRange
+from flexrt.spec.input import Input, ShapeRange, union_range
 
 
 class Profile(OrderedDict):
@@ -75,17 +75,33 @@ def _input_ranges(network: Any) -> list[tuple[str, ShapeRange]]:
     )
 
 
-def union_range(ranges: Sequence[ShapeRange]) -> ShapeRange:
-    """The smallest range holding every given one (one rank); opt is the first's, clamped into it."""
-    rank = ranges[0].rank
-    lo = tuple(min(r.min[d] for r in ranges) for d in range(rank))
-    hi = tuple(max(r.max[d] for r in ranges) for d in range(rank))
-    opt = tuple(min(max(o, a), b) for o, a, b in zip(ranges[0].opt, lo, hi))
-    return ShapeRange(lo, opt, hi)
+def input_profiles(names: Sequence[str], specs: Sequence[Input]) -> list[Profile] | None:
+    """Torch-TensorRT's per-Input `profiles=` zipped by index into flexrt Profiles; None if no Input has them.
+
+    Inputs with profiles must all give the same number; an input without takes its one range in every profile.
+    """
+    counts = {name: len(spec.profiles) for name, spec in zip(names, specs) if spec.profiles}
+    if not counts:
+        return None
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{n!r}: {c}" for n, c in counts.items())
+        raise InputSpecError(
+            f"Inputs give different numbers of profiles ({listed}); profile k of every Input forms optimization "
+            "profile k, so each Input with profiles= must give the same number"
+        )
+    count = next(iter(counts.values()))
+    return [
+        Profile({name: spec.profiles[k] if spec.profiles else spec.range for name, spec in zip(names, specs)})
+        for k in range(count)
+    ]
 
 
 def resolve_profiles(names: Sequence[str], specs: Sequence[Input], profiles: Sequence[Profile] | None) -> list[Profile]:
-    """Profiles keyed by input name; without any, one profile from the Input ranges."""
+    """Profiles keyed by input name: given, from the Inputs' `profiles=`, or one from the Input ranges."""
+    per_input = input_profiles(names, specs)
+    if per_input is not None and profiles:
+        raise InputSpecError("give profiles either on the Inputs (Input(profiles=[...])) or as profiles=[flexrt.Profile(...)], not both")
+    profiles = profiles or per_input
     if not profiles:
         p = Profile()
         for name, spec in zip(names, specs):

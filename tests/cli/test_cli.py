@@ -81,7 +81,7 @@ def test_help_imports_no_torch_and_is_quick():
     ["compile", "m:f", "--input", "x=1x3", "--precision", "fp64", "-o", "out.ep"],
     ["bench", "nosuchmodel"],  # gone from the CLI: benchmarks run from a checkout
     ["inspect", "/no/such/file.ep"],
-    ["demo", "--embed-dim", "100"],
+    ["demo", "--embed-dim", "100"],  # not a multiple of 12
     ["nosuchcommand"],
 ])
 def test_user_mistakes_are_one_line_and_exit_2(argv, tmp_path, monkeypatch, capsys):
@@ -100,3 +100,12 @@ def test_demo_on_cuda_without_a_gpu_is_a_one_line_error(capsys):
         pytest.skip("this machine has a GPU")
     assert main(["demo", "--device", "cuda"]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_demo_defaults_are_valid_and_a_small_demo_runs(capsys):
+    from flexrt.cli.main import build_parser
+
+    args = build_parser().parse_args(["demo"])  # the README's main job, as typed
+    assert (args.max_batch, args.embed_dim) == (32, 768)
+    assert main(["demo", "--device", "cpu", "--max-batch", "4", "--embed-dim", "96"]) == 0
+    assert "every output matched eager" in capsys.readouterr().out

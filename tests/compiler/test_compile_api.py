@@ -50,6 +50,8 @@ def test_dynamo_compile_with_tensors_uses_the_programs_ranges(seq_len_program):
 def test_ir_names():
     with pytest.raises(InputSpecError, match=r"ir='ts'.*use ir='dynamo'"):
         flexrt.compile(_tiny(), ir="ts", inputs=[TINY])
+    with pytest.raises(InputSpecError, match=r"ir='torchscript' \(TorchScript\)"):  # names what the user wrote
+        flexrt.compile(_tiny(), ir="torchscript", inputs=[TINY])
     with pytest.raises(InputSpecError, match=r"unknown ir='fx'"):
         flexrt.compile(_tiny(), ir="fx", inputs=[TINY])
 
@@ -73,7 +75,8 @@ def test_default_ir_logging_and_eager_fallback(caplog):
     with caplog.at_level(logging.WARNING, logger="flexrt"):
         with torch.no_grad():
             assert_matches(m(x), model(x))
-    assert "on_out_of_range='eager'" in caplog.text
+    assert "as on_out_of_range='eager' asks" in caplog.text
+    assert "or pass on_out_of_range" not in caplog.text  # no advice to pass the option already passed
 
 
 def test_build_policy_adds_a_profile_for_the_new_shape(caplog):

@@ -10,6 +10,7 @@ import flexrt
 from flexrt.errors import UnsupportedOpError
 from flexrt.lower import lower
 from flexrt.partition import classify, partition
+from flexrt.partition.partitioner import op_name
 from flexrt.settings import build_settings
 from flexrt.trace import normalize_inputs, trace
 
@@ -98,3 +99,20 @@ def test_dryrun_prints_the_report_and_builds_nothing(capsys):
     x = torch.randn(2, 8)
     with torch.no_grad():
         torch.testing.assert_close(out(x), model(x))
+
+
+def test_report_lists_ops_in_graph_order_every_run():
+    """Ops are counted in graph order and ties in the report sort by name: the same text every run."""
+    model = WithCustomOp().eval()
+    gm, settings = _lowered(model, SPEC8, min_block_size=2)
+    plan = partition(gm, settings)
+    for seg in plan.segments:  # counted in the order the segment's graph runs them
+        nodes = [n for n in seg.module.graph.nodes if n.op == "call_function"]
+        graph_order = list(dict.fromkeys(op_name(n) for n in nodes))
+        assert list(seg.ops) == [k for k in graph_order if k in seg.ops]
+    first = str(plan.report)
+    assert all(str(partition(gm, settings).report) == first for _ in range(3))
+    line = next(line for line in first.splitlines() if "segment 0" in line)
+    counted = [part.rsplit(" x", 1) for part in line.split(": ", 1)[1].split(", ")]
+    keys = [(-int(c), k) for k, c in counted]
+    assert keys == sorted(keys)

@@ -1,0 +1,99 @@
+"""Open-loop Poisson load: arrivals at exponential gaps regardless of answers (so queueing shows),
+bounded in count and time; every request is accounted for (answered, refused, failed or timed out)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Sequence
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Outcome:
+    status: int  # HTTP status; 0 = connection error, -1 = timed out
+    latency_s: float
+    shape: str
+
+
+Body = tuple[bytes, str, int | None]  # body, shape label, binary header length (None: JSON)
+
+
+async def _one(session: object, url: str, body: Body, timeout: float) -> Outcome:
+    import aiohttp
+
+    data, shape, header_length = body
+    headers = {"Content-Type": "application/json"}
+    if header_length is not None:
+        headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(header_length)}
+    start = time.perf_counter()
+    try:
+        async with session.post(url, data=data, headers=headers,  # type: ignore[attr-defined]
+                                timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            await resp.read()
+            return Outcome(resp.status, time.perf_counter() - start, shape)
+    except asyncio.TimeoutError:
+        return Outcome(-1, time.perf_counter() - start, shape)
+    except aiohttp.ClientError:
+        return Outcome(0, time.perf_counter() - start, shape)
+
+
+async def _run(url: str, bodies: Sequence[Body], rate: float, duration_s: float, max_requests: int,
+               seed: int, timeout: float) -> tuple[list[Outcome], float]:
+    import aiohttp
+
+    rng = random.Random(seed)
+    arrivals: list[float] = []
+    t = 0.0
+    while len(arrivals) < max_requests:
+        t += rng.expovariate(rate)
+        if t > duration_s:
+            break
+        arrivals.append(t)
+    connector = aiohttp.TCPConnector(limit=1024)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        tasks = []
+        for i, at in enumerate(arrivals):
+            delay = t0 + at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(_one(session, url, bodies[i % len(bodies)], timeout)))
+        outcomes = await asyncio.gather(*tasks)
+        wall = loop.time() - t0
+    return list(outcomes), wall
+
+
+def open_loop(url: str, bodies: Sequence[Body], rate: float, duration_s: float, max_requests: int,
+              seed: int = 0, timeout: float = 60.0) -> tuple[list[Outcome], float]:
+    """Send Poisson arrivals at `rate`/s for `duration_s` (at most `max_requests`); wait for every answer
+    (each bounded by `timeout`). Returns the outcomes and the wall time from first send to last answer."""
+    return asyncio.run(_run(url, bodies, rate, duration_s, max_requests, seed, timeout))
+
+
+def summarize(outcomes: Sequence[Outcome], wall_s: float, rate: float) -> dict[str, float | int]:
+    ok = sorted(o.latency_s for o in outcomes if o.status == 200)
+
+    def pct(p: float) -> float:
+        if not ok:
+            return float("nan")
+        return ok[min(len(ok) - 1, int(round(p / 100 * (len(ok) - 1))))] * 1000
+
+    return {
+        "offered_rps": rate,
+        "sent": len(outcomes),
+        "ok": len(ok),
+        "rejected_503": sum(o.status == 503 for o in outcomes),
+        "errors": sum(o.status not in (200, 503, -1) for o in outcomes),
+        "timeouts": sum(o.status == -1 for o in outcomes),
+        "achieved_rps": len(ok) / wall_s if wall_s > 0 else 0.0,
+        "p50_ms": pct(50),
+        "p90_ms": pct(90),
+        "p99_ms": pct(99),
+        "mean_ms": sum(ok) / len(ok) * 1000 if ok else float("nan"),
+    }

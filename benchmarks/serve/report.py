@@ -1,0 +1,66 @@
+"""JSON, a markdown table and a plot (latency vs offered load) per model."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+
+def _f(x: Any, digits: int = 1) -> str:
+    if isinstance(x, float):
+        return "-" if math.isnan(x) else f"{x:.{digits}f}"
+    return str(x)
+
+
+def write(result: dict[str, Any], out_dir: str) -> list[str]:
+    os.makedirs(out_dir, exist_ok=True)
+    stem = os.path.join(out_dir, result["model"] + ("_smoke" if result.get("smoke") else ""))
+    with open(stem + ".json", "w") as f:
+        json.dump(result, f, indent=1, default=str)
+    lines = [
+        f"# flexrt serve: {result['model']} ({result['device']})",
+        "",
+        result["description"],
+        "",
+        f"Open-loop Poisson arrivals, {result['duration_s']} s per rate; batching: max {result['max_batch_size']} requests, "
+        f"wait {result['batch_wait_ms']} ms, batch dims {result['batch_dims']}; inputs sent as {result.get('encoding', 'json')}. "
+        "Latency of answered requests, client side.",
+        "",
+        "| variant | offered rps | sent | ok | 503 | err | timeout | achieved rps | p50 ms | p90 ms | p99 ms | calls/req | check |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for v in result["variants"]:
+        for r in v["rates"]:
+            lines.append(
+                f"| {v['variant']} | {_f(r['offered_rps'], 0)} | {r['sent']} | {r['ok']} | {r['rejected_503']} | {r['errors']} | "
+                f"{r['timeouts']} | {_f(r['achieved_rps'])} | {_f(r['p50_ms'])} | {_f(r['p90_ms'])} | {_f(r['p99_ms'])} | "
+                f"{_f(r.get('calls_per_request', float('nan')), 2)} | {v['check']} |"
+            )
+    lines.append("")
+    with open(stem + ".md", "w") as f:
+        f.write("\n".join(lines))
+    written = [stem + ".json", stem + ".md"]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return written
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for v in result["variants"]:
+        xs = [r["offered_rps"] for r in v["rates"]]
+        ax.plot(xs, [r["p50_ms"] for r in v["rates"]], marker="o", label=f"{v['variant']} p50")
+        ax.plot(xs, [r["p99_ms"] for r in v["rates"]], marker="x", linestyle="--", label=f"{v['variant']} p99")
+    ax.set_xlabel("offered load (requests/s)")
+    ax.set_ylabel("latency (ms)")
+    ax.set_yscale("log")
+    ax.set_title(f"{result['model']} on {result['device']}: latency vs offered load")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(stem + ".png", dpi=110)
+    plt.close(fig)
+    return written + [stem + ".png"]

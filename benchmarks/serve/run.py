@@ -1,0 +1,232 @@
+"""`python -m benchmarks.serve`: flexrt serve vs the same Ray Serve deployment running the eager and
+the torch.compile'd model (same protocol, checks and batching), and flexrt without batching.
+
+Per model: compile the flexrt artifact, start a local Ray (127.0.0.1 only), then per variant deploy,
+check a few answers against the eager model, and drive open-loop Poisson load at each rate.
+Everything is bounded: requests per rate, seconds per rate, and a total time budget after which the
+remaining variants/rates are recorded as skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import socket
+import sys
+import tempfile
+import time
+import urllib.request
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VARIANTS = ("flexrt", "flexrt_nobatch", "eager", "torch_compile")
+logger = logging.getLogger("benchmarks.serve")
+T0 = time.monotonic()
+
+
+def say(text: str) -> None:
+    print(f"[{time.monotonic() - T0:6.1f}s] {text}", flush=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stats(url: str, name: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{url}/v2/models/{name}/stats", timeout=30) as r:
+        return json.loads(r.read())["replica"]
+
+
+def _rel_err(got: np.ndarray, want: torch.Tensor) -> float:
+    w = want.detach().float().cpu().numpy()
+    scale = float(np.abs(w).max()) or 1.0
+    return float(np.abs(got.astype(np.float32) - w).max()) / scale
+
+
+def _compile(case: Any, model: torch.nn.Module, device: str, path: str) -> float:
+    import flexrt
+
+    start = time.perf_counter()
+    inputs = [flexrt.Input(**kw) for kw in case.inputs]
+    options: dict[str, Any] = {}
+    if any(kw["dtype"] == torch.float16 for kw in case.inputs) or "fp16" in case.factory:
+        options["enabled_precisions"] = {torch.float16}
+    compiled = flexrt.compile(model, ir="dynamo", arg_inputs=inputs, device=device, **options)
+    flexrt.save(compiled, path, arg_inputs=inputs)
+    return time.perf_counter() - start
+
+
+def bench_model(name: str, args: argparse.Namespace, deadline: float) -> dict[str, Any]:
+    import ray
+    from ray import serve
+
+    from benchmarks.serve.models import get_case
+
+    case = get_case(name, args.device)
+    rates = tuple(args.rates) if args.rates else case.rates
+    # Ray starts in the background while the artifact compiles
+    say("starting Ray")
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, **({"num_cpus": os.cpu_count()} if args.device == "cpu" else {}))
+    try:
+        return _bench_model(case, rates, args, deadline)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        say("Ray shut down")
+
+
+def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, deadline: float) -> dict[str, Any]:
+    import ray
+    from ray import serve
+
+    from benchmarks.serve import load
+    from flexrt.serving.application import build_app
+    from flexrt.serving.client import InferenceClient
+    from flexrt.serving.config import ServeConfig
+    from flexrt.serving.protocol import encode_binary_request, encode_request
+
+    name = case.name
+    model = case.build().to(args.device)
+    workdir = tempfile.mkdtemp(prefix="flexrt-serve-bench-")
+    artifact = os.path.join(workdir, f"{name}.ep")
+    compile_s = _compile(case, model, args.device, artifact)
+    say(f"{name}: flexrt compile {compile_s:.1f} s")
+
+    rng = random.Random(0)
+    requests = [case.request(rng) for _ in range(args.distinct)]
+    binary = args.binary or case.binary
+    bodies = []
+    for r in requests:
+        label = "x".join(str(d) for d in next(iter(r.values())).shape)
+        if binary:
+            data, length = encode_binary_request(r)
+            bodies.append((data, label, length))
+        else:
+            bodies.append((json.dumps(encode_request(r)).encode(), label, None))
+    with torch.inference_mode():
+        reference = [model(*[torch.from_numpy(v).to(args.device) for v in r.values()]) for r in requests[:4]]
+
+    result: dict[str, Any] = {
+        "model": name, "device": args.device, "description": case.description, "smoke": args.smoke,
+        "torch": torch.__version__, "ray": ray.__version__, "compile_s": compile_s, "duration_s": args.duration_s,
+        "max_batch_size": case.max_batch_size, "batch_wait_ms": args.batch_wait_ms, "batch_dims": list(case.batch_dims),
+        "distinct_requests": len(bodies), "encoding": "binary" if binary else "json", "variants": [],
+    }
+    port = args.port or _free_port()
+    base = f"http://127.0.0.1:{port}"
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+
+    def target(variant: str) -> Any:
+        config = ServeConfig.from_mapping({
+            "artifact": artifact, "name": name, "device": args.device,
+            "backend": "flexrt" if variant.startswith("flexrt") else variant,
+            "reference_model": case.factory,
+            "batch_dims": list(case.batch_dims) if variant != "flexrt_nobatch" else [],
+            "max_batch_size": case.max_batch_size, "batch_wait_ms": args.batch_wait_ms, "pad": args.pad,
+            "max_queue": 100000, "max_ongoing": max(64, 4 * case.max_batch_size),
+            "num_cpus": 1.0 / len(args.variants) if args.together else 1.0, "graceful_shutdown_timeout_s": 5,
+        })
+        return build_app(config)
+
+    entries = {v: {"variant": v, "rates": [], "check": "skipped"} for v in args.variants}
+    result["variants"] = list(entries.values())
+    if args.together:  # smoke: every variant deployed at once (replicas start in parallel), one route each
+        start = time.perf_counter()
+        serve.run_many([serve.RunTarget(target(v), name=f"bench-{v}", route_prefix=f"/{v}") for v in args.variants])
+        for v in args.variants:
+            entries[v]["deploy_s"] = time.perf_counter() - start
+    for variant in args.variants:
+        entry = entries[variant]
+        if time.monotonic() > deadline:
+            say(f"{name} {variant}: skipped (time budget spent)")
+            continue
+        url = f"{base}/{variant}" if args.together else base
+        if not args.together:
+            start = time.perf_counter()
+            serve.run(target(variant), name=f"bench-{variant}", route_prefix="/", blocking=False)
+            entry["deploy_s"] = time.perf_counter() - start
+        client = InferenceClient(url, name, timeout=120)
+        errs = []
+        for r, want in zip(requests, reference):
+            got = client.infer(r, binary=binary)
+            errs.extend(_rel_err(got[k], want[k]) for k in want)
+        worst = max(errs)
+        entry["max_rel_err"] = worst
+        entry["check"] = f"ok ({worst:.1e})" if worst <= case.tolerance else f"FAILED ({worst:.1e})"
+        say(f"{name} {variant}: deployed in {entry['deploy_s']:.1f} s, check {entry['check']}")
+        for rate in rates:
+            if time.monotonic() > deadline:
+                entry["rates"].append({"offered_rps": rate, "skipped": True, **{k: float("nan") for k in (
+                    "p50_ms", "p90_ms", "p99_ms", "achieved_rps")}, "sent": 0, "ok": 0, "rejected_503": 0,
+                    "errors": 0, "timeouts": 0})
+                continue
+            before = _stats(url, name)
+            outcomes, wall = load.open_loop(f"{url}/v2/models/{name}/infer", bodies, rate, args.duration_s,
+                                            args.max_requests, seed=int(rate * 1000), timeout=args.timeout_s)
+            after = _stats(url, name)
+            summary = load.summarize(outcomes, wall, rate)
+            served = after["requests"] - before["requests"]
+            summary["calls_per_request"] = (after["calls"] - before["calls"]) / served if served else float("nan")
+            entry["rates"].append(summary)
+            say(f"{name} {variant} @ {rate:g}/s: sent {summary['sent']} ok {summary['ok']} 503 {summary['rejected_503']} "
+                f"p50 {summary['p50_ms']:.1f} p99 {summary['p99_ms']:.1f} ms, {summary['calls_per_request']:.2f} calls/req")
+        if not args.together:
+            serve.delete(f"bench-{variant}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.serve", description=__doc__.split("\n")[0])
+    p.add_argument("--model", nargs="+", default=None, help="tiny, bert_tiny, bert, resnet50 (default: bert resnet50; smoke: tiny)")
+    p.add_argument("--smoke", action="store_true", help="CPU, tiny model, short: checks the harness in < 60 s")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--variants", nargs="+", default=None, choices=VARIANTS)
+    p.add_argument("--rates", nargs="+", type=float, default=None, help="offered loads, requests/s")
+    p.add_argument("--duration-s", type=float, default=None, help="seconds of load per rate (default 8; smoke 2)")
+    p.add_argument("--max-requests", type=int, default=4000, help="per rate")
+    p.add_argument("--distinct", type=int, default=32, help="distinct request bodies (shapes mixed)")
+    p.add_argument("--batch-wait-ms", type=float, default=5.0)
+    p.add_argument("--pad", action="store_true", help="flexrt/eager/compile: pad batches to the profile's opt batch")
+    p.add_argument("--binary", action="store_true", help="send inputs with the v2 binary tensor extension (resnet50 does)")
+    p.add_argument("--timeout-s", type=float, default=60.0, help="per request")
+    p.add_argument("--budget-s", type=float, default=None, help="total time; then the rest is skipped (default 540; smoke 110)")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--together", action="store_true",
+                   help="deploy every variant at once (one route each) instead of one after another; smoke does")
+    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "serve"))
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    if args.smoke:
+        args.device = args.device or "cpu"
+        args.model = args.model or ["tiny"]
+        args.variants = args.variants or ["flexrt", "flexrt_nobatch", "eager"]
+        args.duration_s = args.duration_s or 2.0
+        args.rates = args.rates or [40.0]
+        args.together = True
+        args.distinct = min(args.distinct, 12)
+        args.budget_s = args.budget_s or 110.0  # a bound, not a target: ~55-60 s on an idle 2-core machine
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    args.model = args.model or ["bert", "resnet50"]
+    args.variants = args.variants or list(VARIANTS)
+    args.duration_s = args.duration_s or 8.0
+    args.budget_s = args.budget_s or 540.0
+    # replicas import benchmarks.serve.models (the peers' factories) and flexrt from this checkout
+    paths = [ROOT] + [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    sys.path.insert(0, ROOT)
+    deadline = time.monotonic() + args.budget_s
+    for name in args.model:
+        result = bench_model(name, args, deadline)
+        from benchmarks.serve.report import write
+
+        for path in write(result, args.out):
+            say(f"wrote {path}")
+    return 0

@@ -1,0 +1,273 @@
+"""Dynamic batching, pure: which requests may run as one call, how to stack them and split results.
+
+Stacking is only done along dims the user declared batch-like (`--batch-dim x:0`), never guessed:
+a dim being dynamic does not make rows independent. The declaration is checked against the
+artifact: every declared dim must be the same symbol, every input carrying that symbol must be
+declared, and every output must carry it exactly once as a whole dim (so results can be split).
+Requests whose other dims differ are grouped apart; a stacked group must fit one profile, else it
+is cut into chunks that do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import torch
+
+from flexrt.errors import ServingError
+from flexrt.serving.protocol import ModelSignature
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Shapes = Mapping[str, Sequence[int]]
+
+
+def parse_batch_dims(texts: Sequence[str]) -> dict[str, int]:
+    """['x:0', 'mask:0'] -> {'x': 0, 'mask': 0}."""
+    dims: dict[str, int] = {}
+    for text in texts:
+        name, sep, dim = str(text).rpartition(":")
+        if not sep or not name or not dim.lstrip("-").isdigit():
+            raise ServingError(f"--batch-dim {text!r}: expected NAME:DIM, e.g. x:0")
+        if name in dims:
+            raise ServingError(f"--batch-dim: input {name!r} is given twice")
+        dims[name] = int(dim)
+    return dims
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchPlan:
+    """Where the batch dim is in each input and output."""
+
+    symbol: str  # the program's symbol of the first declared dim
+    inputs: dict[str, int]
+    outputs: dict[str, int]
+
+    @classmethod
+    def resolve(cls, signature: ModelSignature, declared: Mapping[str, int]) -> BatchPlan:
+        """Check a --batch-dim declaration against the artifact; ServingError says what to change."""
+        if not declared:
+            raise ServingError("no batch dim declared")
+        by_name = {s.name: s for s in signature.inputs}
+        symbols: dict[str, str] = {}
+        inputs: dict[str, int] = {}
+        for name, dim in declared.items():
+            if name not in by_name:
+                raise ServingError(f"--batch-dim {name}:{dim}: the model has no input {name!r}; its inputs are {signature.input_names}")
+            dims = by_name[name].dims
+            if dim < 0:
+                dim += len(dims)
+            if not 0 <= dim < len(dims):
+                raise ServingError(f"--batch-dim {name}:{dim}: input {name!r} has {len(dims)} dims")
+            expr = dims[dim]
+            if isinstance(expr, int):
+                raise ServingError(
+                    f"--batch-dim {name}:{dim}: that dim is static ({expr}) in the artifact; only a dynamic dim can be stacked"
+                )
+            if not str(expr).isidentifier():
+                raise ServingError(f"--batch-dim {name}:{dim}: that dim is {expr!r}, an expression of other dims; it cannot be stacked")
+            symbols[name] = str(expr)
+            inputs[name] = dim
+        # The declared dims may be different dims of the program (an export leaves a mask's batch dim
+        # untied from the ids' when the model broadcasts it); each request must then give them equal
+        # sizes to be stacked (else it runs alone, see `stackable`).
+        declared_symbols = set(symbols.values())
+        for spec in signature.inputs:
+            where = [d for d, e in enumerate(spec.dims) if isinstance(e, str) and _free_symbols(e) & declared_symbols]
+            if spec.name in inputs:
+                others = [d for d in where if d != inputs[spec.name]]
+                if others:
+                    raise ServingError(f"--batch-dim: input {spec.name!r} also uses a batch dim at dim(s) {others}; it cannot be stacked")
+            elif where:
+                raise ServingError(
+                    f"--batch-dim: input {spec.name!r} dim {where[0]} is the same dim of the program as a declared batch dim; "
+                    f"declare it too (--batch-dim {spec.name}:{where[0]})"
+                )
+            else:
+                raise ServingError(
+                    f"--batch-dim: input {spec.name!r} has no batch dim; requests could not share one call without "
+                    "mixing their values of it. Serve without --batch-dim (each request runs alone)."
+                )
+        outputs: dict[str, int] = {}
+        for spec in signature.outputs:
+            exact = [d for d, e in enumerate(spec.dims) if e in declared_symbols]
+            mixed = [d for d, e in enumerate(spec.dims)
+                     if isinstance(e, str) and e not in declared_symbols and _free_symbols(e) & declared_symbols]
+            if len(exact) != 1 or mixed:
+                raise ServingError(
+                    f"--batch-dim: output {spec.name!r} has dims {list(spec.dims)}; a batched model's every output must have "
+                    f"a batch dim ({', '.join(sorted(declared_symbols))}) exactly once, so that each request's rows can be "
+                    "split back. Serve without --batch-dim."
+                )
+            outputs[spec.name] = exact[0]
+        symbol = symbols[next(iter(inputs))]
+        return cls(symbol, inputs, outputs)
+
+    # -- grouping ----------------------------------------------------------------------------------
+
+    def rows(self, shapes: Shapes) -> int:
+        name, dim = next(iter(self.inputs.items()))
+        return int(shapes[name][dim])
+
+    def stackable(self, shapes: Shapes) -> bool:
+        """All declared dims of a request have one size (a broadcast mask of 1 row for 3 ids does not)."""
+        return len({int(shapes[n][d]) for n, d in self.inputs.items()}) == 1
+
+    def key(self, shapes: Shapes) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        """Requests with equal keys differ only in their batch dim: they may be stacked."""
+        key = []
+        for name in sorted(shapes):
+            shape = list(shapes[name])
+            if name in self.inputs:
+                shape[self.inputs[name]] = -1
+            key.append((name, tuple(shape)))
+        return tuple(key)
+
+    def with_rows(self, shapes: Shapes, rows: int) -> dict[str, tuple[int, ...]]:
+        out = {}
+        for name, shape in shapes.items():
+            s = list(shape)
+            if name in self.inputs:
+                s[self.inputs[name]] = rows
+            out[name] = tuple(s)
+        return out
+
+    def plan(
+        self, shapes: Sequence[Shapes], fits: Callable[[Shapes], bool], max_rows: int | None = None
+    ) -> list[list[int]]:
+        """Chunks of request indices: grouped by key (arrival order kept within a group), each chunk's
+        stacked shapes passing `fits` (some profile holds them). A request that fits alone always gets a
+        chunk; one that does not is given a chunk of its own (the caller validated it, so this is
+        only reached if `fits` and validation disagree, and then the engine's own error is reported)."""
+        groups: dict[Any, list[int]] = {}
+        chunks: list[list[int]] = []
+        for i, s in enumerate(shapes):
+            if self.stackable(s):
+                groups.setdefault(self.key(s), []).append(i)
+            else:
+                chunks.append([i])
+        for members in groups.values():
+            current: list[int] = []
+            total = 0
+            for i in members:
+                n = self.rows(shapes[i])
+                candidate = total + n
+                ok = bool(current) and (max_rows is None or candidate <= max_rows) and fits(self.with_rows(shapes[i], candidate))
+                if ok:
+                    current.append(i)
+                    total = candidate
+                    continue
+                if current:
+                    chunks.append(current)
+                current, total = [i], n
+            if current:
+                chunks.append(current)
+        return chunks
+
+    # -- stacking ----------------------------------------------------------------------------------
+
+    def stack(self, requests: Sequence[Mapping[str, torch.Tensor]]) -> tuple[dict[str, torch.Tensor], list[int]]:
+        """Concatenate every input along its batch dim (`resolve` made sure every input has one)."""
+        sizes = [self.rows({n: t.shape for n, t in r.items()}) for r in requests]
+        if len(requests) == 1:
+            return dict(requests[0]), sizes
+        out = {name: torch.cat([r[name] for r in requests], dim=self.inputs[name]) for name in requests[0]}
+        return out, sizes
+
+    def pad(self, inputs: Mapping[str, torch.Tensor], rows: int) -> dict[str, torch.Tensor]:
+        """Pad the batch dim with zero rows up to `rows` (results of padded rows are dropped by split)."""
+        out = {}
+        for name, t in inputs.items():
+            if name not in self.inputs or t.shape[self.inputs[name]] >= rows:
+                out[name] = t
+                continue
+            d = self.inputs[name]
+            extra = list(t.shape)
+            extra[d] = rows - t.shape[d]
+            out[name] = torch.cat([t, t.new_zeros(extra)], dim=d)
+        return out
+
+    def split(self, outputs: Mapping[str, torch.Tensor], sizes: Sequence[int]) -> list[dict[str, torch.Tensor]]:
+        """Each request's own rows of each output, in request order (padding rows at the end dropped)."""
+        if len(sizes) == 1:
+            n = sizes[0]
+            return [{k: v.narrow(self.outputs[k], 0, n) if v.shape[self.outputs[k]] != n else v for k, v in outputs.items()}]
+        result: list[dict[str, torch.Tensor]] = [{} for _ in sizes]
+        for name, value in outputs.items():
+            d = self.outputs[name]
+            total = sum(sizes)
+            if value.shape[d] < total:
+                raise ServingError(f"output {name!r} has {value.shape[d]} rows for {total} batched rows")
+            parts = torch.split(value.narrow(d, 0, total), list(sizes), dim=d)
+            for r, part in zip(result, parts):
+                r[name] = part
+        return result
+
+
+def _free_symbols(expr: str) -> set[str]:
+    import sympy
+
+    return {str(s) for s in sympy.sympify(expr).free_symbols}
+
+
+def pad_target(signature: ModelSignature, profile: int, plan: BatchPlan) -> int:
+    """The opt batch of a profile: what padding rounds a smaller batch up to (when asked for)."""
+    name, dim = next(iter(plan.inputs.items()))
+    return int(signature.profiles[profile][name].opt[dim])
+
+
+def run_chunks(
+    items: Sequence[T],
+    shapes_of: Callable[[T], Shapes],
+    tensors_of: Callable[[T], Mapping[str, torch.Tensor]],
+    plan: BatchPlan | None,
+    signature: ModelSignature,
+    execute: Callable[[dict[str, torch.Tensor], int], Mapping[str, torch.Tensor]],
+    pad: bool = False,
+    max_rows: int | None = None,
+    on_chunk: Callable[[int, int, int], None] | None = None,
+) -> list[dict[str, torch.Tensor] | BaseException]:
+    """Run a batch of validated requests; one result (outputs or the exception) per item, in order.
+
+    A failing chunk fails only its own requests. `execute(inputs, profile)` runs the model; `on_chunk`
+    (requests, rows, profile) is told of each call, for metrics."""
+    results: list[dict[str, torch.Tensor] | BaseException | None] = [None] * len(items)
+    shapes = [shapes_of(it) for it in items]
+    if plan is None:
+        chunks = [[i] for i in range(len(items))]
+    else:
+        chunks = plan.plan(shapes, lambda s: bool(signature.fitting(s)), max_rows)
+    for chunk in chunks:
+        try:
+            if plan is None:
+                inputs = dict(tensors_of(items[chunk[0]]))
+                profile = signature.choose(shapes[chunk[0]])
+                rows = 1
+                outs = execute(inputs, profile if profile is not None else 0)
+                results[chunk[0]] = dict(outs)
+            else:
+                inputs, sizes = plan.stack([tensors_of(items[i]) for i in chunk])
+                rows = sum(sizes)
+                stacked = plan.with_rows(shapes[chunk[0]], rows)
+                profile = signature.choose(stacked)
+                if profile is None:
+                    raise signature.out_of_range(stacked)
+                if pad:
+                    target = pad_target(signature, profile, plan)
+                    if target > rows and signature.fits(profile, plan.with_rows(stacked, target)):
+                        inputs = plan.pad(inputs, target)
+                outs = execute(inputs, profile)
+                for i, part in zip(chunk, plan.split(outs, sizes)):
+                    results[i] = part
+            if on_chunk is not None:
+                on_chunk(len(chunk), rows, profile if profile is not None else 0)
+        except Exception as e:  # noqa: BLE001 - handed to each request of the chunk, not swallowed
+            logger.warning("a batch of %d request(s) failed: %s", len(chunk), e)
+            for i in chunk:
+                results[i] = e
+    assert all(r is not None for r in results)
+    return results  # type: ignore[return-value]

@@ -1,0 +1,138 @@
+"""What to serve and how: one dataclass shared by `flexrt serve`, `serve run` args and YAML configs.
+
+Pure (no Ray) so that options are checked before any Ray process is started.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flexrt.errors import ServingError
+from flexrt.serving.batching import parse_batch_dims
+
+BACKENDS = ("flexrt", "eager", "torch_compile")
+
+
+def _int(value: Any, what: str, minimum: int) -> int:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise ServingError(f"{what} must be an integer, got {value!r}") from None
+    if isinstance(value, float) and not value.is_integer():
+        raise ServingError(f"{what} must be an integer, got {value!r}")
+    if n < minimum:
+        raise ServingError(f"{what} must be >= {minimum}, got {n}")
+    return n
+
+
+def _float(value: Any, what: str, minimum: float) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ServingError(f"{what} must be a number, got {value!r}") from None
+    if not x >= minimum:
+        raise ServingError(f"{what} must be >= {minimum}, got {value!r}")
+    return x
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeConfig:
+    """Every option of `flexrt serve`; `from_mapping` accepts the strings `serve run k=v` passes."""
+
+    artifact: str
+    name: str = ""
+    device: str = "cpu"
+    replicas: int | str = 1  # an int, or "auto" (Ray Serve autoscaling between min and max replicas)
+    min_replicas: int = 1
+    max_replicas: int = 4
+    max_batch_size: int = 8  # requests per call (Ray's @serve.batch counts requests)
+    batch_wait_ms: float = 5.0
+    batch_dims: tuple[tuple[str, int], ...] = ()
+    max_queue: int = 256  # requests waiting for a replica, per caller (proxy); beyond: 503
+    max_ongoing: int = 0  # per replica; 0 = 2 * max_batch_size (at least 8)
+    retry_after_s: float = 1.0
+    pad: bool = False  # pad a stacked batch up to its profile's opt batch (off: measure first)
+    num_cpus: float = 1.0
+    graceful_shutdown_timeout_s: float = 30.0
+    # A/B reference: run `reference_model` (MODULE:CALLABLE -> nn.Module) in PyTorch ("eager") or
+    # through torch.compile ("torch_compile") behind the same protocol, checks and batching.
+    backend: str = "flexrt"
+    reference_model: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.artifact:
+            raise ServingError("no artifact given: serve needs the path of a saved flexrt model (.ep)")
+        if self.device.split(":")[0] not in ("cpu", "cuda"):
+            raise ServingError(f"--device must be cpu or cuda, got {self.device!r}")
+        if self.replicas != "auto":
+            _int(self.replicas, "--replicas", 1)
+        if self.backend not in BACKENDS:
+            raise ServingError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.backend != "flexrt" and ":" not in self.reference_model:
+            raise ServingError(f"backend {self.backend!r} needs reference_model=MODULE:CALLABLE (returning the nn.Module)")
+        if self.min_replicas > self.max_replicas:
+            raise ServingError(f"min_replicas {self.min_replicas} > max_replicas {self.max_replicas}")
+
+    @classmethod
+    def from_mapping(cls, args: Mapping[str, Any]) -> ServeConfig:
+        """From `serve run flexrt.serving:app artifact=... batch_dim=x:0,mask:0` or a YAML `args:` map."""
+        known = {f.name for f in dataclasses.fields(cls)} | {"batch_dim"}
+        unknown = sorted(set(args) - known)
+        if unknown:
+            raise ServingError(f"unknown serve option(s) {unknown}; known: {sorted(known)}")
+        raw_dims = args.get("batch_dims", args.get("batch_dim", ()))
+        if isinstance(raw_dims, str):
+            raw_dims = [t for t in raw_dims.replace(" ", ",").split(",") if t]
+        elif isinstance(raw_dims, Mapping):
+            raw_dims = [f"{k}:{v}" for k, v in raw_dims.items()]
+        dims = parse_batch_dims([t if isinstance(t, str) else f"{t[0]}:{t[1]}" for t in raw_dims])
+        artifact = str(args.get("artifact", ""))
+        replicas = args.get("replicas", 1)
+        replicas = "auto" if str(replicas).lower() == "auto" else _int(replicas, "replicas", 1)
+        return cls(
+            artifact=artifact,
+            name=str(args.get("name") or default_name(artifact)),
+            device=str(args.get("device", "cpu")),
+            replicas=replicas,
+            min_replicas=_int(args.get("min_replicas", 1), "min_replicas", 0),
+            max_replicas=_int(args.get("max_replicas", 4), "max_replicas", 1),
+            max_batch_size=_int(args.get("max_batch_size", 8), "max_batch_size", 1),
+            batch_wait_ms=_float(args.get("batch_wait_ms", 5.0), "batch_wait_ms", 0.0),
+            batch_dims=tuple(dims.items()),
+            max_queue=_int(args.get("max_queue", 256), "max_queue", 1),
+            max_ongoing=_int(args.get("max_ongoing", 0), "max_ongoing", 0),
+            retry_after_s=_float(args.get("retry_after_s", 1.0), "retry_after_s", 0.0),
+            pad=_bool(args.get("pad", False)),
+            num_cpus=_float(args.get("num_cpus", 1.0), "num_cpus", 0.0),
+            graceful_shutdown_timeout_s=_float(args.get("graceful_shutdown_timeout_s", 30.0), "graceful_shutdown_timeout_s", 0.0),
+            backend=str(args.get("backend", "flexrt")),
+            reference_model=str(args.get("reference_model", "")),
+        )
+
+    def to_mapping(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["batch_dims"] = [f"{n}:{k}" for n, k in self.batch_dims]
+        return d
+
+    @property
+    def ongoing(self) -> int:
+        return self.max_ongoing or max(8, 2 * self.max_batch_size)
+
+    @property
+    def batching(self) -> bool:
+        return bool(self.batch_dims)
+
+
+def default_name(artifact: str) -> str:
+    """model.ep -> 'model': the name in the URL /v2/models/{name}."""
+    base = os.path.basename(str(artifact)) or "model"
+    return base.split(".")[0] or "model"

@@ -1,0 +1,520 @@
+"""Open Inference Protocol v2 (KServe/Triton) JSON <-> tensors, checked against an artifact's specs.
+
+Pure functions (torch, numpy, sympy; no Ray) so that every request is validated in full before it
+reaches a batch: a bad request gets its own 400 and never poisons the requests batched with it.
+The messages follow flexrt's own (input, dim, value and the compiled ranges).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import sympy
+import torch
+import torch.utils._pytree as pytree
+
+from flexrt.errors import InputSpecError, RequestError, ShapeOutOfRangeError
+
+logger = logging.getLogger(__name__)
+
+UNBOUNDED = 2**62  # flexrt's max for a dim without an upper bound (flexrt.spec.UNBOUNDED)
+
+# v2 datatype -> torch dtype. BF16 travels as JSON numbers (rounded to bfloat16 on arrival).
+DATATYPES: dict[str, torch.dtype] = {
+    "BOOL": torch.bool,
+    "UINT8": torch.uint8,
+    "UINT16": torch.uint16,
+    "UINT32": torch.uint32,
+    "UINT64": torch.uint64,
+    "INT8": torch.int8,
+    "INT16": torch.int16,
+    "INT32": torch.int32,
+    "INT64": torch.int64,
+    "FP16": torch.float16,
+    "BF16": torch.bfloat16,
+    "FP32": torch.float32,
+    "FP64": torch.float64,
+}
+V2_NAMES: dict[torch.dtype, str] = {dt: name for name, dt in DATATYPES.items()}
+
+_NUMPY: dict[torch.dtype, Any] = {
+    torch.bool: np.bool_, torch.uint8: np.uint8, torch.uint16: np.uint16, torch.uint32: np.uint32,
+    torch.uint64: np.uint64, torch.int8: np.int8, torch.int16: np.int16, torch.int32: np.int32,
+    torch.int64: np.int64, torch.float16: np.float16, torch.bfloat16: np.float32, torch.float32: np.float32,
+    torch.float64: np.float64,
+}
+
+
+def v2_datatype(dtype: torch.dtype) -> str:
+    """The v2 name of a torch dtype; the server cannot describe a model with any other dtype."""
+    try:
+        return V2_NAMES[dtype]
+    except KeyError:
+        raise InputSpecError(f"dtype {dtype} has no Open Inference Protocol v2 datatype") from None
+
+
+def _fmt(v: int) -> str:
+    return "inf" if v >= UNBOUNDED else str(v)
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """What the server needs of one engine input/output: name, dtype and the program's dims."""
+
+    name: str
+    dtype: torch.dtype
+    dims: tuple[int | str, ...]
+
+    @property
+    def v2_shape(self) -> list[int]:
+        """Dynamic dims as -1, as v2 model metadata says."""
+        return [d if isinstance(d, int) else -1 for d in self.dims]
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+
+class ModelSignature:
+    """An artifact's inputs, outputs and profiles, and the checks a request must pass.
+
+    Built from `flexrt.load(path)` (its `.engine.inputs/outputs/profiles`), or directly in tests."""
+
+    def __init__(
+        self,
+        name: str,
+        inputs: Sequence[TensorInfo],
+        outputs: Sequence[TensorInfo],
+        profiles: Sequence[Mapping[str, Range]],
+        platform: str = "flexrt",
+    ) -> None:
+        self.name = name
+        self.inputs = list(inputs)
+        self.outputs = list(outputs)
+        self.profiles = [dict(p) for p in profiles]
+        self.platform = platform
+        self.input_names = [s.name for s in self.inputs]
+        self.output_names = [s.name for s in self.outputs]
+        self._by_name = {s.name: s for s in self.inputs}
+        if not self.profiles:
+            raise InputSpecError(f"model {name!r} has no profiles")
+        for k, p in enumerate(self.profiles):
+            missing = [n for n in self.input_names if n not in p]
+            if missing:
+                raise InputSpecError(f"model {name!r}: profile {k} has no range for input(s) {missing}")
+        for s in self.inputs + self.outputs:
+            v2_datatype(s.dtype)
+        # symbolic dims: the first (input, dim) of each symbol, and dims given by an expression
+        self.symbol_at: dict[str, tuple[str, int]] = {}
+        self.ties: list[tuple[str, int, str, int]] = []
+        self.derived: list[tuple[str, int, sympy.Expr]] = []
+        for spec in self.inputs:
+            for d, expr in enumerate(spec.dims):
+                if isinstance(expr, int):
+                    continue
+                parsed = sympy.sympify(expr)
+                if isinstance(parsed, sympy.Symbol):
+                    if expr in self.symbol_at:
+                        self.ties.append((spec.name, d, *self.symbol_at[expr]))
+                    else:
+                        self.symbol_at[expr] = (spec.name, d)
+                else:
+                    self.derived.append((spec.name, d, parsed))
+
+    @classmethod
+    def from_artifact(cls, name: str, artifact: Any) -> ModelSignature:
+        """From what `flexrt.load` returns (public API: engine.inputs, .outputs, .profiles)."""
+        engine = artifact.engine
+        inputs = [TensorInfo(s.name, s.dtype, tuple(s.dims)) for s in engine.inputs]
+        outputs = [TensorInfo(s.name, s.dtype, tuple(s.dims)) for s in engine.outputs]
+        profiles = [
+            {n: Range(tuple(p[n].min), tuple(p[n].opt), tuple(p[n].max)) for n in engine.input_names}
+            for p in engine.profiles
+        ]
+        return cls(name, inputs, outputs, profiles)
+
+    # -- metadata ----------------------------------------------------------------------------------
+
+    def metadata(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """GET /v2/models/{name}: v2 fields plus `profiles` (each input's min/opt/max per profile)."""
+        body: dict[str, Any] = {
+            "name": self.name,
+            "versions": ["1"],
+            "platform": self.platform,
+            "inputs": [{"name": s.name, "datatype": v2_datatype(s.dtype), "shape": s.v2_shape} for s in self.inputs],
+            "outputs": [{"name": s.name, "datatype": v2_datatype(s.dtype), "shape": s.v2_shape} for s in self.outputs],
+            "profiles": [
+                {n: {"min": list(r.min), "opt": list(r.opt), "max": [d if d < UNBOUNDED else -1 for d in r.max]}
+                 for n, r in p.items()}
+                for p in self.profiles
+            ],
+        }
+        if extra:
+            body.update(extra)
+        return body
+
+    # -- shapes ------------------------------------------------------------------------------------
+
+    def fits(self, profile: int, shapes: Mapping[str, Sequence[int]]) -> bool:
+        p = self.profiles[profile]
+        for name, shape in shapes.items():
+            r = p[name]
+            if len(shape) != len(r.min):
+                return False
+            for lo, n, hi in zip(r.min, shape, r.max):
+                if n < lo or n > hi:
+                    return False
+        return True
+
+    def fitting(self, shapes: Mapping[str, Sequence[int]]) -> list[int]:
+        return [k for k in range(len(self.profiles)) if self.fits(k, shapes)]
+
+    def choose(self, shapes: Mapping[str, Sequence[int]]) -> int | None:
+        """The narrowest fitting profile (flexrt's own preference), None when none fits."""
+        fitting = self.fitting(shapes)
+        if not fitting:
+            return None
+
+        def width(k: int) -> int:
+            return sum(hi - lo for r in self.profiles[k].values() for lo, hi in zip(r.min, r.max))
+
+        return min(fitting, key=lambda k: (width(k), k))
+
+    def check_shapes(self, shapes: Mapping[str, Sequence[int]]) -> int:
+        """Rank, static dims, tied and derived dims, then profile fit; returns the profile chosen."""
+        for spec in self.inputs:
+            shape = shapes[spec.name]
+            if len(shape) != len(spec.dims):
+                raise InputSpecError(
+                    f"input {spec.name!r}: expected {len(spec.dims)} dims, got shape {tuple(shape)} ({len(shape)} dims)"
+                )
+            for d, (want, n) in enumerate(zip(spec.dims, shape)):
+                if isinstance(want, int) and want != n:
+                    raise InputSpecError(f"input {spec.name!r} dim {d} = {n}; this model takes only {want} there")
+        for name, d, other, e in self.ties:
+            a, b = shapes[name][d], shapes[other][e]
+            if a != b:
+                raise InputSpecError(
+                    f"input {name!r} dim {d} = {a} must equal input {other!r} dim {e} = {b} "
+                    "(the model ties these dims together)"
+                )
+        if self.derived:
+            env = {sympy.Symbol(s): int(shapes[n][d]) for s, (n, d) in self.symbol_at.items()}
+            for name, d, expr in self.derived:
+                want = expr.subs(env)
+                if want.is_number and int(want) != shapes[name][d]:
+                    raise InputSpecError(f"input {name!r} dim {d} = {shapes[name][d]} must be {expr} = {int(want)} for this model")
+        chosen = self.choose(shapes)
+        if chosen is None:
+            raise self.out_of_range(shapes)
+        return chosen
+
+    def out_of_range(self, shapes: Mapping[str, Sequence[int]]) -> ShapeOutOfRangeError:
+        """flexrt's message: the input, dim and value, and what each profile allows there."""
+        for spec in self.inputs:
+            shape = shapes[spec.name]
+            for d, n in enumerate(shape):
+                if all(not (p[spec.name].min[d] <= n <= p[spec.name].max[d]) for p in self.profiles):
+                    ranges = "; ".join(
+                        f"profile {k} allows [{p[spec.name].min[d]}, {_fmt(p[spec.name].max[d])}] (opt {p[spec.name].opt[d]})"
+                        for k, p in enumerate(self.profiles)
+                    )
+                    return ShapeOutOfRangeError(
+                        f"input {spec.name!r} dim {d} = {n} is outside the compiled range: {ranges}. "
+                        "Send a shape inside a profile, or compile the model with a wider range."
+                    )
+        desc = ", ".join(f"{n}={tuple(s)}" for n, s in shapes.items())
+        return ShapeOutOfRangeError(
+            f"inputs {desc} fit no single profile (each dim is in some profile, but no profile holds them all); "
+            f"profiles: {[{n: (r.min, r.max) for n, r in p.items()} for p in self.profiles]}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests
+
+
+@dataclasses.dataclass
+class InferRequest:
+    """A validated request: tensors by input name (CPU, the model's dtypes), its profile, its id."""
+
+    inputs: dict[str, torch.Tensor]
+    profile: int
+    id: str | None = None
+    outputs: list[str] | None = None  # the outputs asked for; None = all
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {n: tuple(t.shape) for n, t in self.inputs.items()}
+
+
+def _as_shape(value: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise RequestError(f"{what}: 'shape' must be a list of non-negative integers, got {value!r}")
+    for d in value:
+        if isinstance(d, bool) or not isinstance(d, int) or d < 0:
+            raise RequestError(f"{what}: 'shape' must be a list of non-negative integers, got {value!r}")
+    return tuple(value)
+
+
+def _as_array(data: Any, dtype: torch.dtype, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """JSON data (flat or nested, row-major) -> a numpy array of `shape`, refusing lossy conversions."""
+    count = math.prod(shape)
+    if not isinstance(data, list):
+        raise RequestError(f"{what}: 'data' must be a list (row-major, flat or nested), got {type(data).__name__}")
+    try:
+        arr = np.asarray(data)
+    except ValueError as e:  # ragged nesting
+        raise RequestError(f"{what}: 'data' is not a rectangular array ({e})") from None
+    if arr.size != count:
+        raise RequestError(f"{what}: 'shape' {list(shape)} holds {count} elements but 'data' has {arr.size}")
+    if count == 0:
+        return np.zeros(shape, dtype=_NUMPY[dtype])
+    kind = arr.dtype.kind
+    if dtype == torch.bool:
+        if kind != "b":
+            raise RequestError(f"{what}: datatype BOOL takes true/false values, got {arr.dtype.name} data")
+    elif not dtype.is_floating_point:
+        if kind not in "iu":
+            raise RequestError(f"{what}: datatype {V2_NAMES[dtype]} takes integers, got {arr.dtype.name} data")
+        info = np.iinfo(_NUMPY[dtype])
+        if arr.min() < info.min or arr.max() > info.max:
+            raise RequestError(f"{what}: values outside the range of {V2_NAMES[dtype]} [{info.min}, {info.max}]")
+    elif kind not in "iuf":
+        raise RequestError(f"{what}: datatype {V2_NAMES[dtype]} takes numbers, got {arr.dtype.name} data")
+    return arr.astype(_NUMPY[dtype], copy=False).reshape(shape)
+
+
+BINARY_HEADER = "Inference-Header-Content-Length"  # the binary tensor extension's HTTP header
+
+
+def parse_infer_request(
+    body: bytes | str | Mapping[str, Any], signature: ModelSignature, header_length: int | None = None
+) -> InferRequest:
+    """Parse and fully validate a v2 infer request; raises RequestError / InputSpecError /
+    ShapeOutOfRangeError (all InputSpecError: HTTP 400) with a message naming what is wrong.
+
+    `header_length` (the Inference-Header-Content-Length header) selects the binary tensor
+    extension: the body is that many bytes of JSON, then the raw little-endian bytes of each input
+    whose `parameters.binary_data_size` is set, in request order (no JSON number parsing: large
+    tensors such as images cost a copy, not a decode)."""
+    binary = b""
+    if header_length is not None:
+        if not isinstance(body, (bytes, bytearray)) or not 0 < header_length <= len(body):
+            raise RequestError(f"{BINARY_HEADER} {header_length} does not fit a body of {len(body)} bytes")
+        body, binary = bytes(body[:header_length]), bytes(body[header_length:])
+    if isinstance(body, (bytes, str)):
+        try:
+            body = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise RequestError(f"request body is not valid JSON: {e}") from None
+    if not isinstance(body, Mapping):
+        raise RequestError("request body must be a JSON object with an 'inputs' list")
+    entries = body.get("inputs")
+    if not isinstance(entries, list) or not entries:
+        raise RequestError(f"request must have a non-empty 'inputs' list; the model takes {signature.input_names}")
+    by_name: dict[str, dict[str, Any]] = {}
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, Mapping):
+            raise RequestError(f"inputs[{i}] must be an object with name, shape, datatype and data")
+        name = entry.get("name")
+        if not isinstance(name, str):
+            raise RequestError(f"inputs[{i}] has no 'name'")
+        if name not in signature._by_name:
+            raise InputSpecError(f"unknown input {name!r}; the model takes {signature.input_names}")
+        if name in by_name:
+            raise RequestError(f"input {name!r} is given twice")
+        params = entry.get("parameters") or {}
+        if not isinstance(params, Mapping):
+            raise RequestError(f"input {name!r}: 'parameters' must be an object")
+        needed = ("shape", "datatype") if "binary_data_size" in params else ("shape", "datatype", "data")
+        missing = [k for k in needed if k not in entry]
+        if missing:
+            raise RequestError(f"input {name!r} has no {', '.join(repr(k) for k in missing)}")
+        by_name[name] = dict(entry)
+    absent = [n for n in signature.input_names if n not in by_name]
+    if absent:
+        raise InputSpecError(f"missing input(s) {absent}; the model takes {signature.input_names}")
+    shapes: dict[str, tuple[int, ...]] = {}
+    for spec in signature.inputs:
+        entry = by_name[spec.name]
+        what = f"input {spec.name!r}"
+        datatype = entry["datatype"]
+        want = v2_datatype(spec.dtype)
+        if datatype != want:
+            known = "" if datatype in DATATYPES else f" ({datatype!r} is not a v2 datatype)"
+            raise InputSpecError(f"{what}: expected datatype {want}, got {datatype!r}{known}")
+        shapes[spec.name] = _as_shape(entry["shape"], what)
+    profile = signature.check_shapes(shapes)  # before converting data: a bad shape costs nothing
+    blobs = _binary_inputs(entries, binary) if header_length is not None else {}
+    tensors = {}
+    for spec in signature.inputs:
+        what = f"input {spec.name!r}"
+        if spec.name in blobs:
+            tensors[spec.name] = _from_bytes(blobs[spec.name], spec.dtype, shapes[spec.name], what)
+        elif "data" in by_name[spec.name]:
+            tensors[spec.name] = torch.from_numpy(_as_array(by_name[spec.name]["data"], spec.dtype, shapes[spec.name], what)).to(spec.dtype)
+        else:
+            raise RequestError(f"{what} has binary_data_size but the request has no {BINARY_HEADER} header")
+    request_id = body.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise RequestError(f"'id' must be a string, got {request_id!r}")
+    wanted = body.get("outputs")
+    names: list[str] | None = None
+    if wanted is not None:
+        if not isinstance(wanted, list) or not all(isinstance(o, Mapping) and isinstance(o.get("name"), str) for o in wanted):
+            raise RequestError("'outputs' must be a list of objects with a 'name'")
+        names = [o["name"] for o in wanted]
+        unknown = [n for n in names if n not in signature.output_names]
+        if unknown:
+            raise InputSpecError(f"unknown output(s) {unknown}; the model returns {signature.output_names}")
+    return InferRequest(tensors, profile, request_id, names)
+
+
+def _binary_inputs(entries: list[Any], binary: bytes) -> dict[str, bytes]:
+    """Cut the binary part of a request into each input's bytes, in request order."""
+    blobs: dict[str, bytes] = {}
+    offset = 0
+    for entry in entries:
+        size = (entry.get("parameters") or {}).get("binary_data_size")
+        if size is None:
+            continue
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise RequestError(f"input {entry['name']!r}: binary_data_size must be a non-negative integer, got {size!r}")
+        if offset + size > len(binary):
+            raise RequestError(
+                f"input {entry['name']!r}: binary_data_size {size} runs past the end of the body ({len(binary) - offset} bytes left)"
+            )
+        blobs[entry["name"]] = binary[offset : offset + size]
+        offset += size
+    if offset != len(binary):
+        raise RequestError(f"the body has {len(binary) - offset} bytes after the inputs' binary data")
+    return blobs
+
+
+def _from_bytes(data: bytes, dtype: torch.dtype, shape: tuple[int, ...], what: str) -> torch.Tensor:
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    want = math.prod(shape) * itemsize
+    if len(data) != want:
+        raise RequestError(f"{what}: shape {list(shape)} of {V2_NAMES[dtype]} takes {want} bytes, binary_data_size is {len(data)}")
+    if want == 0:
+        return torch.zeros(shape, dtype=dtype)
+    t = torch.frombuffer(bytearray(data), dtype=dtype).reshape(shape)
+    if dtype == torch.bool and bool((t.view(torch.uint8) > 1).any()):
+        raise RequestError(f"{what}: BOOL bytes must be 0 or 1")
+    return t
+
+
+def validate_tensors(inputs: Mapping[str, Any], signature: ModelSignature) -> InferRequest:
+    """The DeploymentHandle path: tensors or arrays by name, checked as strictly as JSON requests."""
+    if not isinstance(inputs, Mapping):
+        raise RequestError(f"expected a dict of input name -> tensor, got {type(inputs).__name__}")
+    unknown = [n for n in inputs if n not in signature._by_name]
+    if unknown:
+        raise InputSpecError(f"unknown input(s) {unknown}; the model takes {signature.input_names}")
+    absent = [n for n in signature.input_names if n not in inputs]
+    if absent:
+        raise InputSpecError(f"missing input(s) {absent}; the model takes {signature.input_names}")
+    tensors: dict[str, torch.Tensor] = {}
+    for spec in signature.inputs:
+        value = inputs[spec.name]
+        t = torch.from_numpy(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else value
+        if not isinstance(t, torch.Tensor):
+            raise InputSpecError(f"input {spec.name!r}: expected a torch.Tensor or numpy array, got {type(value).__name__}")
+        if t.dtype != spec.dtype:
+            raise InputSpecError(f"input {spec.name!r}: expected dtype {spec.dtype}, got {t.dtype}; convert it with .to({spec.dtype})")
+        tensors[spec.name] = t.detach().cpu().contiguous()
+    profile = signature.check_shapes({n: tuple(t.shape) for n, t in tensors.items()})
+    return InferRequest(tensors, profile)
+
+
+# ---------------------------------------------------------------------------------------------
+# Responses
+
+
+def outputs_by_name(result: Any, signature: ModelSignature) -> dict[str, torch.Tensor]:
+    """The module's output (tensor, tuple, dict) as {output name: tensor}, in the engine's order."""
+    leaves = pytree.tree_leaves(result)
+    if len(leaves) != len(signature.outputs):
+        raise InputSpecError(f"the model returned {len(leaves)} values; its artifact lists {len(signature.outputs)} outputs")
+    return {spec.name: leaf for spec, leaf in zip(signature.outputs, leaves)}
+
+
+def encode_tensor(name: str, t: torch.Tensor) -> dict[str, Any]:
+    """One v2 tensor: data flattened row-major; FP16/BF16 sent as JSON numbers."""
+    t = t.detach().cpu()
+    datatype = v2_datatype(t.dtype)
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.float()
+    return {"name": name, "shape": list(t.shape), "datatype": datatype, "data": t.reshape(-1).tolist()}
+
+
+def encode_infer_response(
+    signature: ModelSignature, outputs: Mapping[str, torch.Tensor], request_id: str | None = None,
+    wanted: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    names = list(wanted) if wanted is not None else signature.output_names
+    body: dict[str, Any] = {
+        "model_name": signature.name,
+        "model_version": "1",
+        "outputs": [encode_tensor(n, outputs[n]) for n in names],
+    }
+    if request_id is not None:
+        body["id"] = request_id
+    return body
+
+
+# ---------------------------------------------------------------------------------------------
+# Client side
+
+
+def encode_request(inputs: Mapping[str, Any], request_id: str | None = None) -> dict[str, Any]:
+    """{name: numpy array / torch tensor / nested list} -> a v2 infer request body."""
+    entries = []
+    for name, value in inputs.items():
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(np.ascontiguousarray(value))
+        elif not isinstance(value, torch.Tensor):
+            value = torch.as_tensor(value)
+        entries.append(encode_tensor(name, value))
+    body: dict[str, Any] = {"inputs": entries}
+    if request_id is not None:
+        body["id"] = request_id
+    return body
+
+
+def encode_binary_request(inputs: Mapping[str, Any], request_id: str | None = None) -> tuple[bytes, int]:
+    """{name: array/tensor} -> (body, header length) for the binary tensor extension: send the body
+    with the header `Inference-Header-Content-Length: <header length>`."""
+    entries, blobs = [], []
+    for name, value in inputs.items():
+        t = torch.from_numpy(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else torch.as_tensor(value)
+        t = t.detach().cpu().contiguous()
+        raw = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        entries.append({"name": name, "shape": list(t.shape), "datatype": v2_datatype(t.dtype),
+                        "parameters": {"binary_data_size": len(raw)}})
+        blobs.append(raw)
+    header: dict[str, Any] = {"inputs": entries}
+    if request_id is not None:
+        header["id"] = request_id
+    head = json.dumps(header).encode()
+    return head + b"".join(blobs), len(head)
+
+
+def decode_response(body: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """A v2 infer response -> {output name: numpy array of its datatype and shape}."""
+    result = {}
+    for out in body["outputs"]:
+        dtype = DATATYPES[out["datatype"]]
+        arr = np.asarray(out["data"], dtype=_NUMPY[dtype]).reshape(out["shape"])
+        result[out["name"]] = arr
+    return result

@@ -1,0 +1,290 @@
+"""The v2 protocol and the batching rules, without Ray: every bad request is refused with its own
+message, and stacked batches split back into exactly each request's rows."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from flexrt.errors import InputSpecError, RequestError, ServingError, ShapeOutOfRangeError
+from flexrt.serving import batching, protocol
+from flexrt.serving.batching import BatchPlan, parse_batch_dims, run_chunks
+from flexrt.serving.protocol import ModelSignature, Range, TensorInfo
+
+
+def signature(profiles: list | None = None) -> ModelSignature:
+    """Like a compiled `x (B, S, 16), mask (B, S) -> y (B, S, 8), n (B,)` with B in 1..8, S in 2..32."""
+    inputs = [TensorInfo("x", torch.float32, ("s0", "s1", 16)), TensorInfo("mask", torch.float32, ("s0", "s1"))]
+    outputs = [TensorInfo("y", torch.float32, ("s0", "s1", 8)), TensorInfo("n", torch.float32, ("s0",))]
+    if profiles is None:
+        profiles = [{"x": Range((1, 2, 16), (4, 8, 16), (8, 32, 16)), "mask": Range((1, 2), (4, 8), (8, 32))}]
+    return ModelSignature("m", inputs, outputs, profiles)
+
+
+def body(x: torch.Tensor, mask: torch.Tensor, **extra) -> dict:
+    return {"inputs": [protocol.encode_tensor("x", x), protocol.encode_tensor("mask", mask)], **extra}
+
+
+def model(x: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Row-independent along dim 0, like the served model must be."""
+    w = torch.arange(16 * 8, dtype=torch.float32).reshape(16, 8) / 100
+    return {"y": (x @ w) * mask.unsqueeze(-1), "n": mask.sum(-1)}
+
+
+# -- protocol ------------------------------------------------------------------------------------
+
+
+def test_metadata_has_v2_fields_dynamic_dims_and_profiles() -> None:
+    meta = signature().metadata()
+    assert meta["inputs"] == [
+        {"name": "x", "datatype": "FP32", "shape": [-1, -1, 16]},
+        {"name": "mask", "datatype": "FP32", "shape": [-1, -1]},
+    ]
+    assert meta["outputs"][1] == {"name": "n", "datatype": "FP32", "shape": [-1]}
+    assert meta["profiles"][0]["x"] == {"min": [1, 2, 16], "opt": [4, 8, 16], "max": [8, 32, 16]}
+    json.dumps(meta)
+
+
+def test_round_trip_flat_row_major() -> None:
+    x = torch.randn(3, 5, 16)
+    mask = torch.rand(3, 5)
+    req = protocol.parse_infer_request(json.dumps(body(x, mask, id="r1")).encode(), signature())
+    assert req.id == "r1" and req.profile == 0
+    torch.testing.assert_close(req.inputs["x"], x)
+    torch.testing.assert_close(req.inputs["mask"], mask)
+    # nested data is accepted too (the protocol allows it)
+    nested = body(x, mask)
+    nested["inputs"][0]["data"] = x.tolist()
+    torch.testing.assert_close(protocol.parse_infer_request(nested, signature()).inputs["x"], x)
+    out = protocol.encode_infer_response(signature(), model(x, mask), "r1")
+    assert out["model_name"] == "m" and out["id"] == "r1"
+    assert [o["name"] for o in out["outputs"]] == ["y", "n"]
+    assert out["outputs"][0]["shape"] == [3, 5, 8] and len(out["outputs"][0]["data"]) == 3 * 5 * 8
+    decoded = protocol.decode_response(out)
+    np.testing.assert_allclose(decoded["y"], model(x, mask)["y"].numpy(), rtol=1e-6)
+    assert decoded["y"].dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "mutate, error, text",
+    [
+        (lambda b: b.pop("inputs"), RequestError, "non-empty 'inputs'"),
+        (lambda b: b["inputs"][0].update(datatype="FP16"), InputSpecError, "expected datatype FP32, got 'FP16'"),
+        (lambda b: b["inputs"][0].update(datatype="FLOAT"), InputSpecError, "not a v2 datatype"),
+        (lambda b: b["inputs"][0].update(name="z"), InputSpecError, "unknown input 'z'"),
+        (lambda b: b["inputs"].pop(), InputSpecError, "missing input(s) ['mask']"),
+        (lambda b: b["inputs"].append(dict(b["inputs"][0])), RequestError, "given twice"),
+        (lambda b: b["inputs"][0].update(shape=[2, 4]), InputSpecError, "expected 3 dims"),
+        (lambda b: b["inputs"][0].update(shape=[2, 4, 15]), InputSpecError, "takes only 16"),
+        (lambda b: b["inputs"][0].update(shape=[2, 4, -16]), RequestError, "non-negative integers"),
+        (lambda b: b["inputs"][0]["data"].pop(), RequestError, "holds 128 elements but 'data' has 127"),
+        (lambda b: b["inputs"][0]["data"].__setitem__(3, "a"), RequestError, "takes numbers"),
+        (lambda b: b["inputs"][0].pop("data"), RequestError, "has no 'data'"),
+        (lambda b: b["inputs"][1].update(shape=[3, 4], data=[1.0] * 12), InputSpecError, "must equal input"),
+        (lambda b: b.update(outputs=[{"name": "q"}]), InputSpecError, "unknown output(s) ['q']"),
+    ],
+)
+def test_malformed_requests_are_refused(mutate, error, text) -> None:
+    b = body(torch.randn(2, 4, 16), torch.ones(2, 4))
+    mutate(b)
+    with pytest.raises(error) as info:
+        protocol.parse_infer_request(b, signature())
+    assert text in str(info.value)
+
+
+def test_binary_tensor_extension() -> None:
+    sig = signature()
+    x, mask = torch.randn(2, 5, 16), torch.rand(2, 5)
+    body, n = protocol.encode_binary_request({"x": x, "mask": mask.numpy()}, request_id="b")
+    req = protocol.parse_infer_request(body, sig, n)
+    assert req.id == "b"
+    torch.testing.assert_close(req.inputs["x"], x, rtol=0, atol=0)
+    torch.testing.assert_close(req.inputs["mask"], mask, rtol=0, atol=0)
+    # one input binary, one JSON
+    head = json.loads(body[:n])
+    head["inputs"][1] = protocol.encode_tensor("mask", mask)
+    mixed = json.dumps(head).encode()
+    req = protocol.parse_infer_request(mixed + body[n : n + x.numel() * 4], sig, len(mixed))
+    torch.testing.assert_close(req.inputs["mask"], mask)
+    with pytest.raises(RequestError, match="runs past the end"):
+        protocol.parse_infer_request(body[:-4], sig, n)
+    with pytest.raises(RequestError, match="bytes after the inputs"):
+        protocol.parse_infer_request(body + b"\0", sig, n)
+    with pytest.raises(RequestError, match="does not fit"):
+        protocol.parse_infer_request(body, sig, len(body) + 1)
+    with pytest.raises(RequestError, match="no Inference-Header-Content-Length"):
+        protocol.parse_infer_request(body[:n], sig)
+    wrong = json.loads(body[:n])
+    wrong["inputs"][0]["parameters"]["binary_data_size"] -= 4
+    wrong_head = json.dumps(wrong).encode()
+    with pytest.raises(RequestError, match="takes 640 bytes, binary_data_size is 636"):
+        protocol.parse_infer_request(wrong_head + body[n:-4], sig, len(wrong_head))
+
+
+def test_not_json_and_not_an_object() -> None:
+    with pytest.raises(RequestError, match="not valid JSON"):
+        protocol.parse_infer_request(b"{", signature())
+    with pytest.raises(RequestError, match="JSON object"):
+        protocol.parse_infer_request(b"[1]", signature())
+
+
+def test_out_of_range_names_input_dim_and_ranges() -> None:
+    b = body(torch.randn(9, 4, 16), torch.ones(9, 4))
+    with pytest.raises(ShapeOutOfRangeError, match=r"input 'x' dim 0 = 9 is outside the compiled range: profile 0 allows \[1, 8\]"):
+        protocol.parse_infer_request(b, signature())
+
+
+def test_integer_and_bool_data_are_checked() -> None:
+    sig = ModelSignature(
+        "ids", [TensorInfo("ids", torch.int32, ("s0",)), TensorInfo("flag", torch.bool, ("s0",))],
+        [TensorInfo("out", torch.int32, ("s0",))],
+        [{"ids": Range((1,), (2,), (4,)), "flag": Range((1,), (2,), (4,))}],
+    )
+
+    def req(ids: list, flags: list, dt: str = "INT32") -> dict:
+        return {"inputs": [{"name": "ids", "shape": [len(ids)], "datatype": dt, "data": ids},
+                           {"name": "flag", "shape": [len(flags)], "datatype": "BOOL", "data": flags}]}
+
+    r = protocol.parse_infer_request(req([1, 2], [True, False]), sig)
+    assert r.inputs["ids"].dtype == torch.int32 and r.inputs["flag"].tolist() == [True, False]
+    with pytest.raises(RequestError, match="takes integers"):
+        protocol.parse_infer_request(req([1.5, 2], [True, False]), sig)
+    with pytest.raises(RequestError, match="outside the range of INT32"):
+        protocol.parse_infer_request(req([2**40, 2], [True, False]), sig)
+    with pytest.raises(RequestError, match="true/false"):
+        protocol.parse_infer_request(req([1, 2], [1, 0]), sig)
+
+
+def test_validate_tensors_handle_path() -> None:
+    sig = signature()
+    r = protocol.validate_tensors({"x": np.zeros((2, 3, 16), np.float32), "mask": torch.ones(2, 3)}, sig)
+    assert r.shapes == {"x": (2, 3, 16), "mask": (2, 3)}
+    with pytest.raises(InputSpecError, match="expected dtype torch.float32"):
+        protocol.validate_tensors({"x": torch.zeros(2, 3, 16, dtype=torch.float64), "mask": torch.ones(2, 3)}, sig)
+
+
+def test_protocol_and_batching_do_not_import_ray() -> None:
+    code = (
+        "import sys, flexrt, flexrt.serving, flexrt.serving.protocol, flexrt.serving.batching, flexrt.serving.client; "
+        "bad = sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')); assert not bad, bad; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+# -- batching ------------------------------------------------------------------------------------
+
+
+def test_parse_batch_dims() -> None:
+    assert parse_batch_dims(["x:0", "mask:0"]) == {"x": 0, "mask": 0}
+    with pytest.raises(ServingError, match="NAME:DIM"):
+        parse_batch_dims(["x"])
+    with pytest.raises(ServingError, match="twice"):
+        parse_batch_dims(["x:0", "x:1"])
+
+
+def test_resolve_requires_every_input_and_splittable_outputs() -> None:
+    sig = signature()
+    plan = BatchPlan.resolve(sig, {"x": 0, "mask": 0})
+    assert plan.symbol == "s0" and plan.outputs == {"y": 0, "n": 0}
+    with pytest.raises(ServingError, match=r"declare it too \(--batch-dim mask:0\)"):
+        BatchPlan.resolve(sig, {"x": 0})
+    with pytest.raises(ServingError, match="static"):
+        BatchPlan.resolve(sig, {"x": 2, "mask": 0})
+    with pytest.raises(ServingError, match="also uses a batch dim at dim"):
+        BatchPlan.resolve(sig, {"x": 1, "mask": 0})
+    reduced = ModelSignature("r", sig.inputs, [TensorInfo("total", torch.float32, (8,))], sig.profiles)
+    with pytest.raises(ServingError, match="exactly once"):
+        BatchPlan.resolve(reduced, {"x": 0, "mask": 0})
+
+
+def test_untied_batch_dims_stack_only_when_equal() -> None:
+    """As exported from BERT: the mask's batch dim is its own symbol (the model broadcasts it)."""
+    sig = ModelSignature(
+        "bert", [TensorInfo("ids", torch.int64, ("s0", "s1")), TensorInfo("mask", torch.int64, ("s2", "s1"))],
+        [TensorInfo("pooled", torch.float32, ("s0", 64))],
+        [{"ids": Range((1, 16), (8, 128), (16, 256)), "mask": Range((1, 16), (8, 128), (16, 256))}],
+    )
+    plan = BatchPlan.resolve(sig, {"ids": 0, "mask": 0})
+    assert plan.outputs == {"pooled": 0}
+    shapes = [{"ids": (1, 32), "mask": (1, 32)}, {"ids": (3, 32), "mask": (1, 32)}, {"ids": (2, 32), "mask": (2, 32)}]
+    assert plan.plan(shapes, lambda s: bool(sig.fitting(s))) == [[1], [0, 2]]  # the broadcast one runs alone
+    with pytest.raises(ServingError, match=r"declare it too \(--batch-dim mask:0\)"):
+        BatchPlan.resolve(ModelSignature("t", [sig.inputs[0], TensorInfo("mask", torch.int64, ("s0", "s1"))], sig.outputs,
+                                         sig.profiles), {"ids": 0})
+
+
+def test_plan_groups_by_other_dims_and_keeps_chunks_in_a_profile() -> None:
+    sig = signature()
+    plan = BatchPlan.resolve(sig, {"x": 0, "mask": 0})
+    shapes = [
+        {"x": (3, 4, 16), "mask": (3, 4)},  # 0
+        {"x": (2, 5, 16), "mask": (2, 5)},  # 1: other S, own group
+        {"x": (4, 4, 16), "mask": (4, 4)},  # 2: 3 + 4 = 7 <= 8
+        {"x": (2, 4, 16), "mask": (2, 4)},  # 3: 7 + 2 = 9 > 8 -> new chunk
+        {"x": (1, 5, 16), "mask": (1, 5)},  # 4: joins 1
+    ]
+    chunks = plan.plan(shapes, lambda s: bool(sig.fitting(s)))
+    assert chunks == [[0, 2], [3], [1, 4]]
+    assert plan.plan(shapes, lambda s: bool(sig.fitting(s)), max_rows=4) == [[0], [2], [3], [1, 4]]
+
+
+def test_run_chunks_each_request_gets_its_own_rows() -> None:
+    sig = signature()
+    plan = BatchPlan.resolve(sig, {"x": 0, "mask": 0})
+    gen = torch.Generator().manual_seed(0)
+    reqs = []
+    for _ in range(40):
+        b, s = int(torch.randint(1, 5, (1,), generator=gen)), int(torch.randint(2, 7, (1,), generator=gen))
+        reqs.append({"x": torch.randn(b, s, 16, generator=gen), "mask": torch.rand(b, s, generator=gen) + 0.5})
+    calls: list[tuple[int, int]] = []
+
+    def execute(inputs: dict, profile: int) -> dict:
+        calls.append((inputs["x"].shape[0], profile))
+        assert sig.fits(profile, {n: t.shape for n, t in inputs.items()})
+        return model(**inputs)
+
+    results = run_chunks(reqs, lambda r: {n: t.shape for n, t in r.items()}, lambda r: r, plan, sig, execute)
+    assert len(calls) < len(reqs)  # some were stacked
+    assert max(b for b, _ in calls) <= 8
+    for r, out in zip(reqs, results):
+        assert not isinstance(out, BaseException)
+        want = model(**r)
+        torch.testing.assert_close(out["y"], want["y"])
+        torch.testing.assert_close(out["n"], want["n"])
+
+
+def test_padding_and_failures_stay_with_their_chunk() -> None:
+    sig = signature()
+    plan = BatchPlan.resolve(sig, {"x": 0, "mask": 0})
+    reqs = [{"x": torch.randn(1, 3, 16), "mask": torch.ones(1, 3)}, {"x": torch.randn(2, 3, 16), "mask": torch.ones(2, 3)},
+            {"x": torch.randn(1, 6, 16), "mask": torch.ones(1, 6)}]
+    seen: list[int] = []
+
+    def execute(inputs: dict, profile: int) -> dict:
+        seen.append(inputs["x"].shape[0])
+        if inputs["x"].shape[1] == 6:
+            raise RuntimeError("boom")
+        return model(**inputs)
+
+    results = run_chunks(reqs, lambda r: {n: t.shape for n, t in r.items()}, lambda r: r, plan, sig, execute, pad=True)
+    assert seen == [4, 4]  # 1 + 2 = 3 rows padded to opt 4; the 6-wide request alone, padded to 4 too
+    torch.testing.assert_close(results[0]["y"], model(**reqs[0])["y"])
+    torch.testing.assert_close(results[1]["n"], model(**reqs[1])["n"])
+    assert isinstance(results[2], RuntimeError)
+
+
+def test_no_plan_runs_each_request_alone() -> None:
+    sig = signature()
+    reqs = [{"x": torch.randn(2, 3, 16), "mask": torch.ones(2, 3)} for _ in range(3)]
+    n = []
+    results = run_chunks(reqs, lambda r: {k: t.shape for k, t in r.items()}, lambda r: r, None, sig,
+                         lambda inputs, p: n.append(1) or model(**inputs))
+    assert len(n) == 3
+    torch.testing.assert_close(results[2]["y"], model(**reqs[2])["y"])
+    assert batching.pad_target(sig, 0, BatchPlan.resolve(sig, {"x": 0, "mask": 0})) == 4

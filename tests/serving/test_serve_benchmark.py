@@ -1,0 +1,35 @@
+"""`python -m benchmarks.serve --smoke` runs end to end on a CPU and writes a sound report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("ray")
+pytest.importorskip("aiohttp")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.serve
+@pytest.mark.slow
+def test_serve_benchmark_smoke(tmp_path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    p = subprocess.run([sys.executable, "-m", "benchmarks.serve", "--smoke", "--out", str(tmp_path)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    result = json.loads((tmp_path / "tiny_smoke.json").read_text())
+    assert [v["variant"] for v in result["variants"]] == ["flexrt", "flexrt_nobatch", "eager"]
+    for v in result["variants"]:
+        assert v["check"].startswith("ok"), v
+        (rate,) = v["rates"]
+        assert rate["sent"] > 0 and rate["ok"] == rate["sent"], rate  # every request answered
+        assert 0 < rate["p50_ms"] <= rate["p99_ms"]
+    nobatch = result["variants"][1]["rates"][0]
+    assert nobatch["calls_per_request"] == 1.0
+    assert (tmp_path / "tiny_smoke.md").read_text().count("| flexrt") == 2
+    assert (tmp_path / "tiny_smoke.png").stat().st_size > 0

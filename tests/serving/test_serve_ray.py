@@ -1,0 +1,261 @@
+"""End to end on a real local Ray Serve (127.0.0.1 only): a model compiled here on CPU, ~200
+concurrent requests of random in-range shapes each answered with exactly its own rows, 400s for bad
+requests, 503s past the queue bound and then recovery, and no Ray process left after shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import torch
+
+ray = pytest.importorskip("ray")
+serve = pytest.importorskip("ray.serve")
+
+import flexrt  # noqa: E402
+from flexrt.serving.application import build_app  # noqa: E402
+from flexrt.serving.client import InferenceClient  # noqa: E402
+from flexrt.serving.config import ServeConfig  # noqa: E402
+from flexrt.serving.protocol import encode_request  # noqa: E402
+
+pytestmark = pytest.mark.serve
+
+MAX_B, MAX_S = 8, 12
+DEADLINE_S = 150  # the whole test; every loop below is bounded in count and by this
+
+
+class Tiny(torch.nn.Module):
+    """Rows along dim 0 are independent; the second dim is dynamic too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Linear(16, 32)
+        self.b = torch.nn.Linear(32, 8)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.b(torch.nn.functional.gelu(self.a(x)))
+        return {"y": h, "pooled": h.mean(dim=1)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray_pids() -> set[int]:
+    """raylet / gcs_server / ray worker processes on this machine, from /proc."""
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"raylet" in cmd or b"gcs_server" in cmd or b"ray::" in cmd or b"default_worker.py" in cmd:
+            pids.add(int(entry))
+    return pids
+
+
+def _post(url: str, body: bytes, timeout: float = 60.0) -> tuple[int, dict, dict]:
+    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read()), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            payload = {"error": raw.decode(errors="replace")}
+        return e.code, payload, dict(e.headers)
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, torch.nn.Module]:
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    inputs = [flexrt.Input(min_shape=(1, 2, 16), opt_shape=(4, 6, 16), max_shape=(MAX_B, MAX_S, 16), name="x")]
+    compiled = flexrt.compile(model, ir="dynamo", arg_inputs=inputs, device="cpu")
+    path = str(tmp_path_factory.mktemp("serve") / "tiny.ep")
+    flexrt.save(compiled, path, arg_inputs=inputs)
+    return path, model
+
+
+def test_serve_end_to_end(artifact: tuple[str, torch.nn.Module]) -> None:
+    path, model = artifact
+    start = time.monotonic()
+    before = _ray_pids()
+    port = _free_port()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        config = ServeConfig.from_mapping({
+            "artifact": path, "name": "tiny", "batch_dims": "x:0", "max_batch_size": 8, "batch_wait_ms": 20,
+            "max_queue": 16, "max_ongoing": 8, "num_cpus": 0.5, "graceful_shutdown_timeout_s": 10,
+        })
+        serve.run(build_app(config), name="tiny", route_prefix="/", blocking=False)
+        url = f"http://127.0.0.1:{port}"
+        client = InferenceClient(url, "tiny")
+        assert client.live() and client.ready()
+        meta = client.metadata()
+        assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, -1, 16]}]
+        assert {o["name"]: o["shape"] for o in meta["outputs"]} == {"y": [-1, -1, 8], "pooled": [-1, 8]}
+        assert meta["profiles"][0]["x"]["max"] == [MAX_B, MAX_S, 16]
+
+        # -- ~200 concurrent requests of random shapes, each checked against eager ---------------
+        n_threads, per_thread = 8, 25
+        failures: list[str] = []
+        done = [0]
+        lock = threading.Lock()
+
+        def worker(seed: int) -> None:
+            rng = random.Random(seed)
+            gen = torch.Generator().manual_seed(seed)
+            for i in range(per_thread):
+                if time.monotonic() - start > DEADLINE_S:
+                    failures.append(f"thread {seed}: deadline")
+                    return
+                b, s = rng.randint(1, 3), rng.choice([3, 5, 7])  # few S values: batches form
+                x = torch.rand(b, s, 16, generator=gen) + 0.1
+                try:
+                    out = client.infer({"x": x}, request_id=f"{seed}-{i}", binary=i % 2 == 1)  # JSON and binary
+                    with torch.no_grad():
+                        want = model(x)
+                    torch.testing.assert_close(torch.from_numpy(out["y"]), want["y"], rtol=1e-4, atol=1e-5)
+                    torch.testing.assert_close(torch.from_numpy(out["pooled"]), want["pooled"], rtol=1e-4, atol=1e-5)
+                    with lock:
+                        done[0] += 1
+                except Exception as e:  # noqa: BLE001 - collected and asserted below
+                    failures.append(f"{seed}-{i} {tuple(x.shape)}: {type(e).__name__}: {e}")
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=max(1.0, DEADLINE_S - (time.monotonic() - start)))
+        assert not any(t.is_alive() for t in threads), "client threads did not finish"
+        assert not failures, failures[:5]
+        assert done[0] == n_threads * per_thread
+        stats = json.loads(urllib.request.urlopen(f"{url}/v2/models/tiny/stats", timeout=30).read())["replica"]
+        assert stats["requests"] == n_threads * per_thread
+        assert stats["calls"] < stats["requests"], stats  # requests were stacked
+        assert max(int(k) for k in stats["batch_requests"]) > 1
+
+        # -- bad requests: 400 with flexrt's message ---------------------------------------------
+        infer = f"{url}/v2/models/tiny/infer"
+        good = encode_request({"x": torch.rand(2, 3, 16)})
+        cases = {
+            "not JSON": (b"{nope", "not valid JSON"),
+            "wrong dtype": (json.dumps({"inputs": [{**good["inputs"][0], "datatype": "INT64"}]}).encode(), "expected datatype FP32"),
+            "wrong rank": (json.dumps({"inputs": [{**good["inputs"][0], "shape": [6, 16]}]}).encode(), "expected 3 dims"),
+            "unknown input": (json.dumps({"inputs": [{**good["inputs"][0], "name": "q"}]}).encode(), "unknown input 'q'"),
+            "out of range": (json.dumps(encode_request({"x": torch.rand(MAX_B + 1, 3, 16)})).encode(), "outside the compiled range"),
+            "long seq": (json.dumps(encode_request({"x": torch.rand(1, MAX_S + 1, 16)})).encode(), "dim 1 = 13"),
+        }
+        for what, (body, text) in cases.items():
+            status, payload, _ = _post(infer, body)
+            assert status == 400, (what, status, payload)
+            assert text in payload["error"], (what, payload)
+        assert _post(f"{url}/v2/models/nope/infer", json.dumps(good).encode())[0] == 404
+
+        # -- the DeploymentHandle path -------------------------------------------------------------
+        handle = serve.get_app_handle("tiny")
+        x = torch.rand(3, 4, 16) + 0.1
+        out = handle.predict.remote({"x": x}).result(timeout_s=60)
+        with torch.no_grad():
+            torch.testing.assert_close(out["pooled"], model(x)["pooled"], rtol=1e-4, atol=1e-5)
+        with pytest.raises(Exception, match="expected dtype torch.float32"):
+            handle.predict.remote({"x": x.double()}).result(timeout_s=60)
+
+        # -- a flood past the queue bound: 503 + Retry-After, nothing lost, then recovery --------
+        flood = 96
+        big = json.dumps(encode_request({"x": torch.rand(MAX_B, MAX_S, 16)})).encode()
+        results: list[tuple[int, dict, dict]] = []
+        gate = threading.Barrier(flood, timeout=60)
+
+        def flooder() -> None:
+            try:
+                gate.wait()
+            except threading.BrokenBarrierError:
+                pass
+            results.append(_post(infer, big, timeout=90))
+
+        threads = [threading.Thread(target=flooder) for _ in range(flood)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=max(1.0, DEADLINE_S + 30 - (time.monotonic() - start)))
+        assert len(results) == flood  # every request answered once
+        codes = [r[0] for r in results]
+        assert set(codes) <= {200, 503}, codes
+        assert codes.count(503) > 0, "no request was refused past the queue bound"
+        assert codes.count(200) > 0
+        refused = next(r for r in results if r[0] == 503)
+        assert {k.lower(): v for k, v in refused[2].items()}.get("retry-after") == "1"
+        for status, payload, _ in results:
+            if status == 200:
+                assert payload["outputs"][0]["shape"] == [MAX_B, MAX_S, 8]
+        print(f"SUMMARY stats={stats} flood: 200={codes.count(200)} 503={codes.count(503)} t={time.monotonic() - start:.1f}s")
+        for _ in range(5):  # recovered: sequential requests all succeed
+            out = client.infer({"x": torch.rand(1, 3, 16)})
+            assert out["y"].shape == (1, 3, 8)
+
+        # -- drain: delete the app (what `flexrt serve` does on SIGTERM) with requests in flight ----
+        inflight: list[tuple[int, dict, dict] | str] = []
+        body = json.dumps(encode_request({"x": torch.rand(MAX_B, MAX_S, 16)})).encode()
+
+        def sender() -> None:
+            try:
+                inflight.append(_post(infer, body, timeout=60))
+            except OSError as e:  # a dropped connection: what draining must not cause
+                inflight.append(f"{type(e).__name__}: {e}")
+
+        threads = [threading.Thread(target=sender) for _ in range(12)]
+        for t in threads:
+            t.start()
+        time.sleep(0.05)
+        serve.delete("tiny")
+        for t in threads:
+            t.join(timeout=60)
+        assert len(inflight) == len(threads)
+        assert all(not isinstance(r, str) for r in inflight), inflight
+        drained = [r[0] for r in inflight]  # type: ignore[index]
+        assert set(drained) <= {200, 404, 503}, drained  # answered, or refused before being taken in
+        assert drained.count(200) > 0, drained
+        print(f"SUMMARY drain: {sorted(drained)}")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    # -- nothing of Ray left behind ----------------------------------------------------------------
+    for _ in range(60):
+        left = _ray_pids() - before
+        if not left:
+            break
+        time.sleep(0.5)
+    assert not left, f"Ray processes left after shutdown: {sorted(left)}"
+    with pytest.raises(OSError):  # the HTTP proxy is gone too
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/live", timeout=5)
+
+
+def test_deployment_options_resources_autoscaling_and_backpressure() -> None:
+    from flexrt.serving.deployment import deployment_options
+
+    gpu = deployment_options(ServeConfig.from_mapping({"artifact": "m.ep", "device": "cuda", "replicas": "auto",
+                                                       "max_replicas": 3, "batch_dims": "x:0", "max_batch_size": 16}))
+    assert gpu["ray_actor_options"]["num_gpus"] == 1
+    assert gpu["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 16}
+    assert "num_replicas" not in gpu and gpu["max_ongoing_requests"] == 32
+    cpu = deployment_options(ServeConfig.from_mapping({"artifact": "m.ep", "replicas": 2, "num_cpus": 0.5, "max_queue": 7}))
+    assert cpu["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 0}
+    assert cpu["num_replicas"] == 2 and cpu["max_queued_requests"] == 7
+    assert cpu["backpressure_config"].status_code == 503 and cpu["backpressure_config"].retry_after_s == 1.0
