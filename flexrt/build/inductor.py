@@ -28,12 +28,14 @@ from torch.utils._sympy.value_ranges import ValueRanges, bound_sympy
 
 from flexrt._version import __version__
 from flexrt.build import cache
+from flexrt.build.failure import describe_build_failure
 from flexrt.errors import CompilationError
 from flexrt.ir.binary import EXTERN_NODES, EngineBinary
 from flexrt.settings import CompileSettings
-from flexrt.spec import UNBOUNDED, finite_or
+from flexrt.spec import UNBOUNDED, finite_or, random_tensor
 from flexrt.tf32 import tf32_policy
 from flexrt.trace.export import suggested_fixes
+from flexrt.trace.guards import export_flags, size_oblivious
 
 logger = logging.getLogger(__name__)
 
@@ -113,15 +115,44 @@ def segment_dims(
     return specs
 
 
+def widen_data_dependent(module: torch.fx.GraphModule, examples: Sequence[Any]) -> list[Any]:
+    """Example inputs to trace a segment at, with every data-dependent size of 0 or 1 widened to 2.
+
+    A size computed from tensor data (rows selected by `nonzero`) is whatever the random example run
+    gave; at 0 or 1 export would specialise on it, so whether the build works would depend on the
+    random data. Only the trace sees these tensors (random values of the same dtype), never the run."""
+    out = list(examples)
+    placeholders = [n for n in module.graph.nodes if n.op == "placeholder"]
+    for i, (node, example) in enumerate(zip(placeholders, examples)):
+        val = node.meta.get("val")
+        if not isinstance(val, torch.Tensor) or not isinstance(example, torch.Tensor):
+            continue
+        shape = list(example.shape)
+        for axis, size in enumerate(val.shape):
+            unbacked = isinstance(size, torch.SymInt) and any(str(s).startswith("u") for s in size.node.expr.free_symbols)
+            if unbacked and shape[axis] < 2:
+                shape[axis] = 2
+        if shape != list(example.shape):
+            out[i] = random_tensor(shape, example.dtype, example.device)
+            logger.debug("build: traced segment input %r at %s instead of its example %s", node.name, shape, tuple(example.shape))
+    return out
+
+
 def export_segment(
-    module: torch.fx.GraphModule, examples: Sequence[torch.Tensor], symbols: Mapping[sympy.Symbol, SymbolRange]
+    module: torch.fx.GraphModule,
+    examples: Sequence[torch.Tensor],
+    symbols: Mapping[sympy.Symbol, SymbolRange],
+    oblivious: bool = False,
 ) -> ExportedProgram:
     """Export a segment; apply torch.export's suggested fixes (equal or static dims) and retry."""
+    examples = widen_data_dependent(module, examples)
     dims = segment_dims(module, examples, symbols)
     for _attempt in range(8):
         try:
-            with torch.no_grad():
-                return torch.export.export(module, tuple(examples), dynamic_shapes=tuple(dims), strict=False)
+            with torch.no_grad(), size_oblivious(oblivious):
+                return torch.export.export(
+                    module, tuple(examples), dynamic_shapes=tuple(dims), strict=False, **export_flags()
+                )
         except Exception as e:
             fixes = suggested_fixes(str(e))
             by_name = {d.__name__: (i, a) for i, spec in enumerate(dims) for a, d in (spec or {}).items()}
@@ -138,7 +169,7 @@ def export_segment(
                     dims[i][a] = dims[j][b]  # type: ignore[index]
                     applied = True
             if not applied:
-                raise CompilationError(f"build: re-exporting segment failed: {type(e).__name__}: {str(e)[:2000]}") from e
+                raise CompilationError(describe_build_failure("re-exporting a segment", e, module.graph, "a segment")) from e
             dims = [d or None for d in dims]
     raise CompilationError("build: could not export a segment with consistent dynamic dims")
 
@@ -223,8 +254,16 @@ def engine_key(ep: ExportedProgram, settings: CompileSettings) -> str:
         t = tensors[name]
         if isinstance(t, torch.Tensor):
             h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(t.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            h.update(_tensor_bytes(t))
     return h.hexdigest()
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    """A constant's bytes for the cache key: 0-dim tensors (BatchNorm's num_batches_tracked, a scalar
+    scale) flattened first, since a 0-dim tensor cannot be viewed as bytes of another size."""
+    if t.numel() == 0:
+        return b""
+    return t.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes()
 
 
 @contextlib.contextmanager
@@ -257,7 +296,7 @@ def compile_engine(ep: ExportedProgram, settings: CompileSettings, label: str) -
                 ep, package_path=os.path.join(tmp, "engine.pt2"), inductor_configs=inductor_configs(settings, ep)
             )
         except Exception as e:
-            raise CompilationError(f"build: AOTInductor failed on {label}: {type(e).__name__}: {str(e)[:2000]}") from e
+            raise CompilationError(describe_build_failure("AOTInductor", e, ep.graph, label)) from e
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
             sos = [n for n in names if n.endswith(".so")]

@@ -107,7 +107,7 @@ def build_program(
             outs = seg.module(*ins)
         env.update(zip(seg.outputs, outs))
         stage_started(logger, f"export segment {seg.index} profile {index}")
-        ep = export_segment(seg.module, ins, symbols)
+        ep = export_segment(seg.module, ins, symbols, traced.size_oblivious)
         stage_done(logger, f"export segment {seg.index} profile {index}", time.perf_counter() - start)
         state = SegmentState(seg.kind, seg.inputs, seg.outputs, seg.ops, dict(seg.reasons))
         if seg.kind == "engine":

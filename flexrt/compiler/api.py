@@ -20,10 +20,12 @@ from flexrt.compiler.pipeline import (
     tensors_device,
     trace_module,
 )
+from flexrt.compiler.split import compile_split
 from flexrt.errors import InputSpecError
 from flexrt.runtime import Engine
 from flexrt.spec import Input, Profile
 from flexrt.trace import normalize_inputs, trace
+from flexrt.trace.split import RangeSplitNeeded
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +54,13 @@ def compile_module(
         raise InputSpecError(f"flexrt.compile expects a torch.nn.Module or an ExportedProgram, got {type(module).__name__}")
     flat = normalize_inputs(module.forward, inputs, arg_inputs, kwarg_inputs)
     settings, runtime = resolve_options(options, module_device(module), tensors_device((flat.args, flat.kwargs)))
-    traced, resolved = trace_module(module, flat, profiles, settings)
+    try:
+        traced, resolved = trace_module(module, flat, profiles, settings)
+    except RangeSplitNeeded as split:
+        if profiles or settings.dryrun:  # the user's own profiles are kept as given; a dry run reports the guard
+            raise
+        return compile_split(split, flat.args, flat.kwargs, flat.specs, lambda a, k: compile_module(
+            module, ir=ir, arg_inputs=a, kwarg_inputs=k or None, **options))
     return finish(traced, resolved, settings, runtime)
 
 

@@ -306,7 +306,8 @@ def partition(gm: torch.fx.GraphModule, settings: CompileSettings) -> PartitionP
         )
     demoted: dict[torch.fx.Node, str] = {}
     if not torch_nodes:
-        engine_sets = [{n for n, (k, _) in kinds.items() if k in ("engine", "scalar")}]
+        everything = {n for n, (k, _) in kinds.items() if k in ("engine", "scalar")}
+        engine_sets = [everything] if everything else []  # a model with no ops (`return x`) has no segment
     else:
         proposed = CapabilityBasedPartitioner(gm, _Support(kinds), allows_single_node_partition=True).propose_partitions()
         engine_sets = []

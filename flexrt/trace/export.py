@@ -23,8 +23,12 @@ import torch
 import torch.utils._pytree as pytree
 from torch.export import Dim, ExportedProgram
 
-from flexrt.errors import CompilationError, InputSpecError
+import flexrt.trace.guards as trace_guards
+from flexrt.errors import CompilationError, FlexrtError, InputSpecError
 from flexrt.spec import UNBOUNDED, Input, ShapeRange, finite_or, random_tensor
+from flexrt.trace.split import RangeSplitNeeded
+from flexrt.trace.train_mode import eval_semantics
+from flexrt.trace.verify import SizeOneMismatch, needs_check, verify_small_end
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +51,7 @@ class TracedProgram:
     exported: ExportedProgram
     inputs: list[InputBinding]
     symbol_ranges: dict[sympy.Symbol, tuple[int, int]]
+    size_oblivious: bool = False  # traced with backed_size_oblivious: segments are re-exported the same way
 
     @property
     def in_spec(self) -> pytree.TreeSpec:
@@ -193,6 +198,7 @@ class _DimGroups:
 
 
 _FIX_RE = re.compile(r"^\s*(\w+)\s*=\s*(.+?)\s*$")
+_DIM_FIX_RE = re.compile(r"^Dim\(\s*'\w+',\s*min=(\d+),\s*max=(\d+)\s*\)$")
 
 
 def suggested_fixes(message: str) -> list[tuple[str, str]]:
@@ -235,13 +241,17 @@ def _dynamic_shapes(
     return out
 
 
-def _export(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], dynamic_shapes: Any) -> ExportedProgram:
-    with torch.no_grad():
-        return torch.export.export(model, args, kwargs or None, dynamic_shapes=dynamic_shapes, strict=False)
+def _export(
+    model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], dynamic_shapes: Any, oblivious: bool = False
+) -> ExportedProgram:
+    with torch.no_grad(), trace_guards.size_oblivious(oblivious):
+        return torch.export.export(
+            model, args, kwargs or None, dynamic_shapes=dynamic_shapes, strict=False, **trace_guards.export_flags()
+        )
 
 
 def export_with_dims(
-    model: torch.nn.Module, flat: FlatInputs, args: tuple[Any, ...], kwargs: dict[str, Any]
+    model: torch.nn.Module, flat: FlatInputs, args: tuple[Any, ...], kwargs: dict[str, Any], oblivious: bool = False
 ) -> ExportedProgram:
     """Export with one Dim per dynamic axis; merge axes export says must be equal, and retry."""
     keys: dict[tuple[int, int], str] = {}
@@ -270,16 +280,12 @@ def export_with_dims(
                 dims[root] = Dim(root, min=lo, max=hi)
         ds = _dynamic_shapes(flat, forward, dims, keys, groups) if keys else None
         try:
-            return _export(model, args, kwargs, ds)
+            return _export(model, args, kwargs, ds, oblivious)
         except Exception as e:
             message = str(e)
             fixes = suggested_fixes(message)
             if not fixes:
-                raise CompilationError(
-                    f"trace: torch.export failed: {type(e).__name__}: {message.strip()[:3000]}\n"
-                    "flexrt traces models with torch.export (non-strict). Make the model exportable, or export it "
-                    "yourself and pass the ExportedProgram to flexrt.dynamo.compile."
-                ) from e
+                raise CompilationError(trace_guards.describe_export_error(e)) from e
             merged = False
             for lhs, rhs in fixes:
                 if lhs in where and rhs in where:
@@ -290,6 +296,16 @@ def export_with_dims(
                         f"{where[lhs]} is declared dynamic but the model only works when it is {rhs}; "
                         f"make that dim static (min = opt = max = {rhs})"
                     ) from None
+                elif lhs in where and _DIM_FIX_RE.match(rhs):
+                    lo_fix, hi_fix = (int(v) for v in _DIM_FIX_RE.match(rhs).groups())  # type: ignore[union-attr]
+                    group = [(flat.names[i], axis) for (i, axis), key in keys.items() if groups.find(key) == groups.find(lhs)]
+                    i0, axis0 = next((i, axis) for (i, axis), key in keys.items() if key == lhs)
+                    full = (flat.specs[i0].range.min[axis0], flat.specs[i0].range.max[axis0])
+                    raise RangeSplitNeeded(
+                        f"trace: the model takes a different path in part of {where[lhs]}'s range [{full[0]}, {full[1]}]; "
+                        f"the traced program holds for [{lo_fix}, {hi_fix}] (torch.export: `{lhs} = {rhs}`). Narrow the "
+                        "Input range, or compile each part separately.", group, (lo_fix, hi_fix), full,
+                    ) from None
                 elif lhs in where:
                     raise InputSpecError(
                         f"{where[lhs]}: the model constrains this dim as `{lhs} = {rhs}` (torch.export's suggestion). "
@@ -297,7 +313,7 @@ def export_with_dims(
                         "torch.export.Dim objects and call flexrt.dynamo.compile."
                     ) from None
             if not merged:
-                raise CompilationError(f"trace: torch.export failed: {message.strip()[:3000]}") from e
+                raise CompilationError(trace_guards.describe_export_error(e)) from e
             logger.debug("trace: merged dims tied by the model: %s", fixes)
     raise CompilationError("trace: could not find a consistent set of dynamic dims for torch.export")
 
@@ -418,6 +434,49 @@ def trace(model: torch.nn.Module, flat: FlatInputs, device: torch.device) -> Tra
         raise InputSpecError(f"flexrt compiles torch.nn.Module objects, got {type(model).__name__}")
     start = time.perf_counter()
     args, kwargs = example_inputs(flat, device)
-    ep = export_with_dims(model, flat, args, kwargs)
-    logger.debug("trace: torch.export took %.2f s", time.perf_counter() - start)
-    return bind(ep, flat.names, flat.specs)
+    first: FlexrtError | None = None
+    for oblivious in (False, True):  # sizes 0/1 specialised or guarded at the small end: trace them generally
+        try:
+            with eval_semantics(model):
+                traced = _export_checked(model, flat, args, kwargs, oblivious)
+            if oblivious:
+                logger.info("trace: traced with backed_size_oblivious (a size of 0/1 in the range changed the path)")
+            logger.debug("trace: torch.export took %.2f s", time.perf_counter() - start)
+            return traced
+        except SizeOneMismatch as e:  # the general trace ran and differs at size 1: the most precise answer
+            raise e from first
+        except FlexrtError as e:
+            first = first or e
+            logger.debug("trace: attempt with backed_size_oblivious=%s failed: %s", oblivious, e)
+    assert first is not None
+    raise first
+
+
+def _device_of(args: Any, kwargs: Any) -> torch.device:
+    leaves = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+    return leaves[0].device if leaves else torch.device("cpu")
+
+
+def _export_checked(
+    model: torch.nn.Module, flat: FlatInputs, args: tuple[Any, ...], kwargs: dict[str, Any], oblivious: bool
+) -> TracedProgram:
+    """Export, bind, and check the program's run-time guards over the whole requested range."""
+    traced = bind(export_with_dims(model, flat, args, kwargs, oblivious), flat.names, flat.specs)
+    traced.size_oblivious = oblivious
+    if needs_check(flat.specs, oblivious):
+        verify_small_end(model, traced, flat.args, flat.kwargs, flat.specs, _device_of(args, kwargs))
+    bad = trace_guards.violations(traced.exported, traced.symbol_ranges)
+    if bad:
+        axes: dict[sympy.Symbol, list[tuple[str, int]]] = {}
+        for b in traced.inputs:
+            for axis, expr in enumerate(b.dims):
+                if isinstance(expr, sympy.Symbol):
+                    axes.setdefault(expr, []).append((b.name, axis))
+        where = {sym: f"input {pairs[0][0]!r} dim {pairs[0][1]}" for sym, pairs in axes.items()}
+        message = trace_guards.describe_violations(bad, where, traced.symbol_ranges)
+        split = trace_guards.split_point(bad, traced.symbol_ranges)
+        if split is not None:
+            sym, holds = split
+            raise RangeSplitNeeded(message, axes[sym], holds, traced.symbol_ranges[sym])
+        raise CompilationError(message)
+    return traced
