@@ -42,9 +42,9 @@ if kind == "aoti":
     t_lib = time.time()
     model = AOTICompiledModel(torch._C._aoti.AOTIModelPackageLoader(artifact, "model", False, 1, -1))
 else:
-    import flexrt
+    from flexrt.serialize.load import load  # the loader's imports, as `import flexrt` made them before it went lazy
     t_lib = time.time()
-    model = flexrt.load(artifact).module()
+    model = load(artifact).module()
 t_load = time.time()
 with torch.no_grad():
     out = model(*inputs)

@@ -17,7 +17,7 @@ from models import ExpandReshapeModel
 import flexrt
 from flexrt.errors import ArtifactError, InputSpecError, ShapeOutOfRangeError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 
 CHILD = textwrap.dedent(
     """
