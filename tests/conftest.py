@@ -66,3 +66,11 @@ def compiled(name: str, device: str = "cpu", **options: Any) -> Compiled:
 def zoo() -> Any:
     """`zoo("expand_reshape", device="cpu", **options)` -> a Compiled, built once per session."""
     return compiled
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory, zoo: Any) -> str:
+    """The seed model's artifact, saved once per test module (the format and serialize tests damage copies)."""
+    path = str(tmp_path_factory.mktemp("saved") / "good.ep")
+    flexrt.save(zoo("expand_reshape").module, path)
+    return path

@@ -16,14 +16,6 @@ import flexrt
 from flexrt.errors import ArtifactError
 
 
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory, request):
-    zoo = request.getfixturevalue("zoo")
-    path = str(tmp_path_factory.mktemp("saved") / "good.ep")
-    flexrt.save(zoo("expand_reshape").module, path)
-    return path
-
-
 def _members(path: str) -> list[tuple[zipfile.ZipInfo, bytes]]:
     with zipfile.ZipFile(path) as z:
         return [(info, z.read(info.filename)) for info in z.infolist()]

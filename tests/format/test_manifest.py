@@ -15,14 +15,6 @@ import flexrt
 from flexrt.errors import ArtifactError
 
 
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory, request):
-    zoo = request.getfixturevalue("zoo")
-    path = str(tmp_path_factory.mktemp("saved") / "good.ep")
-    flexrt.save(zoo("expand_reshape").module, path)
-    return path
-
-
 def rewrite(src: str, dst: str, edit: Callable[[dict[str, Any]], Any] | None = None, raw: bytes | None = None) -> str:
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
         for info in zin.infolist():

@@ -162,14 +162,6 @@ def test_mixed_static_and_dynamic_inputs(tmp_path):
 # -- bad files -----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory, request):
-    zoo = request.getfixturevalue("zoo")
-    path = str(tmp_path_factory.mktemp("saved") / "good.ep")
-    flexrt.save(zoo("expand_reshape").module, path)
-    return path
-
-
 def _rewrite(src: str, dst: str, edit_manifest=None, corrupt: str | None = None) -> None:
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
         for info in zin.infolist():
