@@ -104,24 +104,28 @@ class ShapeChecker:
                     f"input {spec.name!r}: expected {len(spec.dims)} dims, got shape {tuple(t.shape)} "
                     f"({t.dim()} dims)"
                 )
+        self.check_shapes([t.shape for t in flat])
+
+    def check_shapes(self, shapes: Sequence[Sequence[int]]) -> None:
+        """The dims the model ties together, and those it derives from others (ranks already checked)."""
         for i, d, j, e in self.ties:
-            a, b = flat[i].shape[d], flat[j].shape[e]
+            a, b = shapes[i][d], shapes[j][e]
             if a != b:
                 raise InputSpecError(
                     f"input {self.names[i]!r} dim {d} = {a} must equal input {self.names[j]!r} dim {e} = {b} "
                     "(the model ties these dims together)"
                 )
         if self.derived:
-            env = self.bind(flat)
+            env = self.bind(shapes)
             for i, d, expr in self.derived:
                 want = expr.subs(env)
-                if want.is_number and int(want) != flat[i].shape[d]:
+                if want.is_number and int(want) != shapes[i][d]:
                     raise InputSpecError(
-                        f"input {self.names[i]!r} dim {d} = {flat[i].shape[d]} must be {expr} = {int(want)} for this model"
+                        f"input {self.names[i]!r} dim {d} = {shapes[i][d]} must be {expr} = {int(want)} for this model"
                     )
 
-    def bind(self, flat: Sequence[Any]) -> dict[sympy.Symbol, int]:
-        return {sympy.Symbol(s): int(flat[i].shape[d]) for s, (i, d) in self.symbol_at.items()}
+    def bind(self, shapes: Sequence[Sequence[int]]) -> dict[sympy.Symbol, int]:
+        return {sympy.Symbol(s): int(shapes[i][d]) for s, (i, d) in self.symbol_at.items()}
 
     # -- profiles ----------------------------------------------------------------------------------
 
@@ -136,13 +140,15 @@ class ShapeChecker:
         """Keep the current profile while it fits; else the narrowest fitting one; None if none fits."""
         if self.fits(current, shapes):
             return current
-        fitting = [p for p in range(len(self.profiles)) if p != current and self.fits(p, shapes)]
-        if not fitting:
-            return None
-        return min(fitting, key=lambda p: (self.widths[p], p))
+        return self.narrowest(shapes)
 
     def fitting(self, shapes: Sequence[Sequence[int]]) -> list[int]:
         return [p for p in range(len(self.profiles)) if self.fits(p, shapes)]
+
+    def narrowest(self, shapes: Sequence[Sequence[int]]) -> int | None:
+        """The narrowest profile that fits (ties by index), None when none fits."""
+        fitting = self.fitting(shapes)
+        return min(fitting, key=lambda p: (self.widths[p], p)) if fitting else None
 
     def range_text(self, profile: int, i: int, d: int) -> str:
         r = self.profiles[profile][self.names[i]]

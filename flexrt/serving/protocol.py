@@ -1,6 +1,6 @@
 """Open Inference Protocol v2 (KServe/Triton) JSON <-> tensors, checked against an artifact's specs.
 
-Pure functions (torch, numpy, sympy; no Ray) so that every request is validated in full before it
+Pure functions (torch, numpy; no Ray) so that every request is validated in full before it
 reaches a batch: a bad request gets its own 400 and never poisons the requests batched with it.
 The messages follow flexrt's own (input, dim, value and the compiled ranges).
 """
@@ -15,15 +15,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import sympy
 import torch
 import torch.utils._pytree as pytree
 
 from flexrt.errors import InputSpecError, RequestError, ShapeOutOfRangeError
+from flexrt.ir import TensorSpec
+from flexrt.runtime.shapes import ShapeChecker
+from flexrt.spec import UNBOUNDED, Profile
 
 logger = logging.getLogger(__name__)
 
-UNBOUNDED = 2**62  # flexrt's max for a dim without an upper bound (flexrt.spec.UNBOUNDED)
 
 # v2 datatype -> torch dtype. BF16 travels as JSON numbers (rounded to bfloat16 on arrival).
 DATATYPES: dict[str, torch.dtype] = {
@@ -57,10 +58,6 @@ def v2_datatype(dtype: torch.dtype) -> str:
         return V2_NAMES[dtype]
     except KeyError:
         raise InputSpecError(f"dtype {dtype} has no Open Inference Protocol v2 datatype") from None
-
-
-def _fmt(v: int) -> str:
-    return "inf" if v >= UNBOUNDED else str(v)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,22 +110,20 @@ class ModelSignature:
                 raise InputSpecError(f"model {name!r}: profile {k} has no range for input(s) {missing}")
         for s in self.inputs + self.outputs:
             v2_datatype(s.dtype)
-        # symbolic dims: the first (input, dim) of each symbol, and dims given by an expression
-        self.symbol_at: dict[str, tuple[str, int]] = {}
-        self.ties: list[tuple[str, int, str, int]] = []
-        self.derived: list[tuple[str, int, sympy.Expr]] = []
-        for spec in self.inputs:
-            for d, expr in enumerate(spec.dims):
-                if isinstance(expr, int):
-                    continue
-                parsed = sympy.sympify(expr)
-                if isinstance(parsed, sympy.Symbol):
-                    if expr in self.symbol_at:
-                        self.ties.append((spec.name, d, *self.symbol_at[expr]))
-                    else:
-                        self.symbol_at[expr] = (spec.name, d)
-                else:
-                    self.derived.append((spec.name, d, parsed))
+        # the library's own checker over these specs and profiles: ties, derived dims, fit, choice and
+        # the out-of-range message are flexrt's, not a second copy of them
+        specs = [TensorSpec(s.name, s.dtype, tuple(s.dims)) for s in self.inputs]
+        ranges = [self._profile(p) for p in self.profiles]
+        self.checker = ShapeChecker(specs, ranges, torch.device("cpu"))
+
+    def _profile(self, ranges: Mapping[str, Range]) -> Profile:
+        profile = Profile()
+        for n in self.input_names:
+            profile.add(n, ranges[n].min, ranges[n].opt, ranges[n].max)
+        return profile
+
+    def _ordered(self, shapes: Mapping[str, Sequence[int]]) -> list[Sequence[int]]:
+        return [shapes[n] for n in self.input_names]
 
     @classmethod
     def from_artifact(cls, name: str, artifact: Any) -> ModelSignature:
@@ -165,29 +160,17 @@ class ModelSignature:
     # -- shapes ------------------------------------------------------------------------------------
 
     def fits(self, profile: int, shapes: Mapping[str, Sequence[int]]) -> bool:
-        p = self.profiles[profile]
-        for name, shape in shapes.items():
-            r = p[name]
-            if len(shape) != len(r.min):
-                return False
-            for lo, n, hi in zip(r.min, shape, r.max):
-                if n < lo or n > hi:
-                    return False
-        return True
+        ordered = self._ordered(shapes)
+        if any(len(shape) != len(spec.dims) for shape, spec in zip(ordered, self.inputs)):
+            return False
+        return self.checker.fits(profile, ordered)
 
     def fitting(self, shapes: Mapping[str, Sequence[int]]) -> list[int]:
         return [k for k in range(len(self.profiles)) if self.fits(k, shapes)]
 
     def choose(self, shapes: Mapping[str, Sequence[int]]) -> int | None:
         """The narrowest fitting profile (flexrt's own preference), None when none fits."""
-        fitting = self.fitting(shapes)
-        if not fitting:
-            return None
-
-        def width(k: int) -> int:
-            return sum(hi - lo for r in self.profiles[k].values() for lo, hi in zip(r.min, r.max))
-
-        return min(fitting, key=lambda k: (width(k), k))
+        return self.checker.narrowest(self._ordered(shapes)) if self.fitting(shapes) else None
 
     def check_shapes(self, shapes: Mapping[str, Sequence[int]]) -> int:
         """Rank, static dims, tied and derived dims, then profile fit; returns the profile chosen."""
@@ -200,42 +183,16 @@ class ModelSignature:
             for d, (want, n) in enumerate(zip(spec.dims, shape)):
                 if isinstance(want, int) and want != n:
                     raise InputSpecError(f"input {spec.name!r} dim {d} = {n}; this model takes only {want} there")
-        for name, d, other, e in self.ties:
-            a, b = shapes[name][d], shapes[other][e]
-            if a != b:
-                raise InputSpecError(
-                    f"input {name!r} dim {d} = {a} must equal input {other!r} dim {e} = {b} "
-                    "(the model ties these dims together)"
-                )
-        if self.derived:
-            env = {sympy.Symbol(s): int(shapes[n][d]) for s, (n, d) in self.symbol_at.items()}
-            for name, d, expr in self.derived:
-                want = expr.subs(env)
-                if want.is_number and int(want) != shapes[name][d]:
-                    raise InputSpecError(f"input {name!r} dim {d} = {shapes[name][d]} must be {expr} = {int(want)} for this model")
+        self.checker.check_shapes(self._ordered(shapes))
         chosen = self.choose(shapes)
         if chosen is None:
             raise self.out_of_range(shapes)
         return chosen
 
     def out_of_range(self, shapes: Mapping[str, Sequence[int]]) -> ShapeOutOfRangeError:
-        """flexrt's message: the input, dim and value, and what each profile allows there."""
-        for spec in self.inputs:
-            shape = shapes[spec.name]
-            for d, n in enumerate(shape):
-                if all(not (p[spec.name].min[d] <= n <= p[spec.name].max[d]) for p in self.profiles):
-                    ranges = "; ".join(
-                        f"profile {k} allows [{p[spec.name].min[d]}, {_fmt(p[spec.name].max[d])}] (opt {p[spec.name].opt[d]})"
-                        for k, p in enumerate(self.profiles)
-                    )
-                    return ShapeOutOfRangeError(
-                        f"input {spec.name!r} dim {d} = {n} is outside the compiled range: {ranges}. "
-                        "Send a shape inside a profile, or compile the model with a wider range."
-                    )
-        desc = ", ".join(f"{n}={tuple(s)}" for n, s in shapes.items())
-        return ShapeOutOfRangeError(
-            f"inputs {desc} fit no single profile (each dim is in some profile, but no profile holds them all); "
-            f"profiles: {[{n: (r.min, r.max) for n, r in p.items()} for p in self.profiles]}"
+        """flexrt's message: for each profile, the first input dim it rules out and what it allows there."""
+        return self.checker.out_of_range(
+            self._ordered(shapes), hint="Send a shape inside a profile, or compile the model with a wider range."
         )
 
 

@@ -135,7 +135,7 @@ def test_not_json_and_not_an_object() -> None:
 
 def test_out_of_range_names_input_dim_and_ranges() -> None:
     b = body(torch.randn(9, 4, 16), torch.ones(9, 4))
-    with pytest.raises(ShapeOutOfRangeError, match=r"input 'x' dim 0 = 9 is outside the compiled range: profile 0 allows \[1, 8\]"):
+    with pytest.raises(ShapeOutOfRangeError, match=r"no compiled profile fits these inputs: input 'x' dim 0 = 9 \(profile 0 allows \[1, 8\]"):
         protocol.parse_infer_request(b, signature())
 
 

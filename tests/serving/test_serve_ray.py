@@ -159,7 +159,7 @@ def test_serve_end_to_end(artifact: tuple[str, torch.nn.Module]) -> None:
             "wrong dtype": (json.dumps({"inputs": [{**good["inputs"][0], "datatype": "INT64"}]}).encode(), "expected datatype FP32"),
             "wrong rank": (json.dumps({"inputs": [{**good["inputs"][0], "shape": [6, 16]}]}).encode(), "expected 3 dims"),
             "unknown input": (json.dumps({"inputs": [{**good["inputs"][0], "name": "q"}]}).encode(), "unknown input 'q'"),
-            "out of range": (json.dumps(encode_request({"x": torch.rand(MAX_B + 1, 3, 16)})).encode(), "outside the compiled range"),
+            "out of range": (json.dumps(encode_request({"x": torch.rand(MAX_B + 1, 3, 16)})).encode(), "no compiled profile fits these inputs"),
             "long seq": (json.dumps(encode_request({"x": torch.rand(1, MAX_S + 1, 16)})).encode(), "dim 1 = 13"),
         }
         for what, (body, text) in cases.items():
