@@ -16,11 +16,12 @@ def _f(x: Any, digits: int = 1) -> str:
 
 def write(result: dict[str, Any], out_dir: str) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
-    stem = os.path.join(out_dir, result["model"] + ("_smoke" if result.get("smoke") else ""))
+    replicas = result.get("replicas", 1)
+    stem = os.path.join(out_dir, result["model"] + (f"_r{replicas}" if replicas > 1 else "") + ("_smoke" if result.get("smoke") else ""))
     with open(stem + ".json", "w") as f:
         json.dump(result, f, indent=1, default=str)
     lines = [
-        f"# flexrt serve: {result['model']} ({result['device']})",
+        f"# flexrt serve: {result['model']} ({result['device']}, {replicas} replica{'s' if replicas > 1 else ''} per variant)",
         "",
         result["description"],
         "",
@@ -38,6 +39,14 @@ def write(result: dict[str, Any], out_dir: str) -> list[str]:
                 f"{r['timeouts']} | {_f(r['achieved_rps'])} | {_f(r['p50_ms'])} | {_f(r['p90_ms'])} | {_f(r['p99_ms'])} | "
                 f"{_f(r.get('calls_per_request', float('nan')), 2)} | {v['check']} |"
             )
+    lines += ["", "| variant | replica | GPU | CUDA_VISIBLE_DEVICES | start-up s (load + warm-up) | GPU MiB reserved (PyTorch) |",
+              "|---|---|---|---|---|---|"]
+    for v in result["variants"]:
+        for r in v.get("replicas", []):
+            gpu = r.get("gpu") or {}
+            lines.append(f"| {v['variant']} | {r.get('replica_id', '?')} | {gpu.get('pci_bus_id') or gpu.get('name') or '-'} | "
+                         f"{r.get('cuda_visible_devices')} | {_f(r.get('startup_s', float('nan')), 2)} | "
+                         f"{_f(r.get('gpu_memory_reserved_mib', float('nan')), 0)} |")
     lines.append("")
     with open(stem + ".md", "w") as f:
         f.write("\n".join(lines))

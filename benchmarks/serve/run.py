@@ -40,9 +40,34 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stats(url: str, name: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{url}/v2/models/{name}/stats", timeout=30) as r:
-        return json.loads(r.read())["replica"]
+def _replica_stats(url: str, name: str, replicas: int) -> list[dict[str, Any]]:
+    """/stats of every replica: Ray routes each GET to one of them, so ask (a bounded number of times)
+    until `replicas` distinct ones have answered."""
+    seen: dict[str, dict[str, Any]] = {}
+    for _ in range(20 * replicas):
+        with urllib.request.urlopen(f"{url}/v2/models/{name}/stats", timeout=30) as r:
+            stats = json.loads(r.read())["replica"]
+        seen[stats.get("replica_id", "?")] = stats
+        if len(seen) >= replicas:
+            break
+    return list(seen.values())
+
+
+def _stats(url: str, name: str, replicas: int) -> dict[str, Any]:
+    """Requests and model calls summed over the replicas."""
+    every = _replica_stats(url, name, replicas)
+    return {"requests": sum(s["requests"] for s in every), "calls": sum(s["calls"] for s in every), "seen": len(every)}
+
+
+def _nvidia_smi() -> str | None:
+    """Per-process GPU memory as the driver sees it (AOTInductor's constants included)."""
+    import subprocess
+
+    try:
+        return subprocess.run(["nvidia-smi", "--query-compute-apps=pid,gpu_uuid,used_memory", "--format=csv"],
+                              capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def _rel_err(got: np.ndarray, want: torch.Tensor) -> float:
@@ -119,6 +144,7 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
         "torch": torch.__version__, "ray": ray.__version__, "compile_s": compile_s, "duration_s": args.duration_s,
         "max_batch_size": case.max_batch_size, "batch_wait_ms": args.batch_wait_ms, "batch_dims": list(case.batch_dims),
         "distinct_requests": len(bodies), "encoding": "binary" if binary else "json", "variants": [],
+        "replicas": args.replicas,
     }
     port = args.port or _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -131,7 +157,7 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
             "reference_model": case.factory,
             "batch_dims": list(case.batch_dims) if variant != "flexrt_nobatch" else [],
             "max_batch_size": case.max_batch_size, "batch_wait_ms": args.batch_wait_ms, "pad": args.pad,
-            "max_queue": 100000, "max_ongoing": max(64, 4 * case.max_batch_size),
+            "max_queue": 100000, "max_ongoing": max(64, 4 * case.max_batch_size), "replicas": args.replicas,
             "num_cpus": 1.0 / len(args.variants) if args.together else 1.0, "graceful_shutdown_timeout_s": 5,
         })
         return build_app(config)
@@ -162,16 +188,20 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
         entry["max_rel_err"] = worst
         entry["check"] = f"ok ({worst:.1e})" if worst <= case.tolerance else f"FAILED ({worst:.1e})"
         say(f"{name} {variant}: deployed in {entry['deploy_s']:.1f} s, check {entry['check']}")
+        entry["replicas"] = _replica_stats(url, name, args.replicas)  # identity, GPU, start-up s, memory
+        entry["nvidia_smi"] = _nvidia_smi() if args.device.startswith("cuda") else None
+        if len(entry["replicas"]) < args.replicas:
+            say(f"{name} {variant}: only {len(entry['replicas'])} of {args.replicas} replicas answered /stats")
         for rate in rates:
             if time.monotonic() > deadline:
                 entry["rates"].append({"offered_rps": rate, "skipped": True, **{k: float("nan") for k in (
                     "p50_ms", "p90_ms", "p99_ms", "achieved_rps")}, "sent": 0, "ok": 0, "rejected_503": 0,
                     "errors": 0, "timeouts": 0})
                 continue
-            before = _stats(url, name)
+            before = _stats(url, name, args.replicas)
             outcomes, wall = load.open_loop(f"{url}/v2/models/{name}/infer", bodies, rate, args.duration_s,
                                             args.max_requests, seed=int(rate * 1000), timeout=args.timeout_s)
-            after = _stats(url, name)
+            after = _stats(url, name, args.replicas)
             summary = load.summarize(outcomes, wall, rate)
             served = after["requests"] - before["requests"]
             summary["calls_per_request"] = (after["calls"] - before["calls"]) / served if served else float("nan")
@@ -198,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--binary", action="store_true", help="send inputs with the v2 binary tensor extension (resnet50 does)")
     p.add_argument("--timeout-s", type=float, default=60.0, help="per request")
     p.add_argument("--budget-s", type=float, default=None, help="total time; then the rest is skipped (default 540; smoke 110)")
+    p.add_argument("--replicas", type=int, default=1, help="replicas per variant (one GPU each on CUDA)")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--together", action="store_true",
                    help="deploy every variant at once (one route each) instead of one after another; smoke does")

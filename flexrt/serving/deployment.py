@@ -12,6 +12,7 @@ Imports Ray: import this module only where Ray is installed (`flexrt serve`, `se
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -92,12 +93,38 @@ class _Metrics:
         self.profiles.inc(1, tags={**self.tags, "profile": str(profile)})
 
 
+def _replica_identity(device: torch.device, startup_s: float) -> dict[str, Any]:
+    """Which replica answered /stats and on which GPU: with several replicas, a client tells them
+    apart (and checks that each has its own device) from this."""
+    try:
+        replica = serve.get_replica_context().replica_id.unique_id
+    except Exception:  # noqa: BLE001 - outside a Serve replica (tests calling the class directly)
+        replica = f"pid-{os.getpid()}"
+    identity: dict[str, Any] = {"replica_id": replica, "pid": os.getpid(), "startup_s": startup_s,
+                                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        identity["gpu"] = {"name": props.name, "uuid": str(getattr(props, "uuid", "")),
+                           "pci_bus_id": getattr(props, "pci_bus_id", None)}
+    return identity
+
+
+def _memory(device: torch.device) -> dict[str, Any]:
+    """This replica's GPU memory now (PyTorch's allocator: engines, CUDA graphs, buffers)."""
+    if device.type != "cuda":
+        return {}
+    return {"gpu_memory_allocated_mib": torch.cuda.memory_allocated(device) / 2**20,
+            "gpu_memory_reserved_mib": torch.cuda.memory_reserved(device) / 2**20,
+            "gpu_max_memory_reserved_mib": torch.cuda.max_memory_reserved(device) / 2**20}
+
+
 @serve.deployment(name="flexrt")
 @serve.ingress(api)
 class FlexrtDeployment:
     """One replica: loads the artifact, warms each profile at its opt shape, serves v2."""
 
     def __init__(self, config: dict[str, Any]) -> None:
+        started = time.perf_counter()
         self.config = ServeConfig.from_mapping(config)
         self.ready = False
         self.device = torch.device(self.config.device)
@@ -112,6 +139,7 @@ class FlexrtDeployment:
         self._batched.set_batch_wait_timeout_s(self.config.batch_wait_ms / 1000)
         self.metrics = _Metrics(self.config.name)
         self._warm_up()
+        self.identity = _replica_identity(self.device, time.perf_counter() - started)
         self.ready = True
         logger.info("serving %s as %r (batch dims %s)", self.config.artifact, self.config.name, dict(self.config.batch_dims))
 
@@ -219,7 +247,7 @@ class FlexrtDeployment:
         """This replica's counts: requests run, model calls, rows, requests per call, profile picks."""
         if model != self.signature.name:
             return _error(404, f"unknown model {model!r}; this server serves {self.signature.name!r}")
-        return JSONResponse({"name": model, "replica": self.metrics.stats})
+        return JSONResponse({"name": model, "replica": {**self.metrics.stats, **self.identity, **_memory(self.device)}})
 
     @api.post("/v2/models/{model}/infer")
     async def infer(self, model: str, http: Request) -> JSONResponse:

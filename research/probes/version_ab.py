@@ -66,6 +66,29 @@ def main() -> int:
                 e.synchronize()
                 times.append(s.elapsed_time(e))
             result["median_ms"][b] = statistics.median(times)
+        # host time per call (no sync: the host-bound part a per-call difference lives in), and where it goes
+        x = torch.randn(1, 196, 768, device=dev)
+        for _ in range(50):
+            m(x)
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(1000):
+            m(x)
+        result["host_us_per_call_b1"] = (time.perf_counter() - t) * 1000
+        torch.cuda.synchronize()
+        import cProfile
+        import io
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(300):
+            m(x)
+        prof.disable()
+        torch.cuda.synchronize()
+        text = io.StringIO()
+        pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(25)
+        result["profile_b1_300_calls"] = text.getvalue().splitlines()[:60]
     path = os.path.join(tempfile.mkdtemp(), "m.ep")
     flexrt.save(m, path)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([args.tree, os.environ.get("PYTHONPATH", "")])}
