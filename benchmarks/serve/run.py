@@ -224,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-requests", type=int, default=4000, help="per rate")
     p.add_argument("--distinct", type=int, default=32, help="distinct request bodies (shapes mixed)")
     p.add_argument("--batch-wait-ms", type=float, default=5.0)
-    p.add_argument("--pad", action="store_true", help="flexrt/eager/compile: pad batches to the profile's opt batch")
+    p.add_argument("--pad", default="auto", choices=("auto", "buckets", "opt", "none"),
+                   help="every variant alike: pad stacked batches (auto: power-of-two buckets on cuda, none on cpu)")
     p.add_argument("--binary", action="store_true", help="send inputs with the v2 binary tensor extension (resnet50 does)")
     p.add_argument("--timeout-s", type=float, default=60.0, help="per request")
     p.add_argument("--budget-s", type=float, default=None, help="total time; then the rest is skipped (default 540; smoke 110)")

@@ -214,10 +214,34 @@ def _free_symbols(expr: str) -> set[str]:
     return {str(s) for s in sympy.sympify(expr).free_symbols}
 
 
-def pad_target(signature: ModelSignature, profile: int, plan: BatchPlan) -> int:
-    """The opt batch of a profile: what padding rounds a smaller batch up to (when asked for)."""
+PAD_POLICIES = ("none", "opt", "buckets")
+
+
+def batch_buckets(low: int, high: int) -> list[int]:
+    """Row counts a padded batch may have within [low, high]: the powers of two, and high itself.
+
+    With CUDA graphs each distinct shape is captured (and its convolutions autotuned) once, on the
+    request path; stacking requests of random arrival makes every row count from 1 to the maximum
+    appear, so padding to these few sizes bounds the captures to log2(max) + 1 per other shape."""
+    sizes = {high}
+    b = 1
+    while b < high:
+        if b >= low:
+            sizes.add(b)
+        b *= 2
+    return sorted(sizes)
+
+
+def pad_target(signature: ModelSignature, profile: int, plan: BatchPlan, rows: int, policy: str) -> int:
+    """The rows to pad a stacked batch of `rows` up to: the profile's opt batch ("opt", when larger),
+    the next bucket ("buckets"), or `rows` itself ("none")."""
     name, dim = next(iter(plan.inputs.items()))
-    return int(signature.profiles[profile][name].opt[dim])
+    spec = signature.profiles[profile][name]
+    if policy == "opt":
+        return max(rows, int(spec.opt[dim]))
+    if policy == "buckets":
+        return next((b for b in batch_buckets(int(spec.min[dim]), int(spec.max[dim])) if b >= rows), rows)
+    return rows
 
 
 def run_chunks(
@@ -227,14 +251,14 @@ def run_chunks(
     plan: BatchPlan | None,
     signature: ModelSignature,
     execute: Callable[[dict[str, torch.Tensor], int], Mapping[str, torch.Tensor]],
-    pad: bool = False,
+    pad: str = "none",
     max_rows: int | None = None,
     on_chunk: Callable[[int, int, int], None] | None = None,
 ) -> list[dict[str, torch.Tensor] | BaseException]:
     """Run a batch of validated requests; one result (outputs or the exception) per item, in order.
 
     A failing chunk fails only its own requests. `execute(inputs, profile)` runs the model; `on_chunk`
-    (requests, rows, profile) is told of each call, for metrics."""
+    (requests, rows run including padding, profile) is told of each call, for metrics."""
     results: list[dict[str, torch.Tensor] | BaseException | None] = [None] * len(items)
     shapes = [shapes_of(it) for it in items]
     if plan is None:
@@ -256,10 +280,11 @@ def run_chunks(
                 profile = signature.choose(stacked)
                 if profile is None:
                     raise signature.out_of_range(stacked)
-                if pad:
-                    target = pad_target(signature, profile, plan)
+                if pad != "none":
+                    target = pad_target(signature, profile, plan, rows, pad)
                     if target > rows and signature.fits(profile, plan.with_rows(stacked, target)):
                         inputs = plan.pad(inputs, target)
+                        rows = target  # what the model ran: the metrics count padding rows too
                 outs = execute(inputs, profile)
                 for i, part in zip(chunk, plan.split(outs, sizes)):
                     results[i] = part

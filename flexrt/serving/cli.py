@@ -39,7 +39,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--batch-dim", action="append", default=[], metavar="NAME:DIM",
         help="an input dim whose rows are independent (e.g. x:0); give one per input. Without it, no stacking",
     )
-    p.add_argument("--pad", action="store_true", help="pad a stacked batch up to its profile's opt batch")
+    p.add_argument(
+        "--pad", default="auto", choices=("auto", "buckets", "opt", "none"),
+        help="pad a stacked batch's rows: buckets (next power of two: few shapes for CUDA graphs to capture), "
+        "opt (the profile's opt batch) or none; auto: buckets on cuda, none on cpu",
+    )
     p.add_argument("--max-queue", type=int, default=256, help="requests waiting for a replica before 503s")
     p.add_argument("--max-ongoing", type=int, default=0, help="requests in a replica at once (default 2x batch, >= 8)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda: one GPU per replica)")

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flexrt.errors import ServingError
-from flexrt.serving.batching import parse_batch_dims
+from flexrt.serving.batching import PAD_POLICIES, parse_batch_dims
 
 BACKENDS = ("flexrt", "eager", "torch_compile")
 
@@ -38,10 +38,12 @@ def _float(value: Any, what: str, minimum: float) -> float:
     return x
 
 
-def _bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
+def _pad(value: Any) -> str:
+    """A pad policy; booleans (and "true"/"false") as earlier releases took them: pad to opt, or not."""
+    if isinstance(value, bool):
+        return "opt" if value else "none"
+    text = str(value).strip().lower()
+    return {"true": "opt", "1": "opt", "yes": "opt", "false": "none", "0": "none", "no": "none"}.get(text, text)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +62,9 @@ class ServeConfig:
     max_queue: int = 256  # requests waiting for a replica, per caller (proxy); beyond: 503
     max_ongoing: int = 0  # per replica; 0 = 2 * max_batch_size (at least 8)
     retry_after_s: float = 1.0
-    pad: bool = False  # pad a stacked batch up to its profile's opt batch (off: measure first)
+    # pad a stacked batch's rows: "buckets" (next power of two: bounds the shapes CUDA graphs capture),
+    # "opt" (up to the profile's opt batch), "none"; "auto" is buckets on CUDA, none on CPU
+    pad: str = "auto"
     num_cpus: float = 1.0
     graceful_shutdown_timeout_s: float = 30.0
     # A/B reference: run `reference_model` (MODULE:CALLABLE -> nn.Module) in PyTorch ("eager") or
@@ -79,6 +83,8 @@ class ServeConfig:
             raise ServingError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.backend != "flexrt" and ":" not in self.reference_model:
             raise ServingError(f"backend {self.backend!r} needs reference_model=MODULE:CALLABLE (returning the nn.Module)")
+        if self.pad not in ("auto", *PAD_POLICIES):
+            raise ServingError(f"pad must be one of {('auto', *PAD_POLICIES)}, got {self.pad!r}")
         if self.min_replicas > self.max_replicas:
             raise ServingError(f"min_replicas {self.min_replicas} > max_replicas {self.max_replicas}")
 
@@ -111,7 +117,7 @@ class ServeConfig:
             max_queue=_int(args.get("max_queue", 256), "max_queue", 1),
             max_ongoing=_int(args.get("max_ongoing", 0), "max_ongoing", 0),
             retry_after_s=_float(args.get("retry_after_s", 1.0), "retry_after_s", 0.0),
-            pad=_bool(args.get("pad", False)),
+            pad=_pad(args.get("pad", "auto")),
             num_cpus=_float(args.get("num_cpus", 1.0), "num_cpus", 0.0),
             graceful_shutdown_timeout_s=_float(args.get("graceful_shutdown_timeout_s", 30.0), "graceful_shutdown_timeout_s", 0.0),
             backend=str(args.get("backend", "flexrt")),
@@ -126,6 +132,13 @@ class ServeConfig:
     @property
     def ongoing(self) -> int:
         return self.max_ongoing or max(8, 2 * self.max_batch_size)
+
+    @property
+    def padding(self) -> str:
+        """The pad policy in effect: "auto" resolved for the device."""
+        if self.pad != "auto":
+            return self.pad
+        return "buckets" if self.device.startswith("cuda") else "none"
 
     @property
     def batching(self) -> bool:

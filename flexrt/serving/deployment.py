@@ -25,7 +25,7 @@ from ray import serve
 import flexrt
 from flexrt.errors import InputSpecError, RequestError, ServingError
 from flexrt.serving import protocol
-from flexrt.serving.batching import BatchPlan, run_chunks
+from flexrt.serving.batching import BatchPlan, batch_buckets, run_chunks
 from flexrt.serving.config import ServeConfig
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,8 @@ class _Metrics:
         )
 
         # this replica's totals, for GET /v2/models/{name}/stats (Prometheus has the cluster's)
-        self.stats: dict[str, Any] = {"requests": 0, "calls": 0, "rows": 0, "batch_requests": {}, "profiles": {}}
+        self.stats: dict[str, Any] = {"requests": 0, "calls": 0, "rows": 0, "batch_requests": {}, "batch_rows": {},
+                                     "profiles": {}}
 
     def chunk(self, requests: int, rows: int, profile: int) -> None:
         st = self.stats
@@ -87,6 +88,7 @@ class _Metrics:
         st["calls"] += 1
         st["rows"] += rows
         st["batch_requests"][str(requests)] = st["batch_requests"].get(str(requests), 0) + 1
+        st["batch_rows"][str(rows)] = st["batch_rows"].get(str(rows), 0) + 1
         st["profiles"][str(profile)] = st["profiles"].get(str(profile), 0) + 1
         self.batch_requests.observe(requests, tags=self.tags)
         self.batch_rows.observe(rows, tags=self.tags)
@@ -154,12 +156,18 @@ class FlexrtDeployment:
         return model
 
     def _warm_up(self) -> None:
-        """Run each profile once at its opt shape: loads every engine now, and fails here (not on the
-        first request) if the artifact cannot run on this device."""
+        """Run each profile at its opt shape, and with bucket padding at each bucket's rows (twice: the
+        second run captures the CUDA graph): loads every engine and captures the shapes batching will
+        form now, not on requests, and fails here if the artifact cannot run on this device."""
         for k, profile in enumerate(self.signature.profiles):
-            shapes = [{s.name: profile[s.name].opt for s in self.signature.inputs}]
+            opt = {s.name: tuple(profile[s.name].opt) for s in self.signature.inputs}
+            shapes = [opt]
             if self.config.backend == "torch_compile":  # compile the dynamic graph now, not on a request
-                shapes.append({s.name: profile[s.name].max for s in self.signature.inputs})
+                shapes.append({s.name: tuple(profile[s.name].max) for s in self.signature.inputs})
+            if self.plan is not None and self.config.padding == "buckets":
+                name, dim = next(iter(self.plan.inputs.items()))
+                rows = batch_buckets(int(profile[name].min[dim]), int(profile[name].max[dim]))
+                shapes += [self.plan.with_rows(opt, b) for b in rows for _ in range(2)]
             try:
                 for shape in shapes:
                     self._execute({s.name: torch.zeros(shape[s.name], dtype=s.dtype) for s in self.signature.inputs}, k)
@@ -179,7 +187,7 @@ class FlexrtDeployment:
     def _run_batch(self, items: list[_Item]) -> list[dict[str, torch.Tensor] | BaseException]:
         return run_chunks(
             items, lambda it: it.request.shapes, lambda it: it.request.inputs, self.plan, self.signature,
-            self._execute, pad=self.config.pad, on_chunk=self.metrics.chunk,
+            self._execute, pad=self.config.padding, on_chunk=self.metrics.chunk,
         )
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)

@@ -32,7 +32,10 @@ def test_cli_options_become_a_config() -> None:
 def test_serve_run_string_args() -> None:
     cfg = ServeConfig.from_mapping({"artifact": "a.ep", "batch_dim": "x:0,y:1", "max_batch_size": "4", "pad": "true",
                                     "replicas": "2"})
-    assert cfg.batch_dims == (("x", 0), ("y", 1)) and cfg.max_batch_size == 4 and cfg.pad and cfg.replicas == 2
+    assert cfg.batch_dims == (("x", 0), ("y", 1)) and cfg.max_batch_size == 4 and cfg.pad == "opt" and cfg.replicas == 2
+    assert ServeConfig.from_mapping({"artifact": "a.ep"}).padding == "none"  # auto: CPU runs no CUDA graphs
+    assert ServeConfig.from_mapping({"artifact": "a.ep", "device": "cuda"}).padding == "buckets"
+    assert ServeConfig.from_mapping({"artifact": "a.ep", "device": "cuda", "pad": False}).padding == "none"
 
 
 @pytest.mark.parametrize("args, text", [

@@ -4,6 +4,7 @@ message, and stacked batches split back into exactly each request's rows."""
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 
@@ -272,7 +273,7 @@ def test_padding_and_failures_stay_with_their_chunk() -> None:
             raise RuntimeError("boom")
         return model(**inputs)
 
-    results = run_chunks(reqs, lambda r: {n: t.shape for n, t in r.items()}, lambda r: r, plan, sig, execute, pad=True)
+    results = run_chunks(reqs, lambda r: {n: t.shape for n, t in r.items()}, lambda r: r, plan, sig, execute, pad="opt")
     assert seen == [4, 4]  # 1 + 2 = 3 rows padded to opt 4; the 6-wide request alone, padded to 4 too
     torch.testing.assert_close(results[0]["y"], model(**reqs[0])["y"])
     torch.testing.assert_close(results[1]["n"], model(**reqs[1])["n"])
@@ -287,4 +288,28 @@ def test_no_plan_runs_each_request_alone() -> None:
                          lambda inputs, p: n.append(1) or model(**inputs))
     assert len(n) == 3
     torch.testing.assert_close(results[2]["y"], model(**reqs[2])["y"])
-    assert batching.pad_target(sig, 0, BatchPlan.resolve(sig, {"x": 0, "mask": 0})) == 4
+    assert batching.pad_target(sig, 0, BatchPlan.resolve(sig, {"x": 0, "mask": 0}), 1, "opt") == 4
+
+
+def test_bucket_padding_bounds_the_shapes_a_replica_runs() -> None:
+    """Random arrivals stack into every row count; bucket padding runs only powers of two (and the
+    profile's max), each request still answered with exactly its own rows."""
+    assert batching.batch_buckets(1, 32) == [1, 2, 4, 8, 16, 32]
+    assert batching.batch_buckets(1, 12) == [1, 2, 4, 8, 12]
+    assert batching.batch_buckets(3, 8) == [4, 8]
+    sig = signature()
+    plan = BatchPlan.resolve(sig, {"x": 0, "mask": 0})
+    rng = random.Random(3)
+    seen: set[int] = set()
+
+    def execute(inputs: dict, profile: int) -> dict:
+        seen.add(inputs["x"].shape[0])
+        return model(**inputs)
+
+    for _ in range(20):
+        reqs = [{"x": torch.randn(1, 3, 16), "mask": torch.ones(1, 3)} for _ in range(rng.randint(1, 8))]
+        results = run_chunks(reqs, lambda r: {n: t.shape for n, t in r.items()}, lambda r: r, plan, sig, execute,
+                             pad="buckets")
+        for r, got in zip(reqs, results):
+            torch.testing.assert_close(got["y"], model(**r)["y"])
+    assert seen <= set(batching.batch_buckets(1, 8)) and len(seen) > 1, seen

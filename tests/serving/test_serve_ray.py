@@ -247,6 +247,62 @@ def test_serve_end_to_end(artifact: tuple[str, torch.nn.Module]) -> None:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/live", timeout=5)
 
 
+def test_two_replicas_both_serve_with_bucket_padding(artifact: tuple[str, torch.nn.Module]) -> None:
+    """`--replicas 2`: both replicas load the one artifact (no compile), both answer, each reports who it
+    is; with bucket padding every model call runs a power-of-two batch and answers stay exact."""
+    path, model = artifact
+    start = time.monotonic()
+    port = _free_port()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        config = ServeConfig.from_mapping({
+            "artifact": path, "name": "tiny", "batch_dims": "x:0", "max_batch_size": 8, "batch_wait_ms": 20,
+            "replicas": 2, "num_cpus": 0.5, "pad": "buckets", "graceful_shutdown_timeout_s": 5,
+        })
+        serve.run(build_app(config), name="tiny", route_prefix="/", blocking=False)
+        url = f"http://127.0.0.1:{port}"
+        client = InferenceClient(url, "tiny")
+        failures: list[str] = []
+
+        def worker(seed: int) -> None:
+            gen = torch.Generator().manual_seed(seed)
+            for i in range(12):
+                if time.monotonic() - start > DEADLINE_S:
+                    failures.append("deadline")
+                    return
+                x = torch.rand(1 + i % 2, 5, 16, generator=gen) + 0.1
+                try:
+                    out = client.infer({"x": x})
+                    with torch.no_grad():
+                        torch.testing.assert_close(torch.from_numpy(out["y"]), model(x)["y"], rtol=1e-4, atol=1e-5)
+                except Exception as e:  # noqa: BLE001 - collected and asserted below
+                    failures.append(f"{seed}-{i}: {type(e).__name__}: {e}")
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=max(1.0, DEADLINE_S - (time.monotonic() - start)))
+        assert not any(t.is_alive() for t in threads) and not failures, failures[:5]
+        replicas: dict[str, dict] = {}
+        for _ in range(60):  # Ray routes each GET to one replica: ask until both answered (bounded)
+            stats = json.loads(urllib.request.urlopen(f"{url}/v2/models/tiny/stats", timeout=30).read())["replica"]
+            replicas[stats["replica_id"]] = stats
+            if len(replicas) == 2:
+                break
+        assert len(replicas) == 2, replicas
+        assert len({r["pid"] for r in replicas.values()}) == 2
+        assert sum(r["requests"] for r in replicas.values()) == 8 * 12
+        assert all(r["requests"] > 0 and r["startup_s"] > 0 for r in replicas.values()), replicas
+        assert all(r["rows"] >= r["requests"] for r in replicas.values())
+        ran = {int(k) for r in replicas.values() for k in r["batch_rows"]}
+        assert ran <= {1, 2, 4, 8}, ran  # padded to buckets: requests of 1 and 2 rows stack into any count
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
 def test_deployment_options_resources_autoscaling_and_backpressure() -> None:
     from flexrt.serving.deployment import deployment_options
 
