@@ -29,15 +29,18 @@ def write(result: dict[str, Any], out_dir: str) -> list[str]:
         f"wait {result['batch_wait_ms']} ms, batch dims {result['batch_dims']}; inputs sent as {result.get('encoding', 'json')}. "
         "Latency of answered requests, client side.",
         "",
-        "| variant | offered rps | sent | ok | 503 | err | timeout | achieved rps | p50 ms | p90 ms | p99 ms | calls/req | check |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | offered rps | sent | ok | 503 | err | timeout | achieved rps | p50 ms | p90 ms | p99 ms | calls/req "
+        "| client mean ms | in replica ms | model ms/req | check |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in result["variants"]:
         for r in v["rates"]:
             lines.append(
                 f"| {v['variant']} | {_f(r['offered_rps'], 0)} | {r['sent']} | {r['ok']} | {r['rejected_503']} | {r['errors']} | "
                 f"{r['timeouts']} | {_f(r['achieved_rps'])} | {_f(r['p50_ms'])} | {_f(r['p90_ms'])} | {_f(r['p99_ms'])} | "
-                f"{_f(r.get('calls_per_request', float('nan')), 2)} | {v['check']} |"
+                f"{_f(r.get('calls_per_request', float('nan')), 2)} | {_f(r.get('client_mean_ms', float('nan')))} | "
+                f"{_f(r.get('replica_ms_per_request', float('nan')))} | {_f(r.get('model_ms_per_request', float('nan')), 2)} | "
+                f"{v['check']} |"
             )
     lines += ["", "| variant | replica | GPU | CUDA_VISIBLE_DEVICES | start-up s (load + warm-up) | GPU MiB reserved (PyTorch) |",
               "|---|---|---|---|---|---|"]

@@ -56,7 +56,8 @@ def _replica_stats(url: str, name: str, replicas: int) -> list[dict[str, Any]]:
 def _stats(url: str, name: str, replicas: int) -> dict[str, Any]:
     """Requests and model calls summed over the replicas."""
     every = _replica_stats(url, name, replicas)
-    return {"requests": sum(s["requests"] for s in every), "calls": sum(s["calls"] for s in every), "seen": len(every)}
+    keys = ("requests", "calls", "answered", "replica_ms", "queue_ms", "model_ms")
+    return {**{k: sum(s.get(k, 0) for s in every) for k in keys}, "seen": len(every)}
 
 
 def _nvidia_smi() -> str | None:
@@ -205,9 +206,19 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
             summary = load.summarize(outcomes, wall, rate)
             served = after["requests"] - before["requests"]
             summary["calls_per_request"] = (after["calls"] - before["calls"]) / served if served else float("nan")
+            # where a request's time went, per answered request: in the replica (parse, batch queue, model
+            # calls, encode) and, of that, queued and in model calls; the client's mean minus replica_ms is
+            # the HTTP proxy and Ray's transport
+            answered = after["answered"] - before["answered"]
+            for key in ("replica_ms", "queue_ms", "model_ms"):
+                summary[f"{key}_per_request"] = (after[key] - before[key]) / answered if answered else float("nan")
+            ok = [o.latency_s for o in outcomes if o.status == 200]
+            summary["client_mean_ms"] = 1000 * sum(ok) / len(ok) if ok else float("nan")
             entry["rates"].append(summary)
             say(f"{name} {variant} @ {rate:g}/s: sent {summary['sent']} ok {summary['ok']} 503 {summary['rejected_503']} "
-                f"p50 {summary['p50_ms']:.1f} p99 {summary['p99_ms']:.1f} ms, {summary['calls_per_request']:.2f} calls/req")
+                f"p50 {summary['p50_ms']:.1f} p99 {summary['p99_ms']:.1f} ms, {summary['calls_per_request']:.2f} calls/req; "
+                f"per request: client mean {summary['client_mean_ms']:.1f} ms, in replica {summary['replica_ms_per_request']:.1f} "
+                f"(queued {summary['queue_ms_per_request']:.1f}), model calls {summary['model_ms_per_request']:.1f} ms")
         if not args.together:
             serve.delete(f"bench-{variant}")
     return result

@@ -80,7 +80,7 @@ class _Metrics:
 
         # this replica's totals, for GET /v2/models/{name}/stats (Prometheus has the cluster's)
         self.stats: dict[str, Any] = {"requests": 0, "calls": 0, "rows": 0, "batch_requests": {}, "batch_rows": {},
-                                     "profiles": {}}
+                                     "profiles": {}, "answered": 0, "replica_ms": 0.0, "queue_ms": 0.0, "model_ms": 0.0}
 
     def chunk(self, requests: int, rows: int, profile: int) -> None:
         st = self.stats
@@ -177,11 +177,13 @@ class FlexrtDeployment:
     # -- running -----------------------------------------------------------------------------------
 
     def _execute(self, inputs: dict[str, torch.Tensor], profile: int) -> dict[str, torch.Tensor]:
-        args = [inputs[n].to(self.device, non_blocking=True) for n in self.signature.input_names]
         with self._lock, torch.inference_mode():
+            start = time.perf_counter()  # copies in, the model, copies out (synchronous): the device's share
+            args = [inputs[n].to(self.device, non_blocking=True) for n in self.signature.input_names]
             result = self.module(*args)
             outputs = protocol.outputs_by_name(result, self.signature)
             outputs = {n: t.to("cpu") for n, t in outputs.items()}
+            self.metrics.stats["model_ms"] += (time.perf_counter() - start) * 1000
         return outputs
 
     def _run_batch(self, items: list[_Item]) -> list[dict[str, torch.Tensor] | BaseException]:
@@ -195,6 +197,7 @@ class FlexrtDeployment:
         now = time.perf_counter()
         for it in items:
             self.metrics.queue.observe((now - it.enqueued) * 1000, tags=self.metrics.tags)
+            self.metrics.stats["queue_ms"] += (now - it.enqueued) * 1000
         return await asyncio.to_thread(self._run_batch, items)
 
     async def run(self, request: protocol.InferRequest) -> dict[str, torch.Tensor]:
@@ -286,7 +289,11 @@ class FlexrtDeployment:
             return JSONResponse(protocol.encode_infer_response(self.signature, outputs, request.id, request.outputs))
         finally:
             self.metrics.requests.inc(1, tags={**self.metrics.tags, "code": str(status)})
-            self.metrics.latency.observe((time.perf_counter() - start) * 1000, tags=self.metrics.tags)
+            elapsed_ms = (time.perf_counter() - start) * 1000
+            self.metrics.latency.observe(elapsed_ms, tags=self.metrics.tags)
+            # sums in /stats: a client's latency minus replica_ms is the time spent outside the replica
+            self.metrics.stats["answered"] += 1
+            self.metrics.stats["replica_ms"] += elapsed_ms
 
 
 def deployment_options(config: ServeConfig) -> dict[str, Any]:
