@@ -21,8 +21,9 @@ def main(argv: list[str]) -> None:
         p = argparse.ArgumentParser(prog="python -m benchmarks.zoo merge")
         p.add_argument("inputs", nargs="+", help="shard JSON files or directories of per-model JSON")
         p.add_argument("--results", default="benchmarks/results/zoo")
+        p.add_argument("--notes", default="", help="how the run was made (device, peers, concurrency): goes in zoo.md")
         a = p.parse_args(argv[1:])
-        merge(a.inputs, a.results)
+        merge(a.inputs, a.results, a.notes)
         return
     p = argparse.ArgumentParser(prog="python -m benchmarks.zoo")
     p.add_argument("--shard", default="1/1")

@@ -18,8 +18,29 @@ def _load(inputs: list[str]) -> list[dict[str, Any]]:
             data = json.load(open(path))
             for r in data if isinstance(data, list) else [data]:
                 if isinstance(r, dict) and "model" in r:
-                    by_model[r["model"]] = r  # a later file (a rerun) replaces an earlier one
+                    by_model[r["model"]] = _restatus(r)  # a later file (a rerun) replaces an earlier one
     return sorted(by_model.values(), key=lambda r: (r.get("library", ""), r.get("family", ""), r["model"]))
+
+
+UNVERIFIABLE = 0.1  # an error above this against float32 says nothing: the model's float16 is not float32's
+
+
+def check_status(shapes: list[dict[str, Any]]) -> str:
+    """ok: every checked shape within its bound. unverified: within the bound only because eager float16
+    itself is off by more than UNVERIFIABLE against float32 (random-weight models that overflow), so the
+    check could not fail. mismatch: a shape over its bound."""
+    if not all(s["ok"] for s in shapes):
+        return "mismatch"
+    if any(s["max_error"] > UNVERIFIABLE and s.get("eager_error", 0.0) > UNVERIFIABLE for s in shapes):
+        return "unverified: float16 overflows in eager too"
+    return "ok"
+
+
+def _restatus(r: dict[str, Any]) -> dict[str, Any]:
+    """Results written before `check_status` existed get its status from their per-shape rows."""
+    if r.get("shapes") and r.get("status") == "ok":
+        return {**r, "status": check_status(r["shapes"])}
+    return r
 
 
 def geomean(values: list[float]) -> float | None:
@@ -95,7 +116,8 @@ def plot(results: list[dict[str, Any]], path: str) -> None:
     plt.close(fig)
 
 
-def merge(inputs: list[str], results_dir: str) -> None:
+def merge(inputs: list[str], results_dir: str, notes: str = "") -> None:
+    """`notes`: how the run was made (device, peers, concurrency), written under the summary."""
     results = _load(inputs)
     os.makedirs(results_dir, exist_ok=True)
     info = summary(results)
@@ -107,6 +129,7 @@ def merge(inputs: list[str], results_dir: str) -> None:
         f"{info['models']} models; status: {info['status_counts']}; geomean of flexrt ÷ best peer over "
         f"{info['models_timed']} timed models: {f'{g:.2f}' if g else 'n/a'}.", "",
         "Produced by `python -m benchmarks.zoo merge`; latencies are medians (CUDA events) at the opt and max shapes.",
+        *([notes, ""] if notes else []),
         "", table(results), "",
     ]
     with open(os.path.join(results_dir, "zoo.md"), "w") as f:

@@ -19,6 +19,7 @@ import torch
 
 from benchmarks.zoo import check, timing
 from benchmarks.zoo.models import ZOO
+from benchmarks.zoo.report import check_status
 from benchmarks.zoo.spec import MissingLibrary
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def run_model(name: str, device: torch.device, smoke: bool, peers: tuple[str, ..
         if peers is not None:
             result["latency_ms"] = timing.time_all(entry, model, compiled, dtype, device, smoke, peers)
             result["ratio"] = timing.best_peer_ratio(result["latency_ms"])
-        result["status"] = "ok" if all(r["ok"] for r in rows) else "mismatch"
+        result["status"] = check_status(rows)
     except Exception as e:  # noqa: BLE001
         result.update(status="failed" if stage == "compile" else f"failed at {stage}", error_class=_error_class(e),
                       error=str(e)[:4000], traceback=traceback.format_exc(limit=-8)[-4000:])

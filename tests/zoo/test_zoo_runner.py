@@ -62,3 +62,15 @@ def test_missing_library_is_a_status_and_merge_writes_the_report(tmp_path: Path)
     md = (results / "zoo.md").read_text()
     assert "skipped: needs torchvision" in md and "| hf_bert |" in md
     assert (results / "zoo.png").stat().st_size > 1000
+
+
+def test_a_check_that_could_not_fail_is_not_called_ok() -> None:
+    """A model whose eager float16 is itself far from float32 passes the bound whatever flexrt gives:
+    that is 'unverified', not 'ok'; a shape over its bound is a mismatch."""
+    from benchmarks.zoo.report import check_status
+
+    good = {"ok": True, "max_error": 1e-3, "eager_error": 1e-3}
+    assert check_status([good, good]) == "ok"
+    assert check_status([good, {"ok": True, "max_error": 1.0, "eager_error": 1.0}]).startswith("unverified")
+    assert check_status([good, {"ok": True, "max_error": 0.05, "eager_error": 0.5}]) == "ok"  # flexrt itself close
+    assert check_status([good, {"ok": False, "max_error": 0.5, "eager_error": 1e-3}]) == "mismatch"
