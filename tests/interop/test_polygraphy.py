@@ -123,3 +123,14 @@ def test_compare_module_against_eager_and_onnxruntime(engine, model, onnx_path, 
     assert eager.passed and ort.passed and eager.cases == len(cases) == 10
     assert not wrong.passed and wrong.outputs["logits"].failed and wrong.outputs["logits"].max_abs > 1e-4
     assert wrong.outputs["hidden"].passed  # the nudged weight is in the head only
+
+
+@pytest.mark.cuda
+def test_comparator_on_cuda_against_onnxruntime(model, onnx_path):
+    """The same Comparator run with the engine built for the GPU: Polygraphy's NumPy feeds are moved to
+    the engine's device and the outputs come back as NumPy, as TrtRunner's do."""
+    engine = flexrt.build_engine(copy.deepcopy(model).cuda(), profiles=profiles(), device="cuda")
+    for profile in range(len(engine.profiles)):
+        results = run_both(engine, onnx_path, profile)
+        assert len(results[0][1]) == 5
+        assert bool(Comparator.compare_accuracy(results, compare_func=SimpleCompareFunc(atol=1e-4, rtol=1e-3)))
