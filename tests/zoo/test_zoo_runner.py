@@ -62,3 +62,24 @@ def test_missing_library_is_a_status_and_merge_writes_the_report(tmp_path: Path)
     md = (results / "zoo.md").read_text()
     assert "skipped: needs torchvision" in md and "| hf_bert |" in md
     assert (results / "zoo.png").stat().st_size > 1000
+
+
+def test_a_failure_records_its_python_frames_and_first_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A torch error raised in C++ carries its C++ frames in its message, so the tail of format_exc
+    was all C++ frames: the result keeps the Python frames and the message's head apart."""
+    pytest.importorskip("transformers")
+    import torch
+
+    from benchmarks.zoo import check, worker
+
+    def stage_that_fails(*args: object, **kwargs: object) -> None:
+        a = torch.empty(2, 3)
+        torch.ops.aten.mm.default(a, a)  # raised in C++
+
+    monkeypatch.setattr(check, "compile_flexrt", stage_that_fails)
+    result = worker.run_model("hf_bert", torch.device("cpu"), smoke=True, peers=None)
+    assert result["status"] == "failed"
+    assert result["error_head"].startswith("RuntimeError: mat1 and mat2 shapes cannot be multiplied")
+    assert "frame #" not in result["error_head"] and "frame #" not in result["traceback"]
+    assert "in run_model" in result["traceback"] and "in stage_that_fails" in result["traceback"]
+    assert "torch.ops.aten.mm.default(a, a)" in result["traceback"]
