@@ -75,6 +75,9 @@ def run_model(name: str, device: torch.device, smoke: bool, peers: tuple[str, ..
         model = entry.build(smoke).eval()
     except MissingLibrary as e:
         return {**result, "status": f"skipped: {e}"}
+    except Exception as e:  # noqa: BLE001 - a config the library rejects is the zoo's own failure, not a crash
+        return {**result, "status": "failed at build", "error_class": type(e).__name__, "error": str(e)[:4000],
+                "error_head": error_head(e), "traceback": python_frames(e)}
     stage = "compile"
     try:
         reference = check.fp32_reference(model).to(device)

@@ -83,3 +83,36 @@ def test_a_failure_records_its_python_frames_and_first_lines(monkeypatch: pytest
     assert "frame #" not in result["error_head"] and "frame #" not in result["traceback"]
     assert "in run_model" in result["traceback"] and "in stage_that_fails" in result["traceback"]
     assert "torch.ops.aten.mm.default(a, a)" in result["traceback"]
+
+
+def test_whisper_full_config_builds_and_runs() -> None:
+    """The full (non-smoke) Whisper config: WhisperConfig's default 6 decoder heads do not divide
+    d_model 512, and the decoder is built too, so construction failed on the GPU run."""
+    pytest.importorskip("transformers")
+    import torch
+
+    entry = ZOO["hf_whisper_encoder"]
+    model = entry.build(False).eval()
+    (features,) = entry.make_inputs({"batch": 1, "mels": 80, "frames": 3000}, torch.float32, torch.device("cpu"), 0,
+                                    False)[1].values()
+    with torch.no_grad():
+        out = model(input_features=features)
+    assert out.last_hidden_state.shape == (1, 1500, 512)
+
+
+def test_a_model_that_cannot_be_built_is_a_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config the library rejects (as Whisper's was) was raised out of the worker: 'crashed'."""
+    import dataclasses
+
+    import torch
+
+    from benchmarks.zoo import worker
+
+    def reject(smoke: bool) -> torch.nn.Module:
+        raise ValueError("embed_dim must be divisible by num_heads")
+
+    monkeypatch.setitem(worker.ZOO, "hf_bert", dataclasses.replace(ZOO["hf_bert"], build=reject))
+    result = worker.run_model("hf_bert", torch.device("cpu"), smoke=False, peers=None)
+    assert result["status"] == "failed at build"
+    assert result["error_head"] == "ValueError: embed_dim must be divisible by num_heads"
+    assert "in reject" in result["traceback"]
