@@ -87,7 +87,8 @@ def _whisper(smoke: bool) -> torch.nn.Module:
                encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=16, max_source_positions=25, vocab_size=128,
                pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
           if smoke else dict(d_model=512, encoder_layers=6, decoder_layers=1, encoder_attention_heads=8,
-                             encoder_ffn_dim=2048, num_mel_bins=80))
+                             decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048,
+                             num_mel_bins=80))  # the decoder is built too: WhisperConfig's 6 heads do not divide 512
     cfg = tf.WhisperConfig(**kw)
     return WhisperEncoderOnly(tf.WhisperModel._from_config(cfg, attn_implementation="sdpa"))
 

@@ -31,6 +31,36 @@ def _error_class(e: BaseException) -> str:
     return f"{type(e).__name__}{f' ({stage})' if stage else ''}"
 
 
+def error_head(e: BaseException, lines: int = 6) -> str:
+    """The exception's type and the first lines of its message, before any C++ frames (a torch error
+    raised in C++ carries "Exception raised from ..." and a list of `frame #N` lines)."""
+    head = []
+    for line in str(e).splitlines():
+        if line.startswith("Exception raised from") or line.startswith("frame #"):
+            break
+        head.append(line)
+        if len(head) == lines:
+            break
+    return f"{type(e).__name__}: " + "\n".join(head).strip()
+
+
+def python_frames(e: BaseException, first: int = 4, last: int = 24, limit: int = 8000) -> str:
+    """The Python frames of `e` (and of the exceptions it was raised from): the first `first` of each
+    (which stage called) and its last `last` (where it failed). `format_exc` ends in the C++ frames
+    that a torch error's message carries; these are the frames that say which Python code called."""
+    parts, seen = [], set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        frames = traceback.format_tb(cur.__traceback__)
+        if len(frames) > first + last:
+            frames = [*frames[:first], f"  ... {len(frames) - first - last} frames ...\n", *frames[-last:]]
+        parts.append(f"{type(cur).__name__} raised at:\n" + "".join(frames))
+        cur = cur.__cause__ or (None if cur.__suppress_context__ else cur.__context__)
+    text = "\n".join(parts)
+    return text if len(text) <= limit else text[:limit // 4] + "\n...\n" + text[-(limit - limit // 4):]
+
+
 def run_model(name: str, device: torch.device, smoke: bool, peers: tuple[str, ...]) -> dict[str, Any]:
     """Build, compile, check and time one model; never raises (the error is the result)."""
     entry = ZOO[name]
@@ -46,6 +76,9 @@ def run_model(name: str, device: torch.device, smoke: bool, peers: tuple[str, ..
         model = entry.build(smoke).eval()
     except MissingLibrary as e:
         return {**result, "status": f"skipped: {e}"}
+    except Exception as e:  # noqa: BLE001 - a config the library rejects is the zoo's own failure, not a crash
+        return {**result, "status": "failed at build", "error_class": type(e).__name__, "error": str(e)[:4000],
+                "error_head": error_head(e), "traceback": python_frames(e)}
     stage = "compile"
     try:
         reference = check.fp32_reference(model).to(device)
@@ -65,7 +98,7 @@ def run_model(name: str, device: torch.device, smoke: bool, peers: tuple[str, ..
         result["status"] = check_status(rows)
     except Exception as e:  # noqa: BLE001
         result.update(status="failed" if stage == "compile" else f"failed at {stage}", error_class=_error_class(e),
-                      error=str(e)[:4000], traceback=traceback.format_exc(limit=-8)[-4000:])
+                      error=str(e)[:4000], error_head=error_head(e), traceback=python_frames(e))
     return result
 
 

@@ -35,7 +35,7 @@ from flexrt.settings import CompileSettings
 from flexrt.spec import UNBOUNDED, finite_or, random_tensor
 from flexrt.tf32 import tf32_policy
 from flexrt.trace.export import suggested_fixes
-from flexrt.trace.guards import export_flags, size_oblivious
+from flexrt.trace.guards import exact_meta_shapes, export_flags, size_oblivious
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def export_segment(
     dims = segment_dims(module, examples, symbols)
     for _attempt in range(8):
         try:
-            with torch.no_grad(), size_oblivious(oblivious):
+            with torch.no_grad(), size_oblivious(oblivious), exact_meta_shapes():
                 return torch.export.export(
                     module, tuple(examples), dynamic_shapes=tuple(dims), strict=False, **export_flags()
                 )
@@ -290,7 +290,7 @@ def compile_engine(ep: ExportedProgram, settings: CompileSettings, label: str) -
     start = time.perf_counter()
     # Inductor's Triton GEMM templates read the TF32 flag when they are generated
     policy = tf32_policy(not settings.disable_tf32) if settings.device.type == "cuda" else contextlib.nullcontext()
-    with tempfile.TemporaryDirectory(prefix="flexrt-build-") as tmp, policy, _quiet_leafspec():
+    with tempfile.TemporaryDirectory(prefix="flexrt-build-") as tmp, policy, _quiet_leafspec(), exact_meta_shapes():
         try:
             path = torch._inductor.aoti_compile_and_package(
                 ep, package_path=os.path.join(tmp, "engine.pt2"), inductor_configs=inductor_configs(settings, ep)

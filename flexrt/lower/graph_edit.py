@@ -8,6 +8,7 @@ import operator
 from typing import Any, NamedTuple
 
 import torch
+from torch._dispatch.python import enable_python_dispatcher
 from torch.fx.node import map_arg
 
 # Metadata copied from the node a new one replaces, so where it came from in the model stays visible
@@ -95,12 +96,17 @@ def emit(
     `meta["val"]` computed from its inputs' (or `fakes`', for nodes that have none, such as new
     constants) and `source`'s stack trace and module path.
 
-    The value is computed under the inputs' fake mode, so symbolic sizes carry through."""
+    The value is computed under the inputs' fake mode, so symbolic sizes carry through, and with the
+    Python dispatcher on, as torch.export and Inductor trace: a composite op (`linear`, `reshape`)
+    then decomposes through its Python (SymInt-aware) decomposition. Without it the C++ composite
+    kernel runs on the fake tensors and may read a plain size: torch 2.11's `at::native::matmul`
+    (what `linear` without a bias calls) calls `numel()`, which raises "Cannot call numel() on tensor
+    with symbolic sizes/strides" for a dynamic input."""
     fakes = fakes or {}
     vals = map_arg(args, lambda n: fakes[n] if n in fakes else n.meta["val"])
     mode = next(v.fake_mode for v in torch.utils._pytree.tree_leaves(vals) if hasattr(v, "fake_mode"))
     node = graph.call_function(target, args, kwargs or {})
-    with mode:
+    with mode, enable_python_dispatcher():
         node.meta["val"] = target(*vals, **(kwargs or {}))
     node.meta.update({k: source.meta[k] for k in _SOURCE_META if k in source.meta})
     return node

@@ -244,7 +244,7 @@ def _dynamic_shapes(
 def _export(
     model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], dynamic_shapes: Any, oblivious: bool = False
 ) -> ExportedProgram:
-    with torch.no_grad(), trace_guards.size_oblivious(oblivious):
+    with torch.no_grad(), trace_guards.size_oblivious(oblivious), trace_guards.exact_meta_shapes():
         return torch.export.export(
             model, args, kwargs or None, dynamic_shapes=dynamic_shapes, strict=False, **trace_guards.export_flags()
         )

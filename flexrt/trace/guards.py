@@ -20,6 +20,7 @@ import inspect
 import itertools
 import logging
 import re
+import unittest.mock
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -48,6 +49,30 @@ def size_oblivious(on: bool) -> Iterator[None]:
         yield
         return
     with fx_config.patch(backed_size_oblivious=True):
+        yield
+
+
+def _floor_div(x: Any, y: Any) -> Any:
+    return x // y
+
+
+@contextlib.contextmanager
+def exact_meta_shapes() -> Iterator[None]:
+    """Meta functions that compute a size without guarding on it where torch's own add a needless guard.
+
+    torch 2.11's `div_rtn` (torch/_meta_registrations.py; pooling_output_shape_pad_lr calls it for the
+    output size of every max/avg pooling) ports C's round-toward-negative-infinity division by testing
+    the remainder: `q = x // y; r = x % y; if r != 0 and (r < 0) != (y < 0): q -= 1`. On a symbolic size
+    `r != 0` is a guard on the size's parity: after ResNet's stem (conv 7x7 stride 2 pad 3) the 3x3
+    stride-2 max-pool guards `Ne(Mod(((s - 1)//2), 2), 0)`, false for half the heights and widths,
+    though both branches give the same size: Python's `//` already floors and its `%` has the
+    divisor's sign, so the correction never applies. torch 2.13 made `div_rtn` `x // y`; this does
+    the same while tracing and building."""
+    meta = getattr(torch, "_meta_registrations", None)
+    if meta is None or not hasattr(meta, "div_rtn"):
+        yield
+        return
+    with unittest.mock.patch.object(meta, "div_rtn", _floor_div):
         yield
 
 

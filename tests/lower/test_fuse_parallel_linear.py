@@ -84,6 +84,35 @@ def test_no_merge_across_an_in_place_write_to_the_shared_input():
     torch.testing.assert_close(gm(x), model(x), rtol=1e-5, atol=1e-5)
 
 
+class _GatedMlp(torch.nn.Module):
+    """LLaMA's MLP: gate and up projections without biases on one tensor, then down."""
+
+    def __init__(self, dim: int = 64, hidden: int = 96) -> None:
+        super().__init__()
+        self.gate = torch.nn.Linear(dim, hidden, bias=False)
+        self.up = torch.nn.Linear(dim, hidden, bias=False)
+        self.down = torch.nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(torch.nn.functional.silu(self.gate(x)) * self.up(x))
+
+
+def test_bias_free_siblings_merge_over_dynamic_batch_and_sequence():
+    """The merged bias-free `linear` is a composite that calls `matmul`: its value over symbolic
+    sizes must be computed as export does (torch 2.11 raised "Cannot call numel() on tensor with
+    symbolic sizes/strides" here for the zoo's LLaMA, Qwen2, Mistral and T5)."""
+    torch.manual_seed(0)
+    model = _GatedMlp().eval()
+    gm = fuse_parallel_linear(_graph(model), CUDA_SETTINGS)
+    assert _count(gm, aten.linear.default) == 2  # gate+up, and down
+    merged = next(n for n in gm.graph.nodes if n.target is aten.linear.default)
+    assert tuple(merged.meta["val"].shape[-1:]) == (192,)
+    assert all(isinstance(s, torch.SymInt) for s in merged.meta["val"].shape[:2])
+    for shape in ((1, 2, 64), (3, 17, 64), (8, 64, 64)):
+        x = torch.randn(shape)
+        torch.testing.assert_close(gm(x), model(x), rtol=1e-5, atol=1e-5)
+
+
 def test_nothing_changes_for_cpu_engines():
     gm = _graph(SelfAttention().eval())
     before = [n.target for n in gm.graph.nodes]

@@ -240,3 +240,23 @@ def test_build_failure_names_the_op_its_source_line_and_the_workaround() -> None
     assert "at op aten.relu.default" in text
     assert re.search(r"test_failure_classes.py:\d+ in forward", text), text
     assert "torch_executed_ops={'aten.relu.default'}" in text
+
+
+class ResNetStem(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 7, 2, 3, bias=False)
+        self.pool = nn.MaxPool2d(3, 2, 1)
+        self.down = nn.Conv2d(4, 8, 3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.pool(torch.relu(self.conv(x))))
+
+
+def test_max_pool_over_dynamic_height_and_width() -> None:
+    """trace and build (torch 2.11): the pooling meta's floor division guarded the parity of the
+    stem's output size (`Ne(Mod(((s - 1)//2), 2), 0)`), so ResNet-50 over 128..384 failed to trace,
+    and the engine asserted it at odd sizes; the size is the same either way."""
+    m = ResNetStem().eval()
+    c = flexrt.compile(m, ir="dynamo", inputs=[In((1, 3, 128, 128), (2, 3, 224, 224), (4, 3, 384, 384))])
+    _check(m, c, [(1, 3, 128, 128), (1, 3, 129, 130), (2, 3, 131, 257), (4, 3, 383, 384)])

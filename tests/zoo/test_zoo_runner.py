@@ -74,3 +74,57 @@ def test_a_check_that_could_not_fail_is_not_called_ok() -> None:
     assert check_status([good, {"ok": True, "max_error": 1.0, "eager_error": 1.0}]).startswith("unverified")
     assert check_status([good, {"ok": True, "max_error": 0.05, "eager_error": 0.5}]) == "ok"  # flexrt itself close
     assert check_status([good, {"ok": False, "max_error": 0.5, "eager_error": 1e-3}]) == "mismatch"
+
+
+def test_a_failure_records_its_python_frames_and_first_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A torch error raised in C++ carries its C++ frames in its message, so the tail of format_exc
+    was all C++ frames: the result keeps the Python frames and the message's head apart."""
+    pytest.importorskip("transformers")
+    import torch
+
+    from benchmarks.zoo import check, worker
+
+    def stage_that_fails(*args: object, **kwargs: object) -> None:
+        a = torch.empty(2, 3)
+        torch.ops.aten.mm.default(a, a)  # raised in C++
+
+    monkeypatch.setattr(check, "compile_flexrt", stage_that_fails)
+    result = worker.run_model("hf_bert", torch.device("cpu"), smoke=True, peers=None)
+    assert result["status"] == "failed"
+    assert result["error_head"].startswith("RuntimeError: mat1 and mat2 shapes cannot be multiplied")
+    assert "frame #" not in result["error_head"] and "frame #" not in result["traceback"]
+    assert "in run_model" in result["traceback"] and "in stage_that_fails" in result["traceback"]
+    assert "torch.ops.aten.mm.default(a, a)" in result["traceback"]
+
+
+def test_whisper_full_config_builds_and_runs() -> None:
+    """The full (non-smoke) Whisper config: WhisperConfig's default 6 decoder heads do not divide
+    d_model 512, and the decoder is built too, so construction failed on the GPU run."""
+    pytest.importorskip("transformers")
+    import torch
+
+    entry = ZOO["hf_whisper_encoder"]
+    model = entry.build(False).eval()
+    (features,) = entry.make_inputs({"batch": 1, "mels": 80, "frames": 3000}, torch.float32, torch.device("cpu"), 0,
+                                    False)[1].values()
+    with torch.no_grad():
+        out = model(input_features=features)
+    assert out.last_hidden_state.shape == (1, 1500, 512)
+
+
+def test_a_model_that_cannot_be_built_is_a_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config the library rejects (as Whisper's was) was raised out of the worker: 'crashed'."""
+    import dataclasses
+
+    import torch
+
+    from benchmarks.zoo import worker
+
+    def reject(smoke: bool) -> torch.nn.Module:
+        raise ValueError("embed_dim must be divisible by num_heads")
+
+    monkeypatch.setitem(worker.ZOO, "hf_bert", dataclasses.replace(ZOO["hf_bert"], build=reject))
+    result = worker.run_model("hf_bert", torch.device("cpu"), smoke=False, peers=None)
+    assert result["status"] == "failed at build"
+    assert result["error_head"] == "ValueError: embed_dim must be divisible by num_heads"
+    assert "in reject" in result["traceback"]
