@@ -1,0 +1,82 @@
+"""The request-rate ceiling of Ray Serve's HTTP path itself, next to flexrt serve's replica.
+
+Deploys, one after the other on a local Ray (127.0.0.1): `echo` (a FastAPI ingress that answers a
+fixed v2 response without parsing or running anything), `nobatch` and `batch` (flexrt serve over a
+one-linear CPU artifact), and drives each with the serving benchmark's open-loop load at 100, 200 and
+400 requests/s for 3 s. If `echo` saturates where flexrt does, the ceiling is Ray's, not the replica's.
+
+    python -m research.probes.serve_floor echo nobatch batch
+"""
+
+# No `from __future__ import annotations`: FastAPI reads Echo's route annotations at run time.
+
+import json
+import os
+import sys
+import tempfile
+import time
+
+import ray
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+
+import flexrt
+from benchmarks.serve import load
+from flexrt.serving.application import build_app
+from flexrt.serving.config import ServeConfig
+from flexrt.serving.protocol import encode_request
+
+PORT = 8111
+api = FastAPI()
+
+
+@serve.deployment(name="echo", max_ongoing_requests=128, ray_actor_options={"num_cpus": 1})
+@serve.ingress(api)
+class Echo:
+    @api.post("/v2/models/{model}/infer")
+    async def infer(self, model: str, http: Request) -> JSONResponse:
+        await http.body()
+        return JSONResponse({"outputs": [{"name": "y", "datatype": "FP32", "shape": [1, 8], "data": [0.0] * 8}]})
+
+
+def artifact(folder: str) -> str:
+    path = os.path.join(folder, "linear.ep")
+    spec = [flexrt.Input(min_shape=(1, 16), opt_shape=(4, 16), max_shape=(16, 16), name="x")]
+    model = torch.nn.Sequential(torch.nn.Linear(16, 8)).eval()
+    flexrt.save(flexrt.compile(model, ir="dynamo", arg_inputs=spec, device="cpu"), path, arg_inputs=spec)
+    return path
+
+
+def main(variants: list[str]) -> None:
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)  # replicas import this
+    path = artifact(tempfile.mkdtemp())
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": PORT})
+        bodies = [(json.dumps(encode_request({"x": torch.rand(1, 16)})).encode(), "1x16", None)]
+        for variant in variants:
+            if variant == "echo":
+                serve.run(Echo.bind(), name="v", route_prefix="/", blocking=False)
+            else:
+                batching = {"batch_dims": "x:0", "max_batch_size": 16} if variant == "batch" else {}
+                config = ServeConfig.from_mapping({"artifact": path, "name": "m", "max_ongoing": 128, "max_queue": 100000,
+                                                   **batching})
+                serve.run(build_app(config), name="v", route_prefix="/", blocking=False)
+            time.sleep(2)
+            for rate in (100, 200, 400):
+                outcomes, wall = load.open_loop(f"http://127.0.0.1:{PORT}/v2/models/m/infer", bodies, rate, 3.0, 5000,
+                                                seed=rate, timeout=10)
+                s = load.summarize(outcomes, wall, rate)
+                print(f"{variant} @ {rate}/s: {s['ok']}/{s['sent']} answered, {s['achieved_rps']:.0f}/s, "
+                      f"p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms", flush=True)
+            serve.delete("v")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or ["echo", "nobatch", "batch"])
