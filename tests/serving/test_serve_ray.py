@@ -4,6 +4,7 @@ requests, 503s past the queue bound and then recovery, and no Ray process left a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -12,6 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -48,6 +50,18 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def local_serve(port: int) -> Iterator[str]:
+    """A local Ray with Serve's HTTP proxy on 127.0.0.1:port; shut down (Ray included) on exit."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
 
 
 def _ray_pids() -> set[int]:
@@ -96,15 +110,12 @@ def test_serve_end_to_end(artifact: tuple[str, torch.nn.Module]) -> None:
     start = time.monotonic()
     before = _ray_pids()
     port = _free_port()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+    with local_serve(port) as url:
         config = ServeConfig.from_mapping({
             "artifact": path, "name": "tiny", "batch_dims": "x:0", "max_batch_size": 8, "batch_wait_ms": 20,
             "max_queue": 16, "max_ongoing": 8, "num_cpus": 0.5, "graceful_shutdown_timeout_s": 10,
         })
         serve.run(build_app(config), name="tiny", route_prefix="/", blocking=False)
-        url = f"http://127.0.0.1:{port}"
         client = InferenceClient(url, "tiny")
         assert client.live() and client.ready()
         meta = client.metadata()
@@ -233,9 +244,6 @@ def test_serve_end_to_end(artifact: tuple[str, torch.nn.Module]) -> None:
         assert set(drained) <= {200, 404, 503}, drained  # answered, or refused before being taken in
         assert drained.count(200) > 0, drained
         print(f"SUMMARY drain: {sorted(drained)}")
-    finally:
-        serve.shutdown()
-        ray.shutdown()
     # -- nothing of Ray left behind ----------------------------------------------------------------
     for _ in range(60):
         left = _ray_pids() - before
@@ -252,16 +260,12 @@ def test_two_replicas_both_serve_with_bucket_padding(artifact: tuple[str, torch.
     is; with bucket padding every model call runs a power-of-two batch and answers stay exact."""
     path, model = artifact
     start = time.monotonic()
-    port = _free_port()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+    with local_serve(_free_port()) as url:
         config = ServeConfig.from_mapping({
             "artifact": path, "name": "tiny", "batch_dims": "x:0", "max_batch_size": 8, "batch_wait_ms": 20,
             "replicas": 2, "num_cpus": 0.5, "pad": "buckets", "graceful_shutdown_timeout_s": 5,
         })
         serve.run(build_app(config), name="tiny", route_prefix="/", blocking=False)
-        url = f"http://127.0.0.1:{port}"
         client = InferenceClient(url, "tiny")
         failures: list[str] = []
 
@@ -298,9 +302,6 @@ def test_two_replicas_both_serve_with_bucket_padding(artifact: tuple[str, torch.
         assert all(r["rows"] >= r["requests"] for r in replicas.values())
         ran = {int(k) for r in replicas.values() for k in r["batch_rows"]}
         assert ran <= {1, 2, 4, 8}, ran  # padded to buckets: requests of 1 and 2 rows stack into any count
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
 
 def test_deployment_options_resources_autoscaling_and_backpressure() -> None:
