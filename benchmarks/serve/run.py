@@ -90,6 +90,12 @@ def _compile(case: Any, model: torch.nn.Module, device: str, path: str) -> float
     return time.perf_counter() - start
 
 
+def _checkpoint(result: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    from benchmarks.serve.report import write
+
+    return write(result, args.out)
+
+
 def bench_model(name: str, args: argparse.Namespace, deadline: float) -> dict[str, Any]:
     import ray
     from ray import serve
@@ -215,6 +221,7 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
             ok = [o.latency_s for o in outcomes if o.status == 200]
             summary["client_mean_ms"] = 1000 * sum(ok) / len(ok) if ok else float("nan")
             entry["rates"].append(summary)
+            _checkpoint(result, args)  # a run cut short by an outer time limit keeps what it measured
             say(f"{name} {variant} @ {rate:g}/s: sent {summary['sent']} ok {summary['ok']} 503 {summary['rejected_503']} "
                 f"p50 {summary['p50_ms']:.1f} p99 {summary['p99_ms']:.1f} ms, {summary['calls_per_request']:.2f} calls/req; "
                 f"per request: client mean {summary['client_mean_ms']:.1f} ms, in replica {summary['replica_ms_per_request']:.1f} "
@@ -268,8 +275,6 @@ def main(argv: list[str] | None = None) -> int:
     deadline = time.monotonic() + args.budget_s
     for name in args.model:
         result = bench_model(name, args, deadline)
-        from benchmarks.serve.report import write
-
-        for path in write(result, args.out):
+        for path in _checkpoint(result, args):
             say(f"wrote {path}")
     return 0
