@@ -141,6 +141,7 @@ class FlexrtDeployment:
         self._batched.set_batch_wait_timeout_s(self.config.batch_wait_ms / 1000)
         self.metrics = _Metrics(self.config.name)
         self._warm_up()
+        self.metrics.stats["model_ms"] = 0.0  # /stats counts requests' model calls, not the warm-up's
         self.identity = _replica_identity(self.device, time.perf_counter() - started)
         self.ready = True
         logger.info("serving %s as %r (batch dims %s)", self.config.artifact, self.config.name, dict(self.config.batch_dims))
