@@ -19,7 +19,7 @@ import torch
 
 from benchmarks.zoo import check, timing
 from benchmarks.zoo.models import ZOO
-from benchmarks.zoo.report import check_status
+from benchmarks.zoo.report import check_status, float32_status
 from benchmarks.zoo.spec import MissingLibrary
 
 logger = logging.getLogger(__name__)
@@ -90,12 +90,18 @@ def run_model(name: str, device: torch.device, smoke: bool, peers: tuple[str, ..
         result["shapes"] = rows
         result["max_error"] = max(r["max_error"] for r in rows)
         result["eager_fp16_error"] = max(r["eager_error"] for r in rows)
+        status = check_status(rows)
+        if status.startswith("unverified"):  # float16 says nothing here: check the model compiled in float32
+            stage = "float32 check"
+            rows32 = check.recheck_float32(entry, reference, smoke, device)
+            result["float32_shapes"] = rows32
+            status = float32_status(rows32)
         del reference
         stage = "timing"
         if peers is not None:
             result["latency_ms"] = timing.time_all(entry, model, compiled, dtype, device, smoke, peers)
             result["ratio"] = timing.best_peer_ratio(result["latency_ms"])
-        result["status"] = check_status(rows)
+        result["status"] = status
     except Exception as e:  # noqa: BLE001
         result.update(status="failed" if stage == "compile" else f"failed at {stage}", error_class=_error_class(e),
                       error=str(e)[:4000], error_head=error_head(e), traceback=python_frames(e))

@@ -128,3 +128,21 @@ def test_a_model_that_cannot_be_built_is_a_status(monkeypatch: pytest.MonkeyPatc
     assert result["status"] == "failed at build"
     assert result["error_head"] == "ValueError: embed_dim must be divisible by num_heads"
     assert "in reject" in result["traceback"]
+
+
+def test_an_unverifiable_float16_check_is_redone_in_float32() -> None:
+    """The float32 recheck compiles the model in float32 and checks the five shapes against eager;
+    its outcome, not the float16 bound, gives the status."""
+    import torch
+
+    from benchmarks.zoo import check
+    from benchmarks.zoo.models import ZOO
+    from benchmarks.zoo.report import float32_status
+
+    entry = ZOO["hf_bert"]
+    torch.manual_seed(0)
+    reference = check.fp32_reference(entry.build(True).eval())
+    rows = check.recheck_float32(entry, reference, True, torch.device("cpu"))
+    assert len(rows) == 5 and all(r["ok"] and r["max_error"] < 1e-3 for r in rows), rows
+    assert float32_status(rows).startswith("ok: checked in float32")
+    assert float32_status([*rows[:4], {**rows[4], "ok": False}]) == "mismatch: in float32"
