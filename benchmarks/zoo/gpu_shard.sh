@@ -17,12 +17,17 @@ export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 mkdir -p "$OUT"
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python3}
+# fail at once, not once per model: the GPU image lacks pydantic (carry .whl_pyd and put it on PYTHONPATH)
+"$PY" -c "import flexrt.format.schema" 2>/dev/null || { echo "zoo: '$PY' cannot import flexrt (pydantic missing? see benchmarks/zoo/README.md)" >&2; exit 2; }
 FIRST=${SHARDS%-*}
 LAST=${SHARDS#*-}
 if [ "$FIRST" = "$LAST" ]; then TAG="zoo-shard-$FIRST-of-$N"; else TAG="zoo-shards-$FIRST-$LAST-of-$N"; fi
 NGPU=$(nvidia-smi -L 2>/dev/null | wc -l); [ "$NGPU" -ge 1 ] || NGPU=1
 # no new model starts after BUDGET s (default 330); a model still running at 500 s is killed (status timeout),
 # so the JSON is written before the outer timeout (525 s) and the call ends within 9 minutes
+# several shards per GPU share the CPUs: give each process's Inductor a share of the compile workers
+PER_GPU=$(( (LAST - FIRST + NGPU) / NGPU ))
+export TORCHINDUCTOR_COMPILE_THREADS=${TORCHINDUCTOR_COMPILE_THREADS:-$(( $(nproc) / (PER_GPU * NGPU) > 1 ? $(nproc) / (PER_GPU * NGPU) : 1 ))}
 for K in $(seq "$FIRST" "$LAST"); do
     GPU=$(( (K - FIRST) % NGPU ))
     CUDA_VISIBLE_DEVICES=$GPU FLEXRT_CACHE_DIR="$WORK/cache-$K" timeout 525 "$PY" -m benchmarks.zoo \
