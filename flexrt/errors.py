@@ -23,6 +23,11 @@ class CompilationError(FlexrtError):
     """A stage of the pipeline (trace, lower, partition, build) failed; the message names the stage."""
 
 
+class DataDependentBranchError(CompilationError):
+    """torch.export met a Python branch on tensor values. `flexrt.compile` then splits the model there
+    with dynamo's graph breaks (the branch runs in PyTorch) unless full compilation was required."""
+
+
 class RefitError(FlexrtError):
     """New weights cannot be put into a compiled module: another architecture, a missing or reshaped
     weight, or (with verify_output=True) outputs that disagree with the new module's."""

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch.export import ExportedProgram
 
+from flexrt.compiler.graph_breaks import compile_with_graph_breaks
 from flexrt.compiler.pipeline import (
     bind_program,
     build_from_traced,
@@ -21,7 +22,7 @@ from flexrt.compiler.pipeline import (
     trace_module,
 )
 from flexrt.compiler.split import compile_split
-from flexrt.errors import InputSpecError
+from flexrt.errors import DataDependentBranchError, InputSpecError
 from flexrt.runtime import Engine
 from flexrt.spec import Input, Profile
 from flexrt.trace import normalize_inputs, trace
@@ -61,6 +62,10 @@ def compile_module(
             raise
         return compile_split(split, flat.args, flat.kwargs, flat.specs, lambda a, k: compile_module(
             module, ir=ir, arg_inputs=a, kwarg_inputs=k or None, **options))
+    except DataDependentBranchError as branch:
+        if profiles or settings.dryrun or settings.require_full_compilation:  # pieces: one range, PyTorch between
+            raise
+        return compile_with_graph_breaks(module, flat, settings, branch, options)
     return finish(traced, resolved, settings, runtime)
 
 

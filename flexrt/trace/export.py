@@ -285,7 +285,7 @@ def export_with_dims(
             message = str(e)
             fixes = suggested_fixes(message)
             if not fixes:
-                raise CompilationError(trace_guards.describe_export_error(e)) from e
+                raise trace_guards.export_error(e) from e
             merged = False
             for lhs, rhs in fixes:
                 if lhs in where and rhs in where:
@@ -313,7 +313,7 @@ def export_with_dims(
                         "torch.export.Dim objects and call flexrt.dynamo.compile."
                     ) from None
             if not merged:
-                raise CompilationError(trace_guards.describe_export_error(e)) from e
+                raise trace_guards.export_error(e) from e
             logger.debug("trace: merged dims tied by the model: %s", fixes)
     raise CompilationError("trace: could not find a consistent set of dynamic dims for torch.export")
 

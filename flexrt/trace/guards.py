@@ -29,6 +29,8 @@ import torch
 from torch.export import ExportedProgram
 from torch.utils._sympy.value_ranges import ValueRanges, bound_sympy
 
+from flexrt.errors import CompilationError, DataDependentBranchError
+
 logger = logging.getLogger(__name__)
 
 _EXHAUSTIVE = 4096  # check every point of a range with at most this many points, else a dense sample
@@ -217,6 +219,13 @@ def describe_violations(
 _USER_FRAME = re.compile(r"The following call raised this error:\s*\n\s*File \"([^\"]+)\", line (\d+), in (\S+)\n\s*(.*)")
 
 
+def export_error(e: BaseException) -> CompilationError:
+    """The typed error for a trace failure: a branch on tensor data is its own class (see api.compile_module)."""
+    message = describe_export_error(e)
+    data_dependent = message.startswith("trace: the model branches on a value computed from tensor data")
+    return DataDependentBranchError(message) if data_dependent else CompilationError(message)
+
+
 def describe_export_error(e: BaseException) -> str:
     """A trace failure in flexrt's words: what torch.export could not do, where in the model, and what to do."""
     message = str(e)
@@ -230,8 +239,9 @@ def describe_export_error(e: BaseException) -> str:
         return (
             f"trace: the model branches on a value computed from tensor data{where}"
             f"{f' (condition `{cond.group(1)}`)' if cond else ''}. torch.export cannot trace past a Python branch on "
-            "tensor values, so no part of the model was compiled. Workarounds: compile with "
-            "ir='torch_compile' (that branch then runs in PyTorch between engines); rewrite the branch with "
+            "tensor values. Workarounds: compile with "
+            "ir='torch_compile' (that branch then runs in PyTorch between engines; flexrt.compile does this itself "
+            "unless require_full_compilation=True); rewrite the branch with "
             "torch.where / torch.cond or torch._check; or compile the submodules before and after it."
         )
     first = message.strip().splitlines()[0][:500] if message.strip() else type(e).__name__

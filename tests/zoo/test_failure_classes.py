@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 import flexrt
-from flexrt.errors import CompilationError
+from flexrt.errors import CompilationError, DataDependentBranchError
 
 In = flexrt.Input
 
@@ -177,6 +177,40 @@ def test_data_dependent_branch_is_a_typed_error_with_the_source_line() -> None:
         with pytest.raises(CompilationError, match=r"(?s)branches on a value computed from tensor data at .*"
                                                    r"test_failure_classes.py:\d+.*ir='torch_compile'"):
             flexrt.compile(DataBranch(), ir="dynamo", inputs=[In((1, 4), (2, 4), (4, 4))], dryrun=True)
+
+
+class OverflowClamp(nn.Module):
+    """BART's float16 guard: a Python branch on the values of an intermediate tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(16, 16), nn.Linear(16, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        if not torch.isfinite(h).all():
+            h = torch.nan_to_num(h, posinf=100.0, neginf=-100.0)
+        return self.b(torch.relu(h))
+
+
+def test_data_dependent_branch_compiles_in_pieces(caplog: pytest.LogCaptureFixture) -> None:
+    """trace: one branch on tensor data failed the whole model (hf_bart in float16); now dynamo splits
+    the model at the branch, which runs in PyTorch, and both sides of it are engines. Full compilation
+    required keeps the typed error."""
+    model = OverflowClamp().eval()
+    spec = In((1, 16), (4, 16), (8, 16))
+    with caplog.at_level("WARNING", logger="flexrt"):
+        compiled = flexrt.compile(model, inputs=[spec])
+    assert "compiling the model in pieces" in caplog.text and "test_failure_classes.py" in caplog.text
+    for batch in (1, 2, 4, 6, 8):
+        for overflow in (False, True):  # both sides of the branch, at fresh inputs every time
+            x = torch.randn(batch, 16)
+            if overflow:
+                x[batch - 1] = 1e38  # the first linear overflows to inf in this row
+            with torch.no_grad():
+                torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4, msg=f"batch {batch}")
+    with pytest.raises(DataDependentBranchError, match="tensor data at .*test_failure_classes.py"):
+        flexrt.compile(model, inputs=[spec], require_full_compilation=True)
 
 
 class SqueezeBatch(nn.Module):

@@ -1,0 +1,47 @@
+"""A model that branches on tensor data, compiled in pieces: dynamo splits it at each such branch
+(a graph break), the branch runs in PyTorch and every piece between becomes an engine.
+
+torch.export must trace one graph and cannot pass a Python `if` on a tensor's value (BART's float16
+overflow clamp, a detection model's box filtering). torch.compile's front end can: this is the
+`ir="torch_compile"` path, taken automatically so that one such line does not fail the whole model.
+Its module is built here, at the opt shapes, not at the user's first call.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from flexrt.errors import DataDependentBranchError, FlexrtError
+from flexrt.settings import CompileSettings
+from flexrt.trace import FlatInputs
+from flexrt.trace.export import example_inputs
+
+logger = logging.getLogger(__name__)
+
+
+def compile_with_graph_breaks(
+    module: torch.nn.Module, flat: FlatInputs, settings: CompileSettings, error: DataDependentBranchError,
+    options: dict[str, Any],
+) -> torch.nn.Module:
+    """torch.compile(backend="flexrt") over the same ranges, built now; `error` if that fails too."""
+    from flexrt.backend import compile_with_torch_compile
+
+    logger.warning(
+        "flexrt: %s\nflexrt: compiling the model in pieces instead (as ir='torch_compile'): that branch runs in "
+        "PyTorch between engines. The result is a torch.compile module: flexrt.save cannot write it.",
+        str(error).split(". Workarounds")[0],
+    )
+    compiled = compile_with_torch_compile(module, arg_inputs=list(flat.args), kwarg_inputs=flat.kwargs or None, **options)
+    args, kwargs = example_inputs(flat, settings.device)
+    try:
+        with torch.no_grad():
+            compiled(*args, **kwargs)
+    except (FlexrtError, RuntimeError, AssertionError, TypeError, ValueError) as e:
+        head = (str(e).strip().splitlines() or [type(e).__name__])[0][:400]
+        raise DataDependentBranchError(
+            f"{error}\nCompiling it in pieces at the branch (ir='torch_compile') failed too: {type(e).__name__}: {head}"
+        ) from e
+    return compiled
