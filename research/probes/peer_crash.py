@@ -2,8 +2,12 @@
 on the H200, 2026-11-29: `unspecified launch failure` at flexrt's first timed call at the max shape,
 after the torch.compile peers ran at opt).
 
-    python research/probes/peer_crash.py MODEL PEERS   # PEERS: none | comma-separated zoo peers
+    python research/probes/peer_crash.py MODEL PEERS   # PEERS: none | flexrt | comma-separated zoo peers
     CG=0 ...                                           # flexrt without CUDA graphs
+    CUDNN_SDP=0 ...                                    # no cuDNN attention, in flexrt's trace and in eager
+
+`none`: the checks, then flexrt alone at the max shape; `flexrt`: the zoo's timing with no peers (opt,
+then the cache emptied, then max).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from benchmarks.zoo.models import ZOO
 
 def main(name: str, peers: str) -> None:
     entry, dev, dt = ZOO[name], torch.device("cuda"), torch.float16
+    if os.environ.get("CUDNN_SDP") == "0":
+        torch.backends.cuda.enable_cudnn_sdp(False)
     torch.manual_seed(0)
     model = entry.build(False).eval()
     reference = check.fp32_reference(model).to(dev)
@@ -36,7 +42,8 @@ def main(name: str, peers: str) -> None:
         rotation = [entry.make_inputs(hi, dt, dev, 3000 + i) for i in range(3)]
         print("flexrt max alone", timing._median(compiled, rotation, dev, False), flush=True)
         return
-    out = timing.time_all(entry, model, compiled, dt, dev, False, tuple(peers.split(",")))
+    chosen = () if peers == "flexrt" else tuple(peers.split(","))
+    out = timing.time_all(entry, model, compiled, dt, dev, False, chosen)
     for label, row in out.items():
         print(label, {k: v for k, v in row.items() if not k.endswith("_seconds_incl_build")}, flush=True)
 
