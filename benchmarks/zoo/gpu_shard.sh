@@ -2,7 +2,7 @@
 # Run zoo shard K of N (or shards K1-K2 of N in parallel, one GPU each) within one 9-minute device call.
 #   bash benchmarks/zoo/gpu_shard.sh K N [PEERS] [MODELS]        # one H200
 #   bash benchmarks/zoo/gpu_shard.sh K1-K2 N [PEERS] [MODELS]    # e.g. 1-8 on nvidia-h200-x8: shard K1+i on GPU i
-# PEERS: comma-separated from eager,compile_dynamic,reduce_overhead (default: all three)
+# MODEL_TIMEOUT (default 300 s): one model's limit. PEERS: comma-separated from eager,compile_dynamic,reduce_overhead (default: all three)
 # MODELS: optional comma-separated subset to shard instead of the whole zoo (reruns)
 # Writes two files: $OUT/zoo-shard-K-of-N.json (or zoo-shards-K1-K2-of-N.json: every model of the shards,
 # whatever its status) and the log beside it. Merge here with: python -m benchmarks.zoo merge FILES...
@@ -32,7 +32,7 @@ for K in $(seq "$FIRST" "$LAST"); do
     GPU=$(( (K - FIRST) % NGPU ))
     CUDA_VISIBLE_DEVICES=$GPU FLEXRT_CACHE_DIR="$WORK/cache-$K" timeout 525 "$PY" -m benchmarks.zoo \
         --shard "$K/$N" --out "$WORK/res-$K" --device cuda --in-process --budget "${BUDGET:-330}" --deadline 500 \
-        --timeout 300 --peers "$PEERS" ${MODELS:+--models "$MODELS"} > "$WORK/log-$K" 2>&1 &
+        --timeout "${MODEL_TIMEOUT:-300}" --peers "$PEERS" ${MODELS:+--models "$MODELS"} > "$WORK/log-$K" 2>&1 &
 done
 wait
 for K in $(seq "$FIRST" "$LAST"); do echo "=== shard $K/$N"; cat "$WORK/log-$K"; done > "$OUT/$TAG.log"

@@ -19,6 +19,14 @@ of both, the call runs without a graph.
 So a later call never overwrites a tensor already handed out; zero-copy callers get the static
 buffers themselves and accept that.
 
+cuBLAS keeps one workspace per stream and a captured GEMM keeps its address. Left as it is, the
+capture stream's workspace was allocated by the warm-up run outside the pool, and whoever clears
+cuBLAS's workspaces (torch.compile's CUDA-graph trees do, at every capture) returns it to the
+allocator while our graphs still write to it: a later replay then scribbled on other tensors, or hit
+unmapped memory (`unspecified launch failure`, the zoo's LLaMA/Qwen2/Mistral/T5 after a
+reduce-overhead peer). So each capture starts and ends with the workspaces cleared, as those trees
+do: the graph's GEMMs allocate their workspace inside the capture, in the pool, as an intermediate.
+
 While a shape is captured, cuDNN may benchmark its convolution algorithms (the
 process-wide flag is set only around those calls and restored), as TensorRT times tactics at build.
 """
@@ -64,6 +72,16 @@ def cudnn_autotune() -> Iterator[None]:
         yield
     finally:
         torch.backends.cudnn.benchmark = before
+
+
+@contextlib.contextmanager
+def cublas_workspace_in_pool() -> Iterator[None]:
+    """cuBLAS's workspaces cleared before and after a capture: the one the graph uses is its own."""
+    torch._C._cuda_clearCublasWorkspaces()
+    try:
+        yield
+    finally:
+        torch._C._cuda_clearCublasWorkspaces()
 
 
 @dataclasses.dataclass
@@ -189,7 +207,7 @@ class CudaGraphCache:
         `out`, it ends by copying its outputs there (buffers from outside the pool), and fn's own
         outputs go back to the pool."""
         graph = torch.cuda.CUDAGraph(keep_graph=True) if sources is not None else torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
+        with cublas_workspace_in_pool(), torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
             for dst, src in zip(static, sources or ()):
                 dst.copy_(src)
             produced = list(self.fn(static))

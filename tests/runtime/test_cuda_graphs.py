@@ -39,6 +39,27 @@ def test_graphs_are_captured_and_replayed_correctly(compiled):
     sweep(m, model, [SPEC], device="cuda")
 
 
+def test_replays_survive_cublas_workspaces_being_cleared():
+    """torch.compile's CUDA-graph trees clear cuBLAS's workspaces at every capture. A graph that kept
+    the workspace the warm-up run had allocated outside its pool then wrote to freed memory: here, to
+    the filler tensors allocated after the clear (in the zoo: `unspecified launch failure`)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(512, 2048, bias=False), torch.nn.Linear(2048, 512, bias=False)).eval().cuda()
+    m = flexrt.compile(model, inputs=[flexrt.Input(min_shape=(1, 512), opt_shape=(64, 512), max_shape=(256, 512))])
+    x = torch.randn(256, 512, device="cuda")
+    with torch.no_grad():
+        for _ in range(2):  # a plain run, then the capture
+            m(x)
+        torch._C._cuda_clearCublasWorkspaces()
+        torch.cuda.empty_cache()
+        filler = [torch.full((256, 1024), 7.0, device="cuda") for _ in range(256)]  # 256 MiB over the freed memory
+        for _ in range(3):
+            x = torch.randn(256, 512, device="cuda")
+            assert_matches(m(x), model(x))
+        torch.cuda.synchronize()
+    assert all(bool((f == 7.0).all()) for f in filler), "a replay wrote into memory it does not own"
+
+
 def test_outputs_are_never_overwritten_by_a_later_call(compiled):
     model, m = compiled
     graphs = m.contexts[0].graphs
