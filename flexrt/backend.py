@@ -72,15 +72,10 @@ def _source_name(node: torch.fx.Node) -> str:
 
 
 def _is_weight(node: torch.fx.Node, value: Any) -> bool:
-    """Model state, frozen into the engine: parameters, buffers, and any other tensor dynamo reached
-    through the module (`L['self']...`: torchvision's anchor generator keeps its anchors in a plain
-    list, on the CPU), as opposed to a tensor the caller passes."""
     if isinstance(value, torch.nn.Parameter):
         return True
     name = _source_name(node)
-    return isinstance(value, torch.Tensor) and (
-        "._parameters[" in name or "._buffers[" in name or name.startswith("L['self']")
-    )
+    return isinstance(value, torch.Tensor) and ("._parameters[" in name or "._buffers[" in name)
 
 
 def _training_ops(gm: torch.fx.GraphModule) -> list[str]:
