@@ -19,7 +19,10 @@ import dataclasses
 import inspect
 import itertools
 import logging
+import os
 import re
+import sysconfig
+import traceback
 import unittest.mock
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -226,11 +229,30 @@ def export_error(e: BaseException) -> CompilationError:
     return DataDependentBranchError(message) if data_dependent else CompilationError(message)
 
 
+_LIBRARY_DIRS = tuple(
+    d + os.sep for d in (
+        os.path.dirname(torch.__file__),
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),  # flexrt
+        sysconfig.get_paths()["stdlib"],
+    )
+)
+
+
+def _model_frame(e: BaseException) -> str:
+    """` at FILE:LINE in FUNC: CODE` for the innermost frame of the failure outside torch and flexrt
+    (the model's own code, or a library it calls, such as torchvision's ops); "" when there is none."""
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith(_LIBRARY_DIRS)]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f" at {f.filename}:{f.lineno} in {f.name}: {(f.line or '').strip()}"
+
+
 def describe_export_error(e: BaseException) -> str:
     """A trace failure in flexrt's words: what torch.export could not do, where in the model, and what to do."""
     message = str(e)
     m = _USER_FRAME.search(message)
-    where = f" at {m.group(1)}:{m.group(2)} in {m.group(3)}: {m.group(4).strip()}" if m else ""
+    where = f" at {m.group(1)}:{m.group(2)} in {m.group(3)}: {m.group(4).strip()}" if m else _model_frame(e)
     data_dependent = type(e).__name__ in ("GuardOnDataDependentSymNode", "DataDependentOutputException") or (
         "data-dependent" in message
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import sympy
 import torch
@@ -120,3 +122,18 @@ def test_inputs_forms_and_names():
         normalize_inputs(m.forward)
     with pytest.raises(InputSpecError, match=r"input 'x': expected a flexrt.Input or a torch.Tensor, got int"):
         normalize_inputs(m.forward, [3])
+
+
+def test_export_error_names_the_innermost_frame_outside_torch():
+    """A failure whose message has no user frame (torchvision's `if boxes.numel() == 0:` in Faster
+    R-CNN) is located from the traceback: the innermost frame outside torch, flexrt and the stdlib."""
+    from flexrt.trace import guards
+
+    def library_check(t):
+        raise RuntimeError("Could not guard on data-dependent expression Eq(u0, 0) (unhinted: ...)")
+
+    try:
+        torch.utils._pytree.tree_map(library_check, [torch.ones(1)])  # a torch frame between us and it
+    except RuntimeError as e:
+        message = guards.describe_export_error(e)
+    assert re.search(r"tensor data at .*test_trace.py:\d+ in library_check: raise RuntimeError", message), message
