@@ -50,8 +50,70 @@ def run_graph_in(gm: torch.fx.GraphModule, source: torch.dtype, target: torch.dt
         else:
             new_flat.append(out)
     output.args = (torch.utils._pytree.tree_unflatten(new_flat, spec),)
+    _match_weights(gm, source, target)
     gm.recompile()
     return converted
+
+
+def _match_weights(gm: torch.fx.GraphModule, source: torch.dtype, target: torch.dtype) -> int:
+    """Cast to `target` each `source` activation that meets a converted weight in one op.
+
+    A cast the trace recorded as `.to(float32)` may have been the model's `.to(x.dtype)` or
+    `.to(self.weight.dtype)` (BART's positions, LLaMA's RMSNorm returning to its input dtype): kept
+    as written, it handed a float32 activation to a LayerNorm or linear whose weights are now float16
+    (`mixed dtype`). The model run in `target` would have met them in `target`, so they meet there; a
+    float32 computation that feeds no weight (RMSNorm's variance) stays float32. Returns how many
+    casts were added."""
+    dtypes: dict[torch.fx.Node, torch.dtype] = {}
+    added = 0
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if node.op == "get_attr":
+            value = _attr(gm, str(node.target))
+            if isinstance(value, torch.Tensor):
+                dtypes[node] = value.dtype
+            continue
+        dtype = _result_dtype(node, dtypes)
+        if dtype is None:
+            continue
+        if node.op == "call_function":
+            inputs = [a for a in node.all_input_nodes if a in dtypes and dtypes[a].is_floating_point]
+            weights = [a for a in inputs if a.op == "get_attr" and dtypes[a] == target]
+            stale = [a for a in inputs if dtypes[a] == source and a.op != "get_attr"]
+            if weights and stale:
+                for a in stale:
+                    with graph.inserting_before(node):
+                        cast = graph.call_function(torch.ops.aten._to_copy.default, (a,), {"dtype": target})
+                    cast.meta["val"] = a.meta.get("val")
+                    dtypes[cast] = target
+                    node.replace_input_with(a, cast)
+                    added += 1
+                dtype = target if dtype == source else dtype
+        dtypes[node] = dtype
+    return added
+
+
+def _result_dtype(node: torch.fx.Node, dtypes: dict[torch.fx.Node, torch.dtype]) -> torch.dtype | None:
+    """The dtype a node produces after the rewrite: an explicit dtype argument wins, else the
+    promotion of its floating inputs, else what the trace recorded."""
+    val = node.meta.get("val")
+    traced = val.dtype if isinstance(val, torch.Tensor) else None
+    if node.op != "call_function":
+        return traced
+    explicit = node.kwargs.get("dtype")
+    if explicit is None:
+        explicit = next((a for a in node.args if isinstance(a, torch.dtype)), None)
+    if isinstance(explicit, torch.dtype):
+        return explicit
+    floats = [dtypes[a] for a in node.all_input_nodes if a in dtypes and dtypes[a].is_floating_point]
+    if traced is not None and not traced.is_floating_point:
+        return traced
+    if floats:
+        out = floats[0]
+        for d in floats[1:]:
+            out = torch.promote_types(out, d)
+        return out
+    return traced
 
 
 def _attr(gm: torch.nn.Module, target: str) -> object:
