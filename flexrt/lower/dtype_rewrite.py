@@ -55,14 +55,31 @@ def run_graph_in(gm: torch.fx.GraphModule, source: torch.dtype, target: torch.dt
     return converted
 
 
+_aten = torch.ops.aten
+# ops whose floating operands must share a dtype (no type promotion): matmuls, attention, norms, cat
+_SAME_DTYPE = {
+    _aten.mm, _aten.bmm, _aten.matmul, _aten.addmm, _aten.baddbmm, _aten.linear, _aten.convolution,
+    _aten.conv1d, _aten.conv2d, _aten.conv3d, _aten.layer_norm, _aten.native_layer_norm, _aten.group_norm,
+    _aten.batch_norm, _aten.rms_norm, _aten.cat, _aten.stack, _aten.scaled_dot_product_attention,
+    _aten._scaled_dot_product_flash_attention, _aten._scaled_dot_product_efficient_attention,
+    _aten._scaled_dot_product_cudnn_attention, _aten._scaled_dot_product_flash_attention_for_cpu,
+}
+
+
+def _packet(node: torch.fx.Node) -> object:
+    return getattr(node.target, "overloadpacket", None)
+
+
 def _match_weights(gm: torch.fx.GraphModule, source: torch.dtype, target: torch.dtype) -> int:
-    """Cast to `target` each `source` activation that meets a converted weight in one op.
+    """Cast to `target` each `source` activation that meets a converted weight, or a `target` operand
+    of an op that takes one dtype (attention, matmul, norms, cat), in one op.
 
     A cast the trace recorded as `.to(float32)` may have been the model's `.to(x.dtype)` or
     `.to(self.weight.dtype)` (BART's positions, LLaMA's RMSNorm returning to its input dtype): kept
     as written, it handed a float32 activation to a LayerNorm or linear whose weights are now float16
-    (`mixed dtype`). The model run in `target` would have met them in `target`, so they meet there; a
-    float32 computation that feeds no weight (RMSNorm's variance) stays float32. Returns how many
+    (`mixed dtype`); LLaMA's rotary tables made its query and key float32 beside a float16 value. The
+    model run in `target` would have met them in `target`, so they meet there; a float32 computation
+    that meets neither (RMSNorm's variance) stays float32. Returns how many
     casts were added."""
     dtypes: dict[torch.fx.Node, torch.dtype] = {}
     added = 0
@@ -80,7 +97,8 @@ def _match_weights(gm: torch.fx.GraphModule, source: torch.dtype, target: torch.
             inputs = [a for a in node.all_input_nodes if a in dtypes and dtypes[a].is_floating_point]
             weights = [a for a in inputs if a.op == "get_attr" and dtypes[a] == target]
             stale = [a for a in inputs if dtypes[a] == source and a.op != "get_attr"]
-            if weights and stale:
+            same_dtype = _packet(node) in _SAME_DTYPE and any(dtypes[a] == target for a in inputs)
+            if stale and (weights or same_dtype):
                 for a in stale:
                     with graph.inserting_before(node):
                         cast = graph.call_function(torch.ops.aten._to_copy.default, (a,), {"dtype": target})

@@ -41,3 +41,24 @@ def test_zoo_model_matches_eager_on_cpu(name: str) -> None:
     )
     assert len(result["shapes"]) == 5 and all(len(r["errors"]) == 3 for r in result["shapes"])
     assert result["max_error"] < 1e-3, result["shapes"]
+
+
+@pytest.mark.parametrize("name", ("hf_llama", "hf_bart", "hf_t5_encoder"))
+def test_float32_weights_into_a_float16_engine(name: str) -> None:
+    """Torch-TensorRT's usual form: the float32 model with enabled_precisions={torch.float16}. Failed
+    with mixed dtypes where the model casts to its own dtype (LLaMA's RMSNorm, BART's positions); it
+    is also BART's way around its float16 overflow branch (docs/third_party_models.md)."""
+    pytest.importorskip("transformers")
+    import flexrt
+    from benchmarks.zoo import check
+    from benchmarks.zoo.models import ZOO
+
+    entry = ZOO[name]
+    torch.manual_seed(0)
+    model = entry.build(True).eval()
+    args, kwargs = entry.flexrt_inputs(torch.float32, True)
+    compiled = flexrt.compile(model, ir="dynamo", arg_inputs=args, kwarg_inputs=kwargs or None,
+                              enabled_precisions={torch.float16})
+    rows = check.check_shapes(entry, compiled, model, torch.float32, True, torch.device("cpu"))
+    assert all(r["ok"] for r in rows), rows
+    assert max(r["max_error"] for r in rows) > 0  # float16 arithmetic happened: not the float32 graph
