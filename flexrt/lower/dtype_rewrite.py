@@ -107,8 +107,28 @@ def _match_weights(gm: torch.fx.GraphModule, source: torch.dtype, target: torch.
                     node.replace_input_with(a, cast)
                     added += 1
                 dtype = target if dtype == source else dtype
+            if dtype == target:
+                added += _clamp_scalars(node, target)
         dtypes[node] = dtype
     return added
+
+
+def _clamp_scalars(node: torch.fx.Node, target: torch.dtype) -> int:
+    """A float constant beyond `target`'s range, computed from the traced dtype (`torch.finfo(float32).min`
+    as a mask fill: DeBERTa-v2), becomes `target`'s extreme, the value the model computes in `target`
+    (PyTorch refuses to fill float16 with -3.4e38)."""
+    limit = torch.finfo(target).max
+
+    def clamp(v: object) -> object:
+        if isinstance(v, float) and abs(v) > limit and v not in (float("inf"), float("-inf")):
+            return limit if v > 0 else -limit
+        return v
+
+    args, kwargs = tuple(clamp(a) for a in node.args), {k: clamp(v) for k, v in node.kwargs.items()}
+    changed = sum(a is not b for a, b in zip(args, node.args)) + sum(kwargs[k] is not v for k, v in node.kwargs.items())
+    if changed:
+        node.args, node.kwargs = args, kwargs
+    return changed
 
 
 def _result_dtype(node: torch.fx.Node, dtypes: dict[torch.fx.Node, torch.dtype]) -> torch.dtype | None:

@@ -48,3 +48,29 @@ def test_model_casts_meet_converted_weights_in_the_engine_dtype(precision: torch
             out, ref = compiled(ids), model(ids)
         assert out.dtype == torch.float32
         torch.testing.assert_close(out, ref, rtol=5e-2, atol=5e-2, msg=f"shape {shape}")
+
+
+class MaskFill(nn.Module):
+    """DeBERTa-v2's pattern: the fill value of a mask is the traced dtype's minimum."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        scores = self.lin(x)
+        scores = scores.masked_fill(keep == 0, torch.finfo(scores.dtype).min)
+        return scores.softmax(-1)
+
+
+def test_fill_values_beyond_the_engine_dtype_become_its_extremes() -> None:
+    """Before: `value cannot be converted to type c10::Half without overflow` (-3.4e38 into float16)."""
+    torch.manual_seed(0)
+    model = MaskFill().eval()
+    specs = [In((1, 16), (4, 16), (8, 16)), In((1, 16), (4, 16), (8, 16), dtype=torch.int64)]
+    compiled = flexrt.compile(model, inputs=specs, enabled_precisions={torch.float16})
+    for batch in (1, 3, 8):
+        x, keep = torch.randn(batch, 16), (torch.rand(batch, 16) > 0.3).long()
+        keep[:, 0] = 1  # at least one kept column per row
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(x, keep), model(x, keep), rtol=2e-2, atol=2e-3)

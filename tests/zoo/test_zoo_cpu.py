@@ -43,11 +43,12 @@ def test_zoo_model_matches_eager_on_cpu(name: str) -> None:
     assert result["max_error"] < 1e-3, result["shapes"]
 
 
-@pytest.mark.parametrize("name", ("hf_llama", "hf_bart", "hf_t5_encoder"))
+@pytest.mark.parametrize("name", ("hf_llama", "hf_bart", "hf_t5_encoder", "hf_deberta_v2"))
 def test_float32_weights_into_a_float16_engine(name: str) -> None:
     """Torch-TensorRT's usual form: the float32 model with enabled_precisions={torch.float16}. Failed
-    with mixed dtypes where the model casts to its own dtype (LLaMA's RMSNorm, BART's positions); it
-    is also BART's way around its float16 overflow branch (docs/third_party_models.md)."""
+    where the model casts to its own dtype (LLaMA's RMSNorm and rotary tables, BART's positions) or
+    fills masks with its dtype's minimum (DeBERTa-v2). It is also BART's way around its float16
+    overflow branch (docs/third_party_models.md)."""
     pytest.importorskip("transformers")
     import flexrt
     from benchmarks.zoo import check
