@@ -162,26 +162,44 @@ class _InferenceOnly(torch.autograd.Function):
 
 
 class _CompiledGraph:
-    """The callable handed back to dynamo: user tensors in, the graph's outputs out."""
+    """The callable handed back to dynamo: user tensors in, the graph's outputs out.
 
-    def __init__(self, module: Any, user_positions: list[int], consts: list[torch.Tensor], const_positions: list[int]) -> None:
+    Dynamo reuses one graph for every module of the same code (inlined nn modules: the twelve
+    encoder layers of a model split at a branch inside the layer), passing each its own weights. The
+    engine has the first module's weights frozen in; another module's get a refitted copy of it, kept
+    by the identity of their weight tensors (nothing is rebuilt). A weight changed in place is an error.
+    """
+
+    def __init__(self, module: Any, user_positions: list[int], consts: list[torch.Tensor], const_positions: list[int],
+                 frozen: _FrozenGraph) -> None:
         self.module = module
         self.user_positions = user_positions
-        self.consts = consts
         self.const_positions = const_positions
-        self.versions = [c._version for c in consts]
+        self.frozen = frozen
+        self.by_weights: list[tuple[list[torch.Tensor], list[int], Any]] = [(list(consts), [c._version for c in consts], module)]
         # weights that require grad, compiled under grad mode: outputs must refuse backward loudly
         self.anchor = next((c for c in consts if c.requires_grad), None) if torch.is_grad_enabled() else None
 
+    def _module_for(self, weights: list[Any]) -> Any:
+        for consts, versions, module in self.by_weights:
+            if all(w is c for w, c in zip(weights, consts)):
+                if any(c._version != v for c, v in zip(consts, versions)):
+                    raise FlexrtError(
+                        "a weight changed after torch.compile built its flexrt engine (weights are frozen into engines); "
+                        "call torch._dynamo.reset() and run again to rebuild"
+                    )
+                return module
+        from flexrt.refit import refit_module_weights
+
+        new = _FrozenGraph(self.frozen.gm, self.frozen.roles, weights).eval()
+        module = refit_module_weights(self.module, new, in_place=False)
+        self.by_weights.append((list(weights), [w._version for w in weights], module))
+        logger.info("flexrt backend: the graph runs another module's weights: refitted copy %d", len(self.by_weights))
+        return module
+
     def __call__(self, *args: Any) -> Any:
-        for pos, ref, version in zip(self.const_positions, self.consts, self.versions):
-            arg = args[pos]
-            if arg is not ref or arg._version != version:
-                raise FlexrtError(
-                    "a weight changed after torch.compile built its flexrt engine (weights are frozen into engines); "
-                    "call torch._dynamo.reset() and run again to rebuild"
-                )
-        out = self.module(*[args[p] for p in self.user_positions])
+        module = self._module_for([args[p] for p in self.const_positions])
+        out = module(*[args[p] for p in self.user_positions])
         if self.anchor is not None and torch.is_grad_enabled():
             flat, spec = torch.utils._pytree.tree_flatten(out)
             tensors = [i for i, t in enumerate(flat) if isinstance(t, torch.Tensor)]
@@ -276,7 +294,7 @@ def flexrt_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], opti
     module = CompiledModule(engine, CompilerFallback(traced, settings, lowered, plan))
     const_positions = [i for i, r in enumerate(roles) if r.kind == "const"]
     logger.info("flexrt backend: built an engine for a graph of %d inputs, profile %s", len(specs), profiles[0])
-    return _CompiledGraph(module, user_positions, consts, const_positions)
+    return _CompiledGraph(module, user_positions, consts, const_positions, frozen)
 
 
 def register() -> None:
@@ -302,10 +320,12 @@ class TorchCompiledModule(torch.nn.Module):
     """`flexrt.compile(..., ir="torch_compile")`: torch.compile with the flexrt backend; dynamic
     `Input` ranges are applied with mark_dynamic to the first call's tensors."""
 
-    def __init__(self, model: torch.nn.Module, specs: Sequence[Input], kw_specs: Mapping[str, Input], options: Mapping[str, Any]) -> None:
+    def __init__(self, model: torch.nn.Module, specs: Sequence[Input], kw_specs: Mapping[str, Input], options: Mapping[str, Any],
+                 dynamic: bool | None = None) -> None:
         super().__init__()
         register()  # a source tree is not installed: no entry point
-        self.compiled = torch.compile(model, backend=BACKEND_NAME, options=dict(options))
+        self.compiled = torch.compile(model, backend=BACKEND_NAME, options=dict(options), dynamic=dynamic)
+        self.dynamic = dynamic
         self.specs = list(specs)
         self.kw_specs = dict(kw_specs)
         self._marked = False
@@ -318,14 +338,19 @@ class TorchCompiledModule(torch.nn.Module):
                     for d in spec.range.dynamic_dims:
                         torch._dynamo.mark_dynamic(t, d, min=spec.range.min[d], max=spec.range.max[d])
             self._marked = True
-        with size_oblivious():  # batch 1 runs in the graph of a range that starts at 1 (see size_oblivious)
+        # batch 1 runs in the graph of a range that starts at 1 (see size_oblivious); with dynamic=True,
+        # Python floats stay constants (dynamo would pass an attention scale as a tensor to `.item()`)
+        floats = torch._dynamo.config.patch(specialize_float=True) if self.dynamic else contextlib.nullcontext()
+        with size_oblivious(), floats:
             return self.compiled(*args, **kwargs)
 
 
 def compile_with_torch_compile(
-    model: torch.nn.Module, inputs: Any = None, arg_inputs: Any = None, kwarg_inputs: Any = None, **options: Any
+    model: torch.nn.Module, inputs: Any = None, arg_inputs: Any = None, kwarg_inputs: Any = None,
+    dynamic: bool | None = None, **options: Any
 ) -> torch.nn.Module:
-    """Return the model under torch.compile(backend="flexrt"); compilation happens at the first call."""
+    """Return the model under torch.compile(backend="flexrt"); compilation happens at the first call.
+    `dynamic` is torch.compile's: True makes every dim of every graph's inputs start symbolic."""
     parse_options(options)  # fail on a bad option now, not at the first call
     given = arg_inputs if arg_inputs is not None else inputs
     if isinstance(given, (Input, torch.Tensor)):
@@ -337,4 +362,4 @@ def compile_with_torch_compile(
             "Input(profiles=[...]) needs ir='dynamo': torch.compile compiles one range per graph, dynamo's; "
             "compile with flexrt.compile(model, ir='dynamo', inputs=...) to get one module holding every profile"
         )
-    return TorchCompiledModule(model, specs, kw_specs, options)
+    return TorchCompiledModule(model, specs, kw_specs, options, dynamic)

@@ -178,3 +178,48 @@ def test_import_is_light_and_torch_compile_finds_the_backend_by_name():
 
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+class _BreakingLayer(torch.nn.Module):
+    """A layer with a graph break inside: dynamo compiles its code once and runs every layer through it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(16, 16), torch.nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.a(x))
+        if not torch.isfinite(h).all():  # a branch on tensor data: a graph break
+            h = torch.nan_to_num(h)
+        return self.b(h) + x
+
+
+class _Stack(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = torch.nn.ModuleList([_BreakingLayer() for _ in range(4)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def test_one_graph_run_by_several_modules_gets_each_ones_weights(caplog):
+    """Dynamo passes each layer's weights to the graph it compiled for the first layer; that raised
+    'a weight changed'. Each layer now gets a refitted copy of the engine: two builds, no more."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = _Stack().eval()
+    before = engine_cache.stats()
+    with caplog.at_level(logging.INFO, logger="flexrt"):
+        compiled = flexrt.compile(model, inputs=[flexrt.Input(min_shape=(1, 16), opt_shape=(4, 16), max_shape=(8, 16))])
+    assert engine_cache.stats()["misses"] - before["misses"] == 2  # the layer's two pieces, built once each
+    assert "refitted copy 4" in caplog.text
+    with torch.no_grad():
+        for b in (1, 3, 8):
+            x = torch.randn(b, 16)
+            assert_matches(compiled(x), model(x))
+        model.layers[2].a.weight.mul_(2)  # a weight changed in place is still an error
+        with pytest.raises(FlexrtError, match=r"weight changed after torch.compile built"):
+            compiled(torch.randn(2, 16))

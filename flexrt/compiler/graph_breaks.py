@@ -34,7 +34,11 @@ def compile_with_graph_breaks(
         "PyTorch between engines. The result is a torch.compile module: flexrt.save cannot write it.",
         str(error).split(". Workarounds")[0],
     )
-    compiled = compile_with_torch_compile(module, arg_inputs=list(flat.args), kwarg_inputs=flat.kwargs or None, **options)
+    # dynamic=True: a tensor one piece hands the next keeps symbolic dims there; left static, a dim it
+    # shares with a marked input is specialised and fails as a constraint violation (a stack of layers
+    # each split at a branch; BART's encoder output against the decoder's batch)
+    compiled = compile_with_torch_compile(module, arg_inputs=list(flat.args), kwarg_inputs=flat.kwargs or None,
+                                          dynamic=True, **options)
     args, kwargs = example_inputs(flat, settings.device)
     try:
         with torch.no_grad():
