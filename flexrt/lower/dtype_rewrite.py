@@ -50,7 +50,8 @@ def run_graph_in(gm: torch.fx.GraphModule, source: torch.dtype, target: torch.dt
         else:
             new_flat.append(out)
     output.args = (torch.utils._pytree.tree_unflatten(new_flat, spec),)
-    _match_weights(gm, source, target)
+    if converted:  # a model already in `target` (float16 weights) is left exactly as traced
+        _match_weights(gm, source, target)
     gm.recompile()
     return converted
 
