@@ -67,6 +67,13 @@ def save(
     if isinstance(module, Engine):
         write_artifact(file_path, module.state, module.options)
         return
+    if type(module).__name__ == "TorchCompiledModule":  # by name: serialize does not import the backend
+        raise InputSpecError(
+            "save: this module runs under torch.compile (ir='torch_compile', or a model compiled in pieces at a "
+            "branch on tensor data): dynamo builds its engines per graph at run time, and no artifact holds them. "
+            "Compile with ir='dynamo' (rewrite the branch with torch.where / torch.cond first) to get a module "
+            "flexrt.save can write"
+        )
     if not isinstance(module, CompiledModule):
         raise InputSpecError(
             f"save expects the module returned by flexrt.compile (or a flexrt.Engine), got {type(module).__name__}"

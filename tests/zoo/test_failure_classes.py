@@ -209,6 +209,8 @@ def test_data_dependent_branch_compiles_in_pieces(caplog: pytest.LogCaptureFixtu
                 x[batch - 1] = 1e38  # the first linear overflows to inf in this row
             with torch.no_grad():
                 torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4, msg=f"batch {batch}")
+    with pytest.raises(flexrt.errors.InputSpecError, match=r"compiled in pieces at a branch on tensor data"):
+        flexrt.save(compiled, "never-written.ep", arg_inputs=[spec])
     with pytest.raises(DataDependentBranchError, match="tensor data at .*test_failure_classes.py"):
         flexrt.compile(model, inputs=[spec], require_full_compilation=True)
 
