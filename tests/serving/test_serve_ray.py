@@ -4,6 +4,7 @@ requests, 503s past the queue bound and then recovery, and no Ray process left a
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -290,11 +291,18 @@ def test_two_replicas_both_serve_with_bucket_padding(artifact: tuple[str, torch.
             t.join(timeout=max(1.0, DEADLINE_S - (time.monotonic() - start)))
         assert not any(t.is_alive() for t in threads) and not failures, failures[:5]
         replicas: dict[str, dict] = {}
-        for _ in range(60):  # Ray routes each GET to one replica: ask until both answered (bounded)
-            stats = json.loads(urllib.request.urlopen(f"{url}/v2/models/tiny/stats", timeout=30).read())["replica"]
-            replicas[stats["replica_id"]] = stats
-            if len(replicas) == 2:
-                break
+
+        def ask(_: int) -> dict:
+            return json.loads(urllib.request.urlopen(f"{url}/v2/models/tiny/stats", timeout=30).read())["replica"]
+
+        # Ray routes each GET to one replica, and one at a time all may go to the same idle one (a CI run
+        # saw 60 in a row): ask 8 at once, so both are busy, until both answered (bounded: 20 rounds)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            for _ in range(20):
+                for stats in pool.map(ask, range(8)):
+                    replicas[stats["replica_id"]] = stats
+                if len(replicas) == 2 or time.monotonic() - start > DEADLINE_S:
+                    break
         assert len(replicas) == 2, replicas
         assert len({r["pid"] for r in replicas.values()}) == 2
         assert sum(r["requests"] for r in replicas.values()) == 8 * 12
