@@ -224,9 +224,14 @@ _USER_FRAME = re.compile(r"The following call raised this error:\s*\n\s*File \"(
 
 def export_error(e: BaseException) -> CompilationError:
     """The typed error for a trace failure: a branch on tensor data is its own class (see api.compile_module)."""
-    message = describe_export_error(e)
-    data_dependent = message.startswith("trace: the model branches on a value computed from tensor data")
-    return DataDependentBranchError(message) if data_dependent else CompilationError(message)
+    cls = DataDependentBranchError if _is_data_dependent(e) else CompilationError
+    return cls(describe_export_error(e))
+
+
+def _is_data_dependent(e: BaseException) -> bool:
+    return type(e).__name__ in ("GuardOnDataDependentSymNode", "DataDependentOutputException") or (
+        "data-dependent" in str(e)
+    )
 
 
 _LIBRARY_DIRS = tuple(
@@ -253,10 +258,7 @@ def describe_export_error(e: BaseException) -> str:
     message = str(e)
     m = _USER_FRAME.search(message)
     where = f" at {m.group(1)}:{m.group(2)} in {m.group(3)}: {m.group(4).strip()}" if m else _model_frame(e)
-    data_dependent = type(e).__name__ in ("GuardOnDataDependentSymNode", "DataDependentOutputException") or (
-        "data-dependent" in message
-    )
-    if data_dependent:
+    if _is_data_dependent(e):
         cond = re.search(r"data-dependent expression (.+?) \(", message)
         return (
             f"trace: the model branches on a value computed from tensor data{where}"
