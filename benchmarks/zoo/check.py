@@ -53,14 +53,15 @@ def to_float32(values: Any) -> Any:
 
 
 def compile_flexrt(entry: ZooModel, model: torch.nn.Module, dtype: torch.dtype, smoke: bool,
-                   device: torch.device) -> tuple[Any, float, dict[str, Any]]:
-    """flexrt.compile over the entry's ranges: the module, the build seconds and the partition summary."""
+                   device: torch.device, precision: torch.dtype | None = None) -> tuple[Any, float, dict[str, Any]]:
+    """flexrt.compile over the entry's ranges (inputs in `dtype`, engines in `precision`, default
+    `dtype`): the module, the build seconds and the partition summary."""
     import flexrt
 
     args, kwargs = entry.flexrt_inputs(dtype, smoke)
     start = time.perf_counter()
     compiled = flexrt.compile(model, ir="dynamo", arg_inputs=args, kwarg_inputs=kwargs or None,
-                              enabled_precisions={dtype}, device=str(device), **entry.options)
+                              enabled_precisions={precision or dtype}, device=str(device), **entry.options)
     seconds = time.perf_counter() - start
     segments: dict[str, Any] = {"engine": 0, "torch": 0, "engine_ops": 0, "torch_ops": 0, "torch_reasons": {}}
     for part in compiled_parts(compiled):  # a range split by flexrt: the segments of every part
@@ -113,6 +114,14 @@ def recheck_float32(entry: ZooModel, reference: torch.nn.Module, smoke: bool,
     whose random weights overflow float16 in eager too, where the float16 check cannot fail."""
     compiled, _, _ = compile_flexrt(entry, copy.deepcopy(reference), torch.float32, smoke, device)
     return check_shapes(entry, compiled, reference, torch.float32, smoke, device)
+
+
+def check_float32_weights_in(precision: torch.dtype, entry: ZooModel, model: torch.nn.Module, smoke: bool,
+                             device: torch.device) -> tuple[float, list[dict[str, Any]]]:
+    """Torch-TensorRT's usual form: the float32 model compiled with enabled_precisions={precision},
+    checked at the five shapes against itself in eager float32. The build seconds and the rows."""
+    compiled, seconds, _ = compile_flexrt(entry, model, torch.float32, smoke, device, precision=precision)
+    return seconds, check_shapes(entry, compiled, model, torch.float32, smoke, device)
 
 
 def fp32_reference(model: torch.nn.Module) -> torch.nn.Module:

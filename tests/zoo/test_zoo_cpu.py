@@ -50,16 +50,11 @@ def test_float32_weights_into_a_float16_engine(name: str) -> None:
     fills masks with its dtype's minimum (DeBERTa-v2). It is also BART's way around its float16
     overflow branch (docs/third_party_models.md)."""
     pytest.importorskip("transformers")
-    import flexrt
     from benchmarks.zoo import check
     from benchmarks.zoo.models import ZOO
 
-    entry = ZOO[name]
     torch.manual_seed(0)
-    model = entry.build(True).eval()
-    args, kwargs = entry.flexrt_inputs(torch.float32, True)
-    compiled = flexrt.compile(model, ir="dynamo", arg_inputs=args, kwarg_inputs=kwargs or None,
-                              enabled_precisions={torch.float16})
-    rows = check.check_shapes(entry, compiled, model, torch.float32, True, torch.device("cpu"))
+    model = ZOO[name].build(True).eval()
+    _, rows = check.check_float32_weights_in(torch.float16, ZOO[name], model, True, torch.device("cpu"))
     assert all(r["ok"] for r in rows), rows
     assert max(r["max_error"] for r in rows) > 0  # float16 arithmetic happened: not the float32 graph
