@@ -34,21 +34,40 @@ BACKEND_NAME = "flexrt"
 
 @dataclasses.dataclass(frozen=True)
 class _Role:
-    """What a dynamo placeholder is: a user tensor, a frozen weight, or a size of a user tensor."""
+    """What a dynamo placeholder is: a user tensor, a frozen weight, or a size of a user tensor.
 
-    kind: str  # "user" | "const" | "size"
+    A size that is no tensor input's (a length a previous piece of a split model computed) is read
+    off a carrier: an engine input of that length whose contents are never read.
+    """
+
+    kind: str  # "user" | "const" | "size" | "int" (a fixed number: index is its value)
     index: int = 0
     dim: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """How dynamo's placeholders and outputs map onto the engine's tensors."""
+
+    roles: list[_Role]
+    consts: list[torch.Tensor]
+    specs: list[Input]
+    user_positions: list[int]  # per engine input: the dynamo argument it comes from
+    carriers: frozenset[int]  # engine inputs made from a dynamo integer argument (a size carrier)
+    int_outputs: dict[int, sympy.Expr]  # graph outputs that are sizes: their value from the inputs' sizes
+    symbols: dict[sympy.Symbol, tuple[int, int]]  # symbol -> (engine input, dim) that holds it
 
 
 class _FrozenGraph(torch.nn.Module):
     """The dynamo graph as a module of the user's tensors only: weights become buffers, sizes are read
     off the tensors. This is what flexrt exports and compiles."""
 
-    def __init__(self, gm: torch.fx.GraphModule, roles: Sequence[_Role], consts: Sequence[torch.Tensor]) -> None:
+    def __init__(self, gm: torch.fx.GraphModule, roles: Sequence[_Role], consts: Sequence[torch.Tensor],
+                 int_outputs: Sequence[int] = ()) -> None:
         super().__init__()
         self.gm = gm
         self.roles = list(roles)
+        self.int_outputs = frozenset(int_outputs)
         for i, t in enumerate(consts):
             self.register_buffer(f"c{i}", t.detach(), persistent=False)
 
@@ -59,9 +78,14 @@ class _FrozenGraph(torch.nn.Module):
                 args.append(tensors[r.index])
             elif r.kind == "const":
                 args.append(getattr(self, f"c{r.index}"))
+            elif r.kind == "int":
+                args.append(r.index)
             else:
                 args.append(tensors[r.index].shape[r.dim])
-        return self.gm(*args)
+        out = self.gm(*args)
+        if self.int_outputs:  # sizes are computed by _CompiledGraph from the inputs' sizes, not by the engine
+            return tuple(o for i, o in enumerate(out) if i not in self.int_outputs)
+        return out
 
 
 def _source_name(node: torch.fx.Node) -> str:
@@ -105,12 +129,13 @@ def _dim_range(size: Any) -> tuple[int, int] | None:
     return lo, min(hi, UNBOUNDED)
 
 
-def _plan(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> tuple[list[_Role], list[torch.Tensor], list[Input], list[int]]:
+def _plan(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> _Plan:
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     roles: list[_Role] = []
     consts: list[torch.Tensor] = []
     specs: list[Input] = []
     user_positions: list[int] = []
+    carriers: set[int] = set()
     symbol_at: dict[sympy.Expr, tuple[int, int]] = {}
     pending: list[tuple[int, Any]] = []
     for pos, (node, value) in enumerate(zip(placeholders, example_inputs)):
@@ -132,10 +157,21 @@ def _plan(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> tuple[list
             roles.append(_Role("user", k))
             user_positions.append(pos)
         else:
-            pending.append((len(roles), fake))
+            pending.append((pos, fake))
             roles.append(_Role("size"))
     for slot, fake in pending:
         expr = fake.node.expr if isinstance(fake, torch.SymInt) else None
+        if expr is not None and expr.is_number:  # a number dynamo specialised (a batch of 1) but still passes
+            roles[slot] = _Role("int", int(expr))
+            continue
+        if expr is not None and expr not in symbol_at and isinstance(expr, sympy.Symbol):
+            symbol_at[expr] = (len(specs), 0)  # a size no tensor input has: carried by a tensor of that length
+            hint = _hint(example_inputs[slot])
+            lo, hi = _dim_range(fake) or (hint, hint)
+            specs.append(Input(min_shape=[lo], opt_shape=[min(max(hint, lo), hi)], max_shape=[hi],
+                               dtype=torch.uint8, name=placeholders[slot].name))
+            carriers.add(len(user_positions))
+            user_positions.append(slot)
         if expr is None or expr not in symbol_at:
             raise CompilationError(
                 f"backend: graph input {placeholders[slot].name!r} is a Python number that is not a size of a tensor "
@@ -143,7 +179,33 @@ def _plan(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> tuple[list
             )
         k, d = symbol_at[expr]
         roles[slot] = _Role("size", k, d)
-    return roles, consts, specs, user_positions
+    return _Plan(roles, consts, specs, user_positions, frozenset(carriers), _int_outputs(gm, symbol_at),
+                 {e: kd for e, kd in symbol_at.items() if isinstance(e, sympy.Symbol)})
+
+
+def _hint(value: Any) -> int:
+    """A dynamo integer input's example value, without int() on a SymInt (that would guard on it and
+    specialise the graph to this one value)."""
+    return int(value.node.hint) if isinstance(value, torch.SymInt) else int(value)
+
+
+def _int_outputs(gm: torch.fx.GraphModule, symbol_at: Mapping[sympy.Expr, tuple[int, int]]) -> dict[int, sympy.Expr]:
+    """Graph outputs that are integers (a size the next piece of a split model needs), as expressions in
+    the inputs' sizes: an engine returns tensors only."""
+    (out,) = gm.graph.find_nodes(op="output")
+    found: dict[int, sympy.Expr] = {}
+    for i, node in enumerate(out.args[0] if isinstance(out.args[0], (tuple, list)) else ()):
+        value = node.meta.get("example_value") if isinstance(node, torch.fx.Node) else node
+        if isinstance(value, (torch.SymInt, int)) and not isinstance(value, bool):
+            expr = value.node.expr if isinstance(value, torch.SymInt) else sympy.Integer(value)
+            unknown = [s for s in expr.free_symbols if s not in symbol_at]
+            if unknown:
+                raise CompilationError(
+                    f"backend: graph output {i} is the number {expr}, which is not a function of the inputs' sizes "
+                    f"({', '.join(map(str, unknown))} is computed from tensor data); flexrt engines return tensors"
+                )
+            found[i] = expr
+    return found
 
 
 class _InferenceOnly(torch.autograd.Function):
@@ -170,12 +232,14 @@ class _CompiledGraph:
     by the identity of their weight tensors (nothing is rebuilt). A weight changed in place is an error.
     """
 
-    def __init__(self, module: Any, user_positions: list[int], consts: list[torch.Tensor], const_positions: list[int],
-                 frozen: _FrozenGraph) -> None:
+    def __init__(self, module: Any, plan: _Plan, frozen: _FrozenGraph, device: torch.device) -> None:
         self.module = module
-        self.user_positions = user_positions
-        self.const_positions = const_positions
+        self.plan = plan
+        self.user_positions = plan.user_positions
+        self.const_positions = [i for i, r in enumerate(plan.roles) if r.kind == "const"]
         self.frozen = frozen
+        self.device = device
+        consts = plan.consts
         self.by_weights: list[tuple[list[torch.Tensor], list[int], Any]] = [(list(consts), [c._version for c in consts], module)]
         # weights that require grad, compiled under grad mode: outputs must refuse backward loudly
         self.anchor = next((c for c in consts if c.requires_grad), None) if torch.is_grad_enabled() else None
@@ -191,15 +255,32 @@ class _CompiledGraph:
                 return module
         from flexrt.refit import refit_module_weights
 
-        new = _FrozenGraph(self.frozen.gm, self.frozen.roles, weights).eval()
+        new = _FrozenGraph(self.frozen.gm, self.frozen.roles, weights, self.frozen.int_outputs).eval()
         module = refit_module_weights(self.module, new, in_place=False)
         self.by_weights.append((list(weights), [w._version for w in weights], module))
         logger.info("flexrt backend: the graph runs another module's weights: refitted copy %d", len(self.by_weights))
         return module
 
+    def _inputs(self, args: Sequence[Any]) -> list[torch.Tensor]:
+        if not self.plan.carriers:
+            return [args[p] for p in self.user_positions]
+        return [torch.empty(int(args[p]), dtype=torch.uint8, device=self.device) if k in self.plan.carriers else args[p]
+                for k, p in enumerate(self.user_positions)]
+
+    def _with_int_outputs(self, inputs: Sequence[torch.Tensor], out: Any) -> Any:
+        """Put back the size outputs the engine does not compute, evaluated from the inputs' sizes."""
+        values = {sym: int(inputs[k].shape[d]) for sym, (k, d) in self.plan.symbols.items()}
+        tensors = iter(out)
+        n = len(self.plan.int_outputs) + len(out)
+        return tuple(int(self.plan.int_outputs[i].xreplace(values)) if i in self.plan.int_outputs else next(tensors)
+                     for i in range(n))
+
     def __call__(self, *args: Any) -> Any:
         module = self._module_for([args[p] for p in self.const_positions])
-        out = module(*[args[p] for p in self.user_positions])
+        inputs = self._inputs(args)
+        out = module(*inputs)
+        if self.plan.int_outputs:
+            out = self._with_int_outputs(inputs, out)
         if self.anchor is not None and torch.is_grad_enabled():
             flat, spec = torch.utils._pytree.tree_flatten(out)
             tensors = [i for i, t in enumerate(flat) if isinstance(t, torch.Tensor)]
@@ -277,8 +358,9 @@ def flexrt_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], opti
     device = tensors[0].device if tensors else None
     settings, runtime = parse_options(options, device=device)
     try:
-        roles, consts, specs, user_positions = _plan(gm, example_inputs)
-        frozen = _FrozenGraph(gm, roles, consts).eval()
+        inputs = _plan(gm, example_inputs)
+        specs = inputs.specs
+        frozen = _FrozenGraph(gm, inputs.roles, inputs.consts, inputs.int_outputs).eval()
         names = [s.name or f"in{i}" for i, s in enumerate(specs)]
         flat = FlatInputs(tuple(specs), {}, names, specs)
         # build outside dynamo's tracing context: its fake mode must not leak into export/Inductor
@@ -292,9 +374,8 @@ def flexrt_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], opti
             return gm.forward
         raise
     module = CompiledModule(engine, CompilerFallback(traced, settings, lowered, plan))
-    const_positions = [i for i, r in enumerate(roles) if r.kind == "const"]
     logger.info("flexrt backend: built an engine for a graph of %d inputs, profile %s", len(specs), profiles[0])
-    return _CompiledGraph(module, user_positions, consts, const_positions, frozen)
+    return _CompiledGraph(module, inputs, frozen, settings.device)
 
 
 def register() -> None:
@@ -336,12 +417,17 @@ class TorchCompiledModule(torch.nn.Module):
             for t, spec in pairs:
                 if isinstance(t, torch.Tensor) and spec.range.rank == t.dim():
                     for d in spec.range.dynamic_dims:
-                        torch._dynamo.mark_dynamic(t, d, min=spec.range.min[d], max=spec.range.max[d])
+                        if not self.dynamic or t.shape[d] > 1:  # dynamic=True specialises 0 and 1 (below)
+                            torch._dynamo.mark_dynamic(t, d, min=spec.range.min[d], max=spec.range.max[d])
             self._marked = True
-        # batch 1 runs in the graph of a range that starts at 1 (see size_oblivious); with dynamic=True,
-        # Python floats stay constants (dynamo would pass an attention scale as a tensor to `.item()`)
-        floats = torch._dynamo.config.patch(specialize_float=True) if self.dynamic else contextlib.nullcontext()
-        with size_oblivious(), floats:
+        # batch 1 runs in the graph of a range that starts at 1 (see size_oblivious). Not with dynamic=True:
+        # every dim of every graph is symbolic there, and a size-1 broadcast dim (an attention mask's heads)
+        # must stay 1; sizes 1 then get their own graphs. Python floats stay constants (dynamo would pass
+        # an attention scale as a tensor to `.item()`)
+        if self.dynamic:
+            with torch._dynamo.config.patch(specialize_float=True):
+                return self.compiled(*args, **kwargs)
+        with size_oblivious():
             return self.compiled(*args, **kwargs)
 
 

@@ -36,13 +36,17 @@ def compile_with_graph_breaks(
     )
     # dynamic=True: a tensor one piece hands the next keeps symbolic dims there; left static, a dim it
     # shares with a marked input is specialised and fails as a constraint violation (a stack of layers
-    # each split at a branch; BART's encoder output against the decoder's batch)
+    # each split at a branch; BART's encoder output against the decoder's batch). Sizes 1 specialise
+    # as dynamo does (a mask's broadcast dim must stay 1), so a range reaching 1 gets its own graphs,
+    # built here at the min shapes rather than at the user's first such call.
     compiled = compile_with_torch_compile(module, arg_inputs=list(flat.args), kwarg_inputs=flat.kwargs or None,
                                           dynamic=True, **options)
-    args, kwargs = example_inputs(flat, settings.device)
+    reaches_one = any(spec.range.min[d] <= 1 for spec in flat.specs for d in spec.range.dynamic_dims)
     try:
         with torch.no_grad():
-            compiled(*args, **kwargs)
+            for at_min in (False, True) if reaches_one else (False,):
+                args, kwargs = example_inputs(flat, settings.device, at_min=at_min)
+                compiled(*args, **kwargs)
     except (FlexrtError, RuntimeError, AssertionError, TypeError, ValueError) as e:
         head = (str(e).strip().splitlines() or [type(e).__name__])[0][:400]
         raise DataDependentBranchError(

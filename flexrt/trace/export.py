@@ -160,12 +160,15 @@ def trace_hint(spec_range: ShapeRange, dim: int) -> int:
     return min(max(opt, 2), hi) if hi >= 2 else opt
 
 
-def example_inputs(flat: FlatInputs, device: torch.device) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Random tensors at each spec's trace hint (opt, >= 2 on dynamic dims), in the user's structure."""
+def example_inputs(flat: FlatInputs, device: torch.device, at_min: bool = False) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Random tensors at each spec's trace hint (opt, >= 2 on dynamic dims), or at its min shape, in the
+    user's structure."""
     it = iter(flat.specs)
 
     def make(_leaf: Any) -> torch.Tensor:
         spec = next(it)
+        if at_min:
+            return random_tensor(list(spec.range.min), spec.dtype, device, spec.format, spec.tensor_domain)
         shape = [trace_hint(spec.range, d) if d in spec.range.dynamic_dims else spec.range.opt[d] for d in range(spec.range.rank)]
         return random_tensor(shape, spec.dtype, device, spec.format, spec.tensor_domain)
 

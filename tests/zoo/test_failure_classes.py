@@ -215,6 +215,48 @@ def test_data_dependent_branch_compiles_in_pieces(caplog: pytest.LogCaptureFixtu
         flexrt.compile(model, inputs=[spec], require_full_compilation=True)
 
 
+class BranchBetweenSizes(nn.Module):
+    """BART's encoder layer in small: lengths read before a branch on tensor data and used after it,
+    a mask with a broadcast dim of 1, and a length returned beside the tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, int]:
+        batch, n = x.shape[:2]
+        keep = mask[:, None, :, None].to(x.dtype)  # (batch, 1, n, 1)
+        h = self.a(x)
+        if not torch.isfinite(h).all():
+            h = torch.nan_to_num(h, posinf=100.0, neginf=-100.0)
+        h = self.b(h).reshape(batch, 1, n, 8) * keep
+        return h.sum(1), n * 2
+
+
+def test_pieces_pass_sizes_across_the_branch_and_build_every_graph_at_compile() -> None:
+    """In pieces (hf_bart in float16), a piece took a length whose tensor it does not receive ("a Python
+    number that is not a size of a tensor input"), returned one (KeyError 'sym_size_int'), a broadcast
+    dim of 1 was made symbolic (fake-tensor error in attention), and batch 1 recompiled at the user's call.
+    Now every graph for the range is built by flexrt.compile; no call in the range compiles again."""
+    from torch._dynamo.utils import counters
+
+    model = BranchBetweenSizes().eval()
+    specs = [In((1, 2, 8), (3, 6, 8), (4, 9, 8)), In((1, 2), (3, 6), (4, 9), dtype=torch.int64)]
+    compiled = flexrt.compile(model, inputs=specs)
+    graphs = counters["stats"]["unique_graphs"]
+    for batch, n in ((1, 2), (1, 7), (2, 5), (3, 6), (4, 9), (2, 2)):
+        for overflow in (False, True):
+            x, mask = torch.randn(batch, n, 8), torch.randint(0, 2, (batch, n))
+            if overflow:
+                x[0, 0] = 1e38
+            with torch.no_grad():
+                out, length = compiled(x, mask)
+                ref, ref_length = model(x, mask)
+            torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4, msg=f"batch {batch} n {n}")
+            assert length == ref_length and type(length) is int
+    assert counters["stats"]["unique_graphs"] == graphs, "a call inside the compiled range compiled a new graph"
+
+
 class SqueezeBatch(nn.Module):
     """Drops the batch dim when it is 1: really different at the small end."""
 
