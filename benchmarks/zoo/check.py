@@ -58,7 +58,10 @@ def compile_flexrt(entry: ZooModel, model: torch.nn.Module, dtype: torch.dtype, 
     `dtype`): the module, the build seconds and the partition summary."""
     import flexrt
 
+    from torch._dynamo.utils import counters
+
     args, kwargs = entry.flexrt_inputs(dtype, smoke)
+    graphs = counters["stats"]["unique_graphs"]
     start = time.perf_counter()
     compiled = flexrt.compile(model, ir="dynamo", arg_inputs=args, kwarg_inputs=kwargs or None,
                               enabled_precisions={precision or dtype}, device=str(device), **entry.options)
@@ -72,6 +75,8 @@ def compile_flexrt(entry: ZooModel, model: torch.nn.Module, dtype: torch.dtype, 
                 segments["torch_reasons"].update(seg.reasons)
     if hasattr(compiled, "parts"):
         segments["range_split"] = compiled.report.splitlines()[0]
+    if not compiled_parts(compiled):  # compiled in pieces at a data-dependent branch: one engine per dynamo graph
+        segments["pieces"] = counters["stats"]["unique_graphs"] - graphs
     return compiled, seconds, segments
 
 

@@ -77,7 +77,7 @@ def table(results: list[dict[str, Any]]) -> str:
         cells = [
             r["model"], r.get("family", ""), r.get("status", ""), r.get("error_class", ""),
             f"{r['build_seconds']:.0f}" if "build_seconds" in r else "",
-            f"{seg.get('engine', '')}/{seg.get('torch', '')}" if seg else "",
+            (f"{seg['pieces']} pieces" if "pieces" in seg else f"{seg.get('engine', '')}/{seg.get('torch', '')}") if seg else "",
             (f"{r['max_error']:.1e}" + (f" ({r['eager_fp16_error']:.1e})" if r.get("eager_fp16_error") else ""))
             if isinstance(r.get("max_error"), float) else "",
         ]

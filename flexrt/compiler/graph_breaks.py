@@ -48,8 +48,9 @@ def compile_with_graph_breaks(
                 args, kwargs = example_inputs(flat, settings.device, at_min=at_min)
                 compiled(*args, **kwargs)
     except (FlexrtError, RuntimeError, AssertionError, TypeError, ValueError) as e:
-        head = (str(e).strip().splitlines() or [type(e).__name__])[0][:400]
+        cause = getattr(e, "inner_exception", None) or e  # dynamo's BackendCompilerFailed wraps flexrt's error
+        head = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:400]
         raise DataDependentBranchError(
-            f"{error}\nCompiling it in pieces at the branch (ir='torch_compile') failed too: {type(e).__name__}: {head}"
+            f"{error}\nCompiling it in pieces at the branch (ir='torch_compile') failed too: {type(cause).__name__}: {head}"
         ) from e
     return compiled

@@ -215,6 +215,20 @@ def test_data_dependent_branch_compiles_in_pieces(caplog: pytest.LogCaptureFixtu
         flexrt.compile(model, inputs=[spec], require_full_compilation=True)
 
 
+def test_pieces_failing_too_name_flexrt_s_own_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the pieces fail as well, the error said only "BackendCompilerFailed: backend='flexrt'
+    raised:" (Faster R-CNN on the H200); it now carries the error flexrt raised inside dynamo."""
+    import flexrt.backend
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise flexrt.errors.InputSpecError("input 'l_x_' dim 0: a reason only the piece knows")
+
+    monkeypatch.setattr(flexrt.backend, "trace", refuse)
+    torch._dynamo.reset()
+    with pytest.raises(DataDependentBranchError, match=r"failed too: InputSpecError: input 'l_x_' dim 0: a reason only"):
+        flexrt.compile(OverflowClamp().eval(), inputs=[In((1, 16), (4, 16), (8, 16))])
+
+
 class BranchBetweenSizes(nn.Module):
     """BART's encoder layer in small: lengths read before a branch on tensor data and used after it,
     a mask with a broadcast dim of 1, and a length returned beside the tensor."""
