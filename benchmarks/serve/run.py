@@ -53,11 +53,15 @@ def _replica_stats(url: str, name: str, replicas: int) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
-def _stats(url: str, name: str, replicas: int) -> dict[str, Any]:
-    """Requests and model calls summed over the replicas."""
-    every = _replica_stats(url, name, replicas)
-    keys = ("requests", "calls", "answered", "replica_ms", "queue_ms", "model_ms")
-    return {**{k: sum(s.get(k, 0) for s in every) for k in keys}, "seen": len(every)}
+def _stats(url: str, name: str, replicas: int) -> dict[str, dict[str, Any]]:
+    """Each replica's counters, by replica id."""
+    return {s.get("replica_id", "?"): s for s in _replica_stats(url, name, replicas)}
+
+
+def _delta(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]], key: str) -> float:
+    """A counter's growth summed over the replicas seen both times (a replica seen only once, when Ray
+    routed every /stats GET to the other, would otherwise count its whole history, or minus it)."""
+    return sum(after[r].get(key, 0) - before[r].get(key, 0) for r in after if r in before)
 
 
 def _nvidia_smi() -> str | None:
@@ -210,14 +214,15 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
                                             args.max_requests, seed=int(rate * 1000), timeout=args.timeout_s)
             after = _stats(url, name, args.replicas)
             summary = load.summarize(outcomes, wall, rate)
-            served = after["requests"] - before["requests"]
-            summary["calls_per_request"] = (after["calls"] - before["calls"]) / served if served else float("nan")
+            served = _delta(before, after, "requests")
+            summary["calls_per_request"] = _delta(before, after, "calls") / served if served else float("nan")
+            summary["stats_replicas"] = len(set(before) & set(after))  # replicas whose counters these sums cover
             # where a request's time went, per answered request: in the replica (parse, batch queue, model
             # calls, encode) and, of that, queued and in model calls; the client's mean minus replica_ms is
             # the HTTP proxy and Ray's transport
-            answered = after["answered"] - before["answered"]
+            answered = _delta(before, after, "answered")
             for key in ("replica_ms", "queue_ms", "model_ms"):
-                summary[f"{key}_per_request"] = (after[key] - before[key]) / answered if answered else float("nan")
+                summary[f"{key}_per_request"] = _delta(before, after, key) / answered if answered else float("nan")
             ok = [o.latency_s for o in outcomes if o.status == 200]
             summary["client_mean_ms"] = 1000 * sum(ok) / len(ok) if ok else float("nan")
             entry["rates"].append(summary)

@@ -4,8 +4,10 @@ Deploys, one after the other on a local Ray (127.0.0.1): `echo` (a FastAPI ingre
 fixed v2 response without parsing or running anything), `nobatch` and `batch` (flexrt serve over a
 one-linear CPU artifact), and drives each with the serving benchmark's open-loop load at 100, 200 and
 400 requests/s for 3 s. If `echo` saturates where flexrt does, the ceiling is Ray's, not the replica's.
+With `image`, requests are ResNet-50's (1x3x224x224 float32, 602 KB in the v2 binary extension), the
+artifact pools and projects them (no real compute), and the rates are 100..800/s.
 
-    python -m research.probes.serve_floor echo nobatch batch
+    python -m research.probes.serve_floor echo nobatch batch [image]
 """
 
 # No `from __future__ import annotations`: FastAPI reads Echo's route annotations at run time.
@@ -26,7 +28,7 @@ import flexrt
 from benchmarks.serve import load
 from flexrt.serving.application import build_app
 from flexrt.serving.config import ServeConfig
-from flexrt.serving.protocol import encode_request
+from flexrt.serving.protocol import encode_binary_request, encode_request
 
 PORT = 8111
 api = FastAPI()
@@ -41,22 +43,30 @@ class Echo:
         return JSONResponse({"outputs": [{"name": "y", "datatype": "FP32", "shape": [1, 8], "data": [0.0] * 8}]})
 
 
-def artifact(folder: str) -> str:
+def artifact(folder: str, image: bool) -> str:
     path = os.path.join(folder, "linear.ep")
-    spec = [flexrt.Input(min_shape=(1, 16), opt_shape=(4, 16), max_shape=(16, 16), name="x")]
-    model = torch.nn.Sequential(torch.nn.Linear(16, 8)).eval()
+    rest = (3, 224, 224) if image else (16,)
+    spec = [flexrt.Input(min_shape=(1, *rest), opt_shape=(4, *rest), max_shape=(16, *rest), name="x")]
+    head = [torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 8)] if image else [torch.nn.Linear(16, 8)]
+    model = torch.nn.Sequential(*head).eval()
     flexrt.save(flexrt.compile(model, ir="dynamo", arg_inputs=spec, device="cpu"), path, arg_inputs=spec)
     return path
 
 
 def main(variants: list[str]) -> None:
+    image = "image" in variants
+    variants = [v for v in variants if v != "image"]
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)  # replicas import this
-    path = artifact(tempfile.mkdtemp())
+    path = artifact(tempfile.mkdtemp(), image)
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": PORT})
-        bodies = [(json.dumps(encode_request({"x": torch.rand(1, 16)})).encode(), "1x16", None)]
+        if image:
+            data, header = encode_binary_request({"x": torch.rand(1, 3, 224, 224)})
+            bodies = [(data, "1x3x224x224", header)]
+        else:
+            bodies = [(json.dumps(encode_request({"x": torch.rand(1, 16)})).encode(), "1x16", None)]
         for variant in variants:
             if variant == "echo":
                 serve.run(Echo.bind(), name="v", route_prefix="/", blocking=False)
@@ -66,7 +76,7 @@ def main(variants: list[str]) -> None:
                                                    **batching})
                 serve.run(build_app(config), name="v", route_prefix="/", blocking=False)
             time.sleep(2)
-            for rate in (100, 200, 400):
+            for rate in (100, 200, 400, 800) if image else (100, 200, 400):
                 outcomes, wall = load.open_loop(f"http://127.0.0.1:{PORT}/v2/models/m/infer", bodies, rate, 3.0, 5000,
                                                 seed=rate, timeout=10)
                 s = load.summarize(outcomes, wall, rate)
