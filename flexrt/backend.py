@@ -239,10 +239,10 @@ class _CompiledGraph:
         self.const_positions = [i for i, r in enumerate(plan.roles) if r.kind == "const"]
         self.frozen = frozen
         self.device = device
-        consts = plan.consts
-        self.by_weights: list[tuple[list[torch.Tensor], list[int], Any]] = [(list(consts), [c._version for c in consts], module)]
+        self.by_weights: list[tuple[list[torch.Tensor], list[int], Any]] = [
+            (list(plan.consts), [c._version for c in plan.consts], module)]
         # weights that require grad, compiled under grad mode: outputs must refuse backward loudly
-        self.anchor = next((c for c in consts if c.requires_grad), None) if torch.is_grad_enabled() else None
+        self.anchor = next((c for c in plan.consts if c.requires_grad), None) if torch.is_grad_enabled() else None
 
     def _module_for(self, weights: list[Any]) -> Any:
         for consts, versions, module in self.by_weights:
@@ -262,6 +262,7 @@ class _CompiledGraph:
         return module
 
     def _inputs(self, args: Sequence[Any]) -> list[torch.Tensor]:
+        """The engine's inputs from dynamo's arguments; a carried size becomes a tensor of that length."""
         if not self.plan.carriers:
             return [args[p] for p in self.user_positions]
         return [torch.empty(int(args[p]), dtype=torch.uint8, device=self.device) if k in self.plan.carriers else args[p]
