@@ -58,6 +58,24 @@ def test_dims_the_model_ties_are_merged():
     assert isinstance(x0, sympy.Symbol) and x0 == y0
 
 
+def test_tied_dims_are_found_in_one_export(monkeypatch):
+    """A padding mask ties its dims to the ids': torch.export finds the tie in the first export
+    (Dim.DYNAMIC per axis) instead of failing once and being exported again with merged Dims."""
+    calls = []
+    export = torch.export.export
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("dynamic_shapes"))
+        return export(*args, **kwargs)
+
+    monkeypatch.setattr(torch.export, "export", counting)
+    specs = [flexrt.Input(min_shape=(1, 2, 3), opt_shape=(2, 5, 3), max_shape=(8, 9, 3), name=n) for n in "xy"]
+    traced = trace(Add(), normalize_inputs(Add().forward, specs), torch.device("cpu"))
+    assert len(calls) == 1
+    (x0, x1, _), (y0, y1, _) = (b.dims for b in traced.inputs)
+    assert (x0, x1) == (y0, y1) and traced.symbol_ranges[x0] == (1, 8) and traced.symbol_ranges[x1] == (2, 9)
+
+
 def test_tied_dims_with_different_ranges_are_an_error():
     specs = [
         flexrt.Input(min_shape=(1, 3), opt_shape=(2, 3), max_shape=(8, 3), name="x"),
