@@ -21,10 +21,12 @@ def stats() -> dict[str, int]:
     return dict(_stats)
 
 
-def get(key: str, cache_dir: str | None) -> bytes | None:
+def get(key: str, cache_dir: str | None, count: bool = True) -> bytes | None:
+    """The blob stored under `key`, from memory or the cache directory; `count=False` for lookups that
+    are not engine builds (a segment's engine key) and stay out of the hit/miss counts."""
     with _lock:
         if key in _memory:
-            _stats["hits"] += 1
+            _stats["hits"] += count
             return _memory[key]
     if cache_dir:
         path = os.path.join(cache_dir, key + ".engine")
@@ -38,11 +40,11 @@ def get(key: str, cache_dir: str | None) -> bytes | None:
             if hashlib.sha256(data).hexdigest() == digest:
                 with _lock:
                     _memory[key] = data
-                    _stats["hits"] += 1
+                    _stats["hits"] += count
                 return data
             logger.warning("engine cache: %s is corrupt; rebuilding it", path)
     with _lock:
-        _stats["misses"] += 1
+        _stats["misses"] += count
     return None
 
 

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import operator
 import os
 import re
 import tempfile
@@ -280,9 +281,45 @@ def _quiet_leafspec() -> Any:
         yield
 
 
-def compile_engine(ep: ExportedProgram, settings: CompileSettings, label: str) -> EngineBinary:
-    """AOTInductor-compile one exported segment (or take it from the engine cache)."""
+def segment_key(module: torch.fx.GraphModule, examples: Sequence[Any], symbols: Mapping[sympy.Symbol, SymbolRange],
+                oblivious: bool, settings: CompileSettings) -> str:
+    """Content hash of what a segment's export is made from (its code, constants, example shapes,
+    the profile's ranges): with an engine already cached for it, the export is skipped too."""
+    h = hashlib.sha256()
+    parts = [
+        "flexrt-segment-1", __version__, torch.__version__, _device_key(settings.device),
+        repr(sorted(inductor_configs(settings).items())),
+        f"tf32={not settings.disable_tf32}", f"oblivious={oblivious}", module.code,
+        repr(sorted((str(k), (v.lo, v.hint, v.hi)) for k, v in symbols.items())),
+        repr([(tuple(t.shape), str(t.dtype), tuple(t.stride())) if isinstance(t, torch.Tensor) else repr(t) for t in examples]),
+    ]
+    for p in parts:
+        h.update(p.encode())
+        h.update(b"\0")
+    for node in module.graph.find_nodes(op="get_attr"):
+        value = operator.attrgetter(str(node.target))(module)
+        if isinstance(value, torch.Tensor):
+            h.update(f"{node.target}:{value.dtype}:{tuple(value.shape)}".encode())
+            h.update(_tensor_bytes(value))
+    return h.hexdigest()
+
+
+def cached_engine(segment: str, settings: CompileSettings, label: str) -> EngineBinary | None:
+    """The engine cached for a segment key (see segment_key), without exporting the segment."""
+    key = cache.get(segment, settings.cache_dir, count=False)
+    blob = cache.get(key.decode("ascii"), settings.cache_dir) if key else None
+    if blob is None:
+        return None
+    logger.info("engine %s: reused from cache (%s), no re-export", label, key.decode("ascii")[:12])
+    return EngineBinary.from_bytes(blob)
+
+
+def compile_engine(ep: ExportedProgram, settings: CompileSettings, label: str, segment: str | None = None) -> EngineBinary:
+    """AOTInductor-compile one exported segment (or take it from the engine cache); `segment` (its
+    segment_key) is remembered as leading to this engine."""
     key = engine_key(ep, settings)
+    if segment is not None:
+        cache.put(segment, key.encode("ascii"), settings.cache_dir)
     blob = cache.get(key, settings.cache_dir)
     if blob is not None:
         logger.info("engine %s: reused from cache (%s)", label, key[:12])

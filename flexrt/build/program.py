@@ -13,7 +13,7 @@ import sympy
 import torch
 import torch.utils._pytree as pytree
 
-from flexrt.build.inductor import SymbolRange, compile_engine, export_segment
+from flexrt.build.inductor import SymbolRange, cached_engine, compile_engine, export_segment, segment_key
 from flexrt.errors import CompilationError, InputSpecError
 from flexrt.ir import ProgramState, SegmentState, TensorSpec
 from flexrt.ir.names import output_names
@@ -106,16 +106,21 @@ def build_program(
         with torch.no_grad():
             outs = seg.module(*ins)
         env.update(zip(seg.outputs, outs))
+        state = SegmentState(seg.kind, seg.inputs, seg.outputs, seg.ops, dict(seg.reasons))
+        key = segment_key(seg.module, ins, symbols, traced.size_oblivious, settings) if seg.kind == "engine" else None
+        label = f"segment {seg.index} profile {index} ({profile})"
+        if key is not None and (engine := cached_engine(key, settings, label)) is not None:
+            state.engine = engine  # built before for this very segment and profile: no export, no build
+            segments.append(state)
+            continue
         stage_started(logger, f"export segment {seg.index} profile {index}")
         ep = export_segment(seg.module, ins, symbols, traced.size_oblivious)
         stage_done(logger, f"export segment {seg.index} profile {index}", time.perf_counter() - start)
-        state = SegmentState(seg.kind, seg.inputs, seg.outputs, seg.ops, dict(seg.reasons))
         if seg.kind == "engine":
-            label = f"segment {seg.index} profile {index} ({profile})"
             start = time.perf_counter()
             stage_started(logger, f"engine {label}")
             try:
-                state.engine = compile_engine(ep, settings, label)
+                state.engine = compile_engine(ep, settings, label, segment=key)
                 stage_done(logger, f"engine segment {seg.index} profile {index}", time.perf_counter() - start)
             except CompilationError as e:
                 if settings.on_build_failure != "eager":

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from flexrt.build.inductor import SymbolRange, engine_key, export_segment
+from flexrt.build.inductor import SymbolRange, engine_key, export_segment, segment_key
 from flexrt.settings import build_settings
 
 
@@ -45,3 +45,57 @@ def test_ranges_weights_and_settings_each_change_the_key():
     with torch.no_grad():
         other.fc.weight[0, 0] += 1.0
     assert _key(other, 1, 16) != base  # one weight changed
+
+
+def _segment_key(model: torch.nn.Module, lo: int, hi: int, **options: object) -> str:
+    gm = torch.export.export(model, (torch.randn(4, 8),), dynamic_shapes=({0: torch.export.Dim("b", min=1, max=64)},)).module()
+    placeholder = next(n for n in gm.graph.nodes if n.op == "placeholder")
+    symbol = placeholder.meta["val"].shape[0].node.expr
+    return segment_key(gm, [torch.randn(4, 8)], {symbol: SymbolRange(lo, 4, hi)}, False,
+                       build_settings({"device": "cpu", **options}))
+
+
+def test_segment_key_covers_ranges_weights_and_settings():
+    """The key that lets a cached engine skip its segment's export changes with whatever the export
+    and the engine are made from, as the engine key does."""
+    torch.manual_seed(0)
+    model = _Mlp()
+    base = _segment_key(model, 1, 16)
+    assert _segment_key(model, 1, 16) == base
+    assert _segment_key(model, 1, 32) != base
+    assert _segment_key(model, 2, 16) != base
+    assert _segment_key(model, 1, 16, optimization_level=4) != base
+    assert _segment_key(model, 1, 16, _disabled_passes={"merge_common_subexpressions"}) != base
+    other = _Mlp()
+    other.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        other.fc.weight[0, 0] += 1.0
+    assert _segment_key(other, 1, 16) != base
+
+
+_WARM = """
+import logging, sys, torch, flexrt
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4)).eval()
+spec = flexrt.Input(min_shape=(1, 8), opt_shape=(4, 8), max_shape=(16, 8))
+compiled = flexrt.compile(model, ir="dynamo", inputs=[spec], cache_dir=sys.argv[1])
+for b in (1, 5, 16):
+    x = torch.randn(b, 8)
+    torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
+print("matched")
+"""
+
+
+def test_second_compile_in_a_new_process_skips_export_and_build(tmp_path):
+    """#19: with a warm engine cache, a new process's compile re-exported every segment only to hash
+    it; the segment's own key now finds the engine first."""
+    import subprocess
+    import sys
+
+    runs = [subprocess.run([sys.executable, "-c", _WARM, str(tmp_path)], capture_output=True, text=True, timeout=600)
+            for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0 and "matched" in r.stdout, r.stderr[-3000:]
+    assert "no re-export" not in runs[0].stdout and "export segment 0" in runs[0].stdout
+    assert "no re-export" in runs[1].stdout and "export segment 0" not in runs[1].stdout, runs[1].stdout[-3000:]
