@@ -112,17 +112,22 @@ def _training_ops(gm: torch.fx.GraphModule) -> list[str]:
     return found
 
 
+def _expr(size: torch.SymInt) -> sympy.Expr:
+    """A size's expression after what dynamo learned tracing the whole graph: a symbol it specialised
+    later (a guard `s == 15`) is that number, one it found equal to another is the other."""
+    return size.node.shape_env.replace(size.node.expr)
+
+
 def _dim_range(size: Any) -> tuple[int, int] | None:
     """(lo, hi) of a symbolic size from dynamo's shape env; None when static."""
     if not isinstance(size, torch.SymInt):
         return None
-    expr = size.node.expr
+    expr = _expr(size)
     if expr.is_number:
         return None
-    env = size.node.shape_env
     from torch.utils._sympy.value_ranges import bound_sympy
 
-    vr = bound_sympy(expr, env.var_to_range)
+    vr = bound_sympy(expr, size.node.shape_env.var_to_range)
     lo, hi = max(finite_or(vr.lower, 0), 0), finite_or(vr.upper, UNBOUNDED)
     if lo == 2:  # dynamo reports a backed size's lower bound as 2 even when mark_dynamic(min=1) admits 1
         lo = 1
@@ -151,7 +156,7 @@ def _plan(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> _Plan:
                 r = _dim_range(size)
                 if r is not None:
                     lo[d], hi[d] = r
-                    symbol_at.setdefault(size.node.expr, (k, d))
+                    symbol_at.setdefault(_expr(size), (k, d))
             specs.append(Input(min_shape=lo, opt_shape=[min(max(o, a), b) for o, a, b in zip(shape, lo, hi)],
                                max_shape=hi, dtype=value.dtype, name=node.name))
             roles.append(_Role("user", k))
@@ -160,7 +165,7 @@ def _plan(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> _Plan:
             pending.append((pos, fake))
             roles.append(_Role("size"))
     for slot, fake in pending:
-        expr = fake.node.expr if isinstance(fake, torch.SymInt) else None
+        expr = _expr(fake) if isinstance(fake, torch.SymInt) else None
         if expr is not None and expr.is_number:  # a number dynamo specialised (a batch of 1) but still passes
             roles[slot] = _Role("int", int(expr))
             continue
@@ -197,7 +202,7 @@ def _int_outputs(gm: torch.fx.GraphModule, symbol_at: Mapping[sympy.Expr, tuple[
     for i, node in enumerate(out.args[0] if isinstance(out.args[0], (tuple, list)) else ()):
         value = node.meta.get("example_value") if isinstance(node, torch.fx.Node) else node
         if isinstance(value, (torch.SymInt, int)) and not isinstance(value, bool):
-            expr = value.node.expr if isinstance(value, torch.SymInt) else sympy.Integer(value)
+            expr = _expr(value) if isinstance(value, torch.SymInt) else sympy.Integer(value)
             unknown = [s for s in expr.free_symbols if s not in symbol_at]
             if unknown:
                 raise CompilationError(

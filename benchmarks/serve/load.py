@@ -8,7 +8,8 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +43,9 @@ async def _one(session: object, url: str, body: Body, timeout: float) -> Outcome
         return Outcome(0, time.perf_counter() - start, shape)
 
 
-async def _run(url: str, bodies: Sequence[Body], rate: float, duration_s: float, max_requests: int,
-               seed: int, timeout: float) -> tuple[list[Outcome], float]:
-    import aiohttp
-
+async def _schedule(send: Callable[[int], Awaitable[Outcome]], rate: float, duration_s: float, max_requests: int,
+                    seed: int) -> tuple[list[Outcome], float]:
+    """Request i is sent at its Poisson arrival time whether or not earlier ones were answered."""
     rng = random.Random(seed)
     arrivals: list[float] = []
     t = 0.0
@@ -54,19 +54,25 @@ async def _run(url: str, bodies: Sequence[Body], rate: float, duration_s: float,
         if t > duration_s:
             break
         arrivals.append(t)
-    connector = aiohttp.TCPConnector(limit=1024)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        tasks = []
-        for i, at in enumerate(arrivals):
-            delay = t0 + at - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(_one(session, url, bodies[i % len(bodies)], timeout)))
-        outcomes = await asyncio.gather(*tasks)
-        wall = loop.time() - t0
-    return list(outcomes), wall
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    tasks = []
+    for i, at in enumerate(arrivals):
+        delay = t0 + at - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(send(i)))
+    outcomes = await asyncio.gather(*tasks)
+    return list(outcomes), loop.time() - t0
+
+
+async def _run(url: str, bodies: Sequence[Body], rate: float, duration_s: float, max_requests: int,
+               seed: int, timeout: float) -> tuple[list[Outcome], float]:
+    import aiohttp
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1024)) as session:
+        return await _schedule(lambda i: _one(session, url, bodies[i % len(bodies)], timeout), rate, duration_s,
+                               max_requests, seed)
 
 
 def open_loop(url: str, bodies: Sequence[Body], rate: float, duration_s: float, max_requests: int,
@@ -74,6 +80,32 @@ def open_loop(url: str, bodies: Sequence[Body], rate: float, duration_s: float, 
     """Send Poisson arrivals at `rate`/s for `duration_s` (at most `max_requests`); wait for every answer
     (each bounded by `timeout`). Returns the outcomes and the wall time from first send to last answer."""
     return asyncio.run(_run(url, bodies, rate, duration_s, max_requests, seed, timeout))
+
+
+async def _one_handle(handle: Any, inputs: Mapping[str, Any], shape: str, timeout: float) -> Outcome:
+    from flexrt.errors import InputSpecError
+
+    start = time.perf_counter()
+    try:
+        await asyncio.wait_for(handle.predict.remote(dict(inputs)), timeout)
+        return Outcome(200, time.perf_counter() - start, shape)
+    except asyncio.TimeoutError:
+        return Outcome(-1, time.perf_counter() - start, shape)
+    except Exception as e:  # noqa: BLE001 - Ray wraps the replica's error; a refused request is a 400
+        status = 400 if isinstance(getattr(e, "cause", None), InputSpecError) or isinstance(e, InputSpecError) else 0
+        return Outcome(status, time.perf_counter() - start, shape)
+
+
+def open_loop_handle(handle: Any, requests: Sequence[tuple[Mapping[str, Any], str]], rate: float, duration_s: float,
+                     max_requests: int, seed: int = 0, timeout: float = 60.0) -> tuple[list[Outcome], float]:
+    """The same open-loop load through Ray Serve's DeploymentHandle (`handle.predict.remote`): no HTTP
+    proxy, no JSON or binary encoding; what the replica and Ray's transport cost without them."""
+
+    async def run() -> tuple[list[Outcome], float]:
+        return await _schedule(lambda i: _one_handle(handle, *requests[i % len(requests)], timeout), rate, duration_s,
+                               max_requests, seed)
+
+    return asyncio.run(run())
 
 
 def summarize(outcomes: Sequence[Outcome], wall_s: float, rate: float) -> dict[str, float | int]:

@@ -17,11 +17,13 @@ def _f(x: Any, digits: int = 1) -> str:
 def write(result: dict[str, Any], out_dir: str) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
     replicas = result.get("replicas", 1)
-    stem = os.path.join(out_dir, result["model"] + (f"_r{replicas}" if replicas > 1 else "") + ("_smoke" if result.get("smoke") else ""))
+    via = "_handle" if result.get("via") == "handle" else ""
+    stem = os.path.join(out_dir, result["model"] + (f"_r{replicas}" if replicas > 1 else "") + via + ("_smoke" if result.get("smoke") else ""))
     with open(stem + ".json", "w") as f:
         json.dump(result, f, indent=1, default=str)
     lines = [
-        f"# flexrt serve: {result['model']} ({result['device']}, {replicas} replica{'s' if replicas > 1 else ''} per variant)",
+        f"# flexrt serve: {result['model']} ({result['device']}, {replicas} replica{'s' if replicas > 1 else ''} per variant"
+        f"{', load through a DeploymentHandle, no HTTP' if via else ''})",
         "",
         result["description"],
         "",

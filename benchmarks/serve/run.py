@@ -147,6 +147,7 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
             bodies.append((data, label, length))
         else:
             bodies.append((json.dumps(encode_request(r)).encode(), label, None))
+    handle_requests = [(r, "x".join(str(d) for d in next(iter(r.values())).shape)) for r in requests]
     with torch.inference_mode():
         reference = [model(*[torch.from_numpy(v).to(args.device) for v in r.values()]) for r in requests[:4]]
 
@@ -155,7 +156,7 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
         "torch": torch.__version__, "ray": ray.__version__, "compile_s": compile_s, "duration_s": args.duration_s,
         "max_batch_size": case.max_batch_size, "batch_wait_ms": args.batch_wait_ms, "batch_dims": list(case.batch_dims),
         "distinct_requests": len(bodies), "encoding": "binary" if binary else "json", "variants": [],
-        "replicas": args.replicas,
+        "replicas": args.replicas, "via": args.via,
     }
     port = args.port or _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -210,8 +211,13 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
                     "errors": 0, "timeouts": 0})
                 continue
             before = _stats(url, name, args.replicas)
-            outcomes, wall = load.open_loop(f"{url}/v2/models/{name}/infer", bodies, rate, args.duration_s,
-                                            args.max_requests, seed=int(rate * 1000), timeout=args.timeout_s)
+            if args.via == "handle":  # no HTTP proxy: Ray's DeploymentHandle straight to the replicas
+                outcomes, wall = load.open_loop_handle(serve.get_app_handle(f"bench-{variant}"), handle_requests, rate,
+                                                       args.duration_s, args.max_requests, seed=int(rate * 1000),
+                                                       timeout=args.timeout_s)
+            else:
+                outcomes, wall = load.open_loop(f"{url}/v2/models/{name}/infer", bodies, rate, args.duration_s,
+                                                args.max_requests, seed=int(rate * 1000), timeout=args.timeout_s)
             after = _stats(url, name, args.replicas)
             summary = load.summarize(outcomes, wall, rate)
             served = _delta(before, after, "requests")
@@ -254,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, default=None, help="total time; then the rest is skipped (default 540; smoke 110)")
     p.add_argument("--replicas", type=int, default=1, help="replicas per variant (one GPU each on CUDA)")
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--via", default="http", choices=("http", "handle"),
+                   help="send the load over HTTP (the v2 protocol through Ray's proxy) or through a DeploymentHandle")
     p.add_argument("--together", action="store_true",
                    help="deploy every variant at once (one route each) instead of one after another; smoke does")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "serve"))

@@ -89,8 +89,13 @@ class RuntimeGuard:
     source: str
 
     def holds(self, point: Mapping[sympy.Symbol, int]) -> bool:
-        value = self.expr.xreplace({s: sympy.Integer(v) for s, v in point.items()})
-        return bool(value) if value in (sympy.true, sympy.false) or isinstance(value, bool) else bool(sympy.simplify(value))
+        """Whether the guard is true at `point`; a guard that cannot be evaluated there (a division by a
+        size that is 0 at that point) does not hold: the program is not known to be valid there."""
+        try:
+            value = self.expr.xreplace({s: sympy.Integer(v) for s, v in point.items()})
+            return bool(value) if value in (sympy.true, sympy.false) or isinstance(value, bool) else bool(sympy.simplify(value))
+        except ArithmeticError:
+            return False
 
 
 def source_line(node: torch.fx.Node) -> str:

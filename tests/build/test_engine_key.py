@@ -3,6 +3,7 @@ settings and the versions (Torch-TensorRT once shipped a cache that ignored rang
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from flexrt.build.inductor import SymbolRange, engine_key, export_segment, segment_key
@@ -18,59 +19,46 @@ class _Mlp(torch.nn.Module):
         return torch.relu(self.fc(x))
 
 
-def _key(model: torch.nn.Module, lo: int, hi: int, **options: object) -> str:
+def _segment(model: torch.nn.Module) -> tuple[torch.fx.GraphModule, object]:
     gm = torch.export.export(model, (torch.randn(4, 8),), dynamic_shapes=({0: torch.export.Dim("b", min=1, max=64)},)).module()
     placeholder = next(n for n in gm.graph.nodes if n.op == "placeholder")
-    symbol = placeholder.meta["val"].shape[0].node.expr
+    return gm, placeholder.meta["val"].shape[0].node.expr
+
+
+def _key(model: torch.nn.Module, lo: int, hi: int, **options: object) -> str:
+    gm, symbol = _segment(model)
     ep = export_segment(gm, [torch.randn(4, 8)], {symbol: SymbolRange(lo, 4, hi)})
     return engine_key(ep, build_settings({"device": "cpu", **options}))
 
 
-def test_same_model_range_and_settings_give_the_same_key():
-    torch.manual_seed(0)
-    model = _Mlp()
-    assert _key(model, 1, 16) == _key(model, 1, 16)
-
-
-def test_ranges_weights_and_settings_each_change_the_key():
-    torch.manual_seed(0)
-    model = _Mlp()
-    base = _key(model, 1, 16)
-    assert _key(model, 1, 32) != base  # another max
-    assert _key(model, 2, 16) != base  # another min
-    assert _key(model, 1, 16, optimization_level=4) != base
-    assert _key(model, 1, 16, _disabled_passes={"merge_common_subexpressions"}) != base
-    other = _Mlp()
-    other.load_state_dict(model.state_dict())
-    with torch.no_grad():
-        other.fc.weight[0, 0] += 1.0
-    assert _key(other, 1, 16) != base  # one weight changed
-
-
 def _segment_key(model: torch.nn.Module, lo: int, hi: int, **options: object) -> str:
-    gm = torch.export.export(model, (torch.randn(4, 8),), dynamic_shapes=({0: torch.export.Dim("b", min=1, max=64)},)).module()
-    placeholder = next(n for n in gm.graph.nodes if n.op == "placeholder")
-    symbol = placeholder.meta["val"].shape[0].node.expr
+    """The key that lets a cached engine skip its segment's export."""
+    gm, symbol = _segment(model)
     return segment_key(gm, [torch.randn(4, 8)], {symbol: SymbolRange(lo, 4, hi)}, False,
                        build_settings({"device": "cpu", **options}))
 
 
-def test_segment_key_covers_ranges_weights_and_settings():
-    """The key that lets a cached engine skip its segment's export changes with whatever the export
-    and the engine are made from, as the engine key does."""
+@pytest.mark.parametrize("key", [_key, _segment_key], ids=["engine", "segment"])
+def test_same_model_range_and_settings_give_the_same_key(key):
     torch.manual_seed(0)
     model = _Mlp()
-    base = _segment_key(model, 1, 16)
-    assert _segment_key(model, 1, 16) == base
-    assert _segment_key(model, 1, 32) != base
-    assert _segment_key(model, 2, 16) != base
-    assert _segment_key(model, 1, 16, optimization_level=4) != base
-    assert _segment_key(model, 1, 16, _disabled_passes={"merge_common_subexpressions"}) != base
+    assert key(model, 1, 16) == key(model, 1, 16)
+
+
+@pytest.mark.parametrize("key", [_key, _segment_key], ids=["engine", "segment"])
+def test_ranges_weights_and_settings_each_change_the_key(key):
+    torch.manual_seed(0)
+    model = _Mlp()
+    base = key(model, 1, 16)
+    assert key(model, 1, 32) != base  # another max
+    assert key(model, 2, 16) != base  # another min
+    assert key(model, 1, 16, optimization_level=4) != base
+    assert key(model, 1, 16, _disabled_passes={"merge_common_subexpressions"}) != base
     other = _Mlp()
     other.load_state_dict(model.state_dict())
     with torch.no_grad():
         other.fc.weight[0, 0] += 1.0
-    assert _segment_key(other, 1, 16) != base
+    assert key(other, 1, 16) != base  # one weight changed
 
 
 _WARM = """

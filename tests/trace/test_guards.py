@@ -40,3 +40,16 @@ def test_max_pool_over_height_and_width_traces_without_a_parity_guard() -> None:
     model = Stem().eval()
     traced = trace(model, normalize_inputs(model.forward, [spec]), torch.device("cpu"))
     assert not [g for g in runtime_guards(traced.exported) if "Mod" in str(g.expr)]
+
+
+def test_a_guard_undefined_at_a_point_does_not_hold_there() -> None:
+    """Evaluating a run-time guard that divides by a size raised ZeroDivisionError out of the range
+    check (Faster R-CNN's pieces); at such a point the program is not known to be valid."""
+    import sympy
+
+    from flexrt.trace.guards import RuntimeGuard, counterexample
+
+    s = sympy.Symbol("s0", integer=True, positive=True)
+    guard = RuntimeGuard(sympy.Eq(sympy.Mod(12, s - 3), 0), "model.py:1")
+    assert guard.holds({s: 4}) and guard.holds({s: 6}) and not guard.holds({s: 3})
+    assert counterexample(guard, {s: (3, 6)}) == {s: 3}
