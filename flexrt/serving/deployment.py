@@ -214,10 +214,20 @@ class FlexrtDeployment:
     # -- DeploymentHandle path ---------------------------------------------------------------------
 
     async def predict(self, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """handle.predict.remote({name: tensor or array}) -> {output name: CPU tensor}; same checks and
-        batching as HTTP; raises flexrt's InputSpecError for a bad request."""
-        request = protocol.validate_tensors(inputs, self.signature)
-        return await self.run(request)
+        """handle.predict.remote({name: tensor or array}) -> {output name: CPU tensor}; same checks,
+        batching and accounting as HTTP; raises flexrt's InputSpecError for a bad request."""
+        start = time.perf_counter()
+        status = 500
+        try:
+            request = protocol.validate_tensors(inputs, self.signature)
+            outputs = await self.run(request)
+            status = 200
+            return outputs
+        except InputSpecError:
+            status = 400
+            raise
+        finally:
+            self._account(start, status)
 
     # -- HTTP ----------------------------------------------------------------------------------------
 
@@ -289,12 +299,16 @@ class FlexrtDeployment:
                 return _error(500, f"inference failed: {type(e).__name__}: {e}")
             return JSONResponse(protocol.encode_infer_response(self.signature, outputs, request.id, request.outputs))
         finally:
-            self.metrics.requests.inc(1, tags={**self.metrics.tags, "code": str(status)})
-            elapsed_ms = (time.perf_counter() - start) * 1000
-            self.metrics.latency.observe(elapsed_ms, tags=self.metrics.tags)
-            # sums in /stats: a client's latency minus replica_ms is the time spent outside the replica
-            self.metrics.stats["answered"] += 1
-            self.metrics.stats["replica_ms"] += elapsed_ms
+            self._account(start, status)
+
+    def _account(self, start: float, status: int) -> None:
+        """One answered request in the metrics and in /stats (HTTP and handle alike)."""
+        self.metrics.requests.inc(1, tags={**self.metrics.tags, "code": str(status)})
+        elapsed_ms = (time.perf_counter() - start) * 1000
+        self.metrics.latency.observe(elapsed_ms, tags=self.metrics.tags)
+        # sums in /stats: a client's latency minus replica_ms is the time spent outside the replica
+        self.metrics.stats["answered"] += 1
+        self.metrics.stats["replica_ms"] += elapsed_ms
 
 
 def deployment_options(config: ServeConfig) -> dict[str, Any]:

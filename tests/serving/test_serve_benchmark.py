@@ -17,12 +17,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.mark.serve
 @pytest.mark.slow
-def test_serve_benchmark_smoke(tmp_path) -> None:
+@pytest.mark.parametrize("via", ["http", "handle"])
+def test_serve_benchmark_smoke(tmp_path, via) -> None:
+    """Over HTTP (the v2 protocol through Ray's proxy) and through a DeploymentHandle (no proxy)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
-    p = subprocess.run([sys.executable, "-m", "benchmarks.serve", "--smoke", "--out", str(tmp_path)], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=240)
+    p = subprocess.run([sys.executable, "-m", "benchmarks.serve", "--smoke", "--via", via, "--out", str(tmp_path)], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    result = json.loads((tmp_path / "tiny_smoke.json").read_text())
+    stem = "tiny_smoke" if via == "http" else "tiny_handle_smoke"
+    result = json.loads((tmp_path / f"{stem}.json").read_text())
+    assert result["via"] == via
     assert [v["variant"] for v in result["variants"]] == ["flexrt", "flexrt_nobatch", "eager"]
     for v in result["variants"]:
         assert v["check"].startswith("ok"), v
@@ -31,7 +35,8 @@ def test_serve_benchmark_smoke(tmp_path) -> None:
         assert 0 < rate["p50_ms"] <= rate["p99_ms"]
     nobatch = result["variants"][1]["rates"][0]
     assert nobatch["calls_per_request"] == 1.0
-    table = (tmp_path / "tiny_smoke.md").read_text()
+    assert all(v["rates"][0]["replica_ms_per_request"] > 0 for v in result["variants"])  # accounted on both paths
+    table = (tmp_path / f"{stem}.md").read_text()
     assert table.count("| flexrt | 40 |") == 1 and table.count("| flexrt_nobatch | 40 |") == 1  # one row per rate
     assert len(result["variants"][0]["replicas"]) == 1 and result["variants"][0]["replicas"][0]["startup_s"] > 0
-    assert (tmp_path / "tiny_smoke.png").stat().st_size > 0
+    assert (tmp_path / f"{stem}.png").stat().st_size > 0
