@@ -240,7 +240,6 @@ class _CompiledGraph:
     def __init__(self, module: Any, plan: _Plan, frozen: _FrozenGraph, device: torch.device) -> None:
         self.module = module
         self.plan = plan
-        self.user_positions = plan.user_positions
         self.const_positions = [i for i, r in enumerate(plan.roles) if r.kind == "const"]
         self.frozen = frozen
         self.device = device
@@ -269,9 +268,9 @@ class _CompiledGraph:
     def _inputs(self, args: Sequence[Any]) -> list[torch.Tensor]:
         """The engine's inputs from dynamo's arguments; a carried size becomes a tensor of that length."""
         if not self.plan.carriers:
-            return [args[p] for p in self.user_positions]
+            return [args[p] for p in self.plan.user_positions]
         return [torch.empty(int(args[p]), dtype=torch.uint8, device=self.device) if k in self.plan.carriers else args[p]
-                for k, p in enumerate(self.user_positions)]
+                for k, p in enumerate(self.plan.user_positions)]
 
     def _with_int_outputs(self, inputs: Sequence[torch.Tensor], out: Any) -> Any:
         """Put back the size outputs the engine does not compute, evaluated from the inputs' sizes."""

@@ -139,15 +139,15 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
     rng = random.Random(0)
     requests = [case.request(rng) for _ in range(args.distinct)]
     binary = args.binary or case.binary
-    bodies = []
+    bodies, handle_requests = [], []  # the same requests for HTTP and for the DeploymentHandle
     for r in requests:
         label = "x".join(str(d) for d in next(iter(r.values())).shape)
+        handle_requests.append((r, label))
         if binary:
             data, length = encode_binary_request(r)
             bodies.append((data, label, length))
         else:
             bodies.append((json.dumps(encode_request(r)).encode(), label, None))
-    handle_requests = [(r, "x".join(str(d) for d in next(iter(r.values())).shape)) for r in requests]
     with torch.inference_mode():
         reference = [model(*[torch.from_numpy(v).to(args.device) for v in r.values()]) for r in requests[:4]]
 

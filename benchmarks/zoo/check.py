@@ -56,9 +56,9 @@ def compile_flexrt(entry: ZooModel, model: torch.nn.Module, dtype: torch.dtype, 
                    device: torch.device, precision: torch.dtype | None = None) -> tuple[Any, float, dict[str, Any]]:
     """flexrt.compile over the entry's ranges (inputs in `dtype`, engines in `precision`, default
     `dtype`): the module, the build seconds and the partition summary."""
-    import flexrt
-
     from torch._dynamo.utils import counters
+
+    import flexrt
 
     args, kwargs = entry.flexrt_inputs(dtype, smoke)
     graphs = counters["stats"]["unique_graphs"]
@@ -67,7 +67,8 @@ def compile_flexrt(entry: ZooModel, model: torch.nn.Module, dtype: torch.dtype, 
                               enabled_precisions={precision or dtype}, device=str(device), **entry.options)
     seconds = time.perf_counter() - start
     segments: dict[str, Any] = {"engine": 0, "torch": 0, "engine_ops": 0, "torch_ops": 0, "torch_reasons": {}}
-    for part in compiled_parts(compiled):  # a range split by flexrt: the segments of every part
+    parts = compiled_parts(compiled)
+    for part in parts:  # a range split by flexrt: the segments of every part
         for seg in part.engine.state.programs[0].segments:  # the partition, as the engine keeps it
             segments[seg.kind] += 1
             segments[f"{seg.kind}_ops"] += sum(seg.ops.values())
@@ -75,7 +76,7 @@ def compile_flexrt(entry: ZooModel, model: torch.nn.Module, dtype: torch.dtype, 
                 segments["torch_reasons"].update(seg.reasons)
     if hasattr(compiled, "parts"):
         segments["range_split"] = compiled.report.splitlines()[0]
-    if not compiled_parts(compiled):  # compiled in pieces at a data-dependent branch: one engine per dynamo graph
+    if not parts:  # compiled in pieces at a data-dependent branch: one engine per dynamo graph
         segments["pieces"] = counters["stats"]["unique_graphs"] - graphs
     return compiled, seconds, segments
 

@@ -235,7 +235,6 @@ def inductor_configs(settings: CompileSettings, ep: ExportedProgram | None = Non
 
 def engine_key(ep: ExportedProgram, settings: CompileSettings) -> str:
     """Content hash of everything that shapes the compiled engine."""
-    h = hashlib.sha256()
     parts = [
         "flexrt-engine-1",
         __version__,
@@ -247,12 +246,17 @@ def engine_key(ep: ExportedProgram, settings: CompileSettings) -> str:
         _canonical_symbols(repr(sorted((str(k), str(v)) for k, v in ep.range_constraints.items()))),
         repr([(tuple(t.shape), str(t.dtype), tuple(t.stride())) for t in (ep.example_inputs or ((), {}))[0]]),
     ]
+    tensors = {**ep.state_dict, **ep.constants}
+    return _digest(parts, [(name, tensors[name]) for name in sorted(tensors)])
+
+
+def _digest(parts: Sequence[str], tensors: Sequence[tuple[str, Any]]) -> str:
+    """sha256 of the text parts, then of each named tensor's dtype, shape and bytes (engine and segment keys)."""
+    h = hashlib.sha256()
     for p in parts:
         h.update(p.encode())
         h.update(b"\0")
-    tensors = {**ep.state_dict, **ep.constants}
-    for name in sorted(tensors):
-        t = tensors[name]
+    for name, t in tensors:
         if isinstance(t, torch.Tensor):
             h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
             h.update(_tensor_bytes(t))
@@ -285,7 +289,6 @@ def segment_key(module: torch.fx.GraphModule, examples: Sequence[Any], symbols: 
                 oblivious: bool, settings: CompileSettings) -> str:
     """Content hash of what a segment's export is made from (its code, constants, example shapes,
     the profile's ranges): with an engine already cached for it, the export is skipped too."""
-    h = hashlib.sha256()
     parts = [
         "flexrt-segment-1", __version__, torch.__version__, _device_key(settings.device),
         repr(sorted(inductor_configs(settings).items())),
@@ -293,15 +296,8 @@ def segment_key(module: torch.fx.GraphModule, examples: Sequence[Any], symbols: 
         repr(sorted((str(k), (v.lo, v.hint, v.hi)) for k, v in symbols.items())),
         repr([(tuple(t.shape), str(t.dtype), tuple(t.stride())) if isinstance(t, torch.Tensor) else repr(t) for t in examples]),
     ]
-    for p in parts:
-        h.update(p.encode())
-        h.update(b"\0")
-    for node in module.graph.find_nodes(op="get_attr"):
-        value = operator.attrgetter(str(node.target))(module)
-        if isinstance(value, torch.Tensor):
-            h.update(f"{node.target}:{value.dtype}:{tuple(value.shape)}".encode())
-            h.update(_tensor_bytes(value))
-    return h.hexdigest()
+    constants = [(str(n.target), operator.attrgetter(str(n.target))(module)) for n in module.graph.find_nodes(op="get_attr")]
+    return _digest(parts, constants)
 
 
 def cached_engine(segment: str, settings: CompileSettings, label: str) -> EngineBinary | None:
