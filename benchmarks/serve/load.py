@@ -108,6 +108,32 @@ def open_loop_handle(handle: Any, requests: Sequence[tuple[Mapping[str, Any], st
     return asyncio.run(run())
 
 
+def _shard(via: str, target: str, items: Sequence[Any], rate: float, duration_s: float, max_requests: int,
+           seed: int, timeout: float) -> tuple[list[Outcome], float]:
+    """One client process's share of the load (a Ray task): HTTP bodies to `target` URL, or requests to
+    the Serve application named `target` through its DeploymentHandle."""
+    if via == "handle":
+        from ray import serve
+
+        return open_loop_handle(serve.get_app_handle(target), items, rate, duration_s, max_requests, seed, timeout)
+    return open_loop(target, items, rate, duration_s, max_requests, seed, timeout)
+
+
+def open_loop_clients(clients: int, via: str, target: str, items: Sequence[Any], rate: float, duration_s: float,
+                      max_requests: int, seed: int = 0, timeout: float = 60.0) -> tuple[list[Outcome], float]:
+    """The open-loop load split over `clients` processes (Ray tasks), each a Poisson stream at
+    rate/clients (their sum is Poisson at `rate`), so that one Python client's own limit (encoding,
+    its event loop) is not what is measured. Returns every outcome and the longest shard's wall time."""
+    import ray
+
+    shard = ray.remote(num_cpus=0, max_retries=0)(_shard)
+    ref = ray.put(list(items))
+    per = max(1, max_requests // clients)
+    results = ray.get([shard.remote(via, target, ref, rate / clients, duration_s, per, seed + 7919 * i, timeout)
+                       for i in range(clients)], timeout=duration_s + timeout + 120)
+    return [o for outcomes, _ in results for o in outcomes], max(wall for _, wall in results)
+
+
 def summarize(outcomes: Sequence[Outcome], wall_s: float, rate: float) -> dict[str, float | int]:
     ok = sorted(o.latency_s for o in outcomes if o.status == 200)
 

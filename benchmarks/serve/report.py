@@ -23,7 +23,8 @@ def write(result: dict[str, Any], out_dir: str) -> list[str]:
         json.dump(result, f, indent=1, default=str)
     lines = [
         f"# flexrt serve: {result['model']} ({result['device']}, {replicas} replica{'s' if replicas > 1 else ''} per variant"
-        f"{', load through a DeploymentHandle, no HTTP' if via else ''})",
+        f"{', load through a DeploymentHandle, no HTTP' if via else ''}"
+        f"{', load from ' + str(result['clients']) + ' client processes' if result.get('clients', 1) > 1 else ''})",
         "",
         result["description"],
         "",

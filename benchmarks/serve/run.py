@@ -156,7 +156,7 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
         "torch": torch.__version__, "ray": ray.__version__, "compile_s": compile_s, "duration_s": args.duration_s,
         "max_batch_size": case.max_batch_size, "batch_wait_ms": args.batch_wait_ms, "batch_dims": list(case.batch_dims),
         "distinct_requests": len(bodies), "encoding": "binary" if binary else "json", "variants": [],
-        "replicas": args.replicas, "via": args.via,
+        "replicas": args.replicas, "via": args.via, "clients": args.clients,
     }
     port = args.port or _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -211,7 +211,13 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
                     "errors": 0, "timeouts": 0})
                 continue
             before = _stats(url, name, args.replicas)
-            if args.via == "handle":  # no HTTP proxy: Ray's DeploymentHandle straight to the replicas
+            if args.clients > 1:  # the same load from several client processes (Ray tasks)
+                target_name = f"bench-{variant}" if args.via == "handle" else f"{url}/v2/models/{name}/infer"
+                outcomes, wall = load.open_loop_clients(args.clients, args.via, target_name,
+                                                        handle_requests if args.via == "handle" else bodies, rate,
+                                                        args.duration_s, args.max_requests, seed=int(rate * 1000),
+                                                        timeout=args.timeout_s)
+            elif args.via == "handle":  # no HTTP proxy: Ray's DeploymentHandle straight to the replicas
                 outcomes, wall = load.open_loop_handle(serve.get_app_handle(f"bench-{variant}"), handle_requests, rate,
                                                        args.duration_s, args.max_requests, seed=int(rate * 1000),
                                                        timeout=args.timeout_s)
@@ -262,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--via", default="http", choices=("http", "handle"),
                    help="send the load over HTTP (the v2 protocol through Ray's proxy) or through a DeploymentHandle")
+    p.add_argument("--clients", type=int, default=1,
+                   help="client processes (Ray tasks) sharing the load, each Poisson at rate/N (default 1: this process)")
     p.add_argument("--together", action="store_true",
                    help="deploy every variant at once (one route each) instead of one after another; smoke does")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "serve"))

@@ -17,16 +17,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.mark.serve
 @pytest.mark.slow
-@pytest.mark.parametrize("via", ["http", "handle"])
-def test_serve_benchmark_smoke(tmp_path, via) -> None:
-    """Over HTTP (the v2 protocol through Ray's proxy) and through a DeploymentHandle (no proxy)."""
+@pytest.mark.parametrize(("via", "clients"), [("http", 1), ("handle", 1), ("handle", 2)])
+def test_serve_benchmark_smoke(tmp_path, via, clients) -> None:
+    """Over HTTP (the v2 protocol through Ray's proxy) and through a DeploymentHandle (no proxy), from
+    this process or from client processes (Ray tasks) sharing the load."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
-    p = subprocess.run([sys.executable, "-m", "benchmarks.serve", "--smoke", "--via", via, "--out", str(tmp_path)], cwd=ROOT,
+    p = subprocess.run([sys.executable, "-m", "benchmarks.serve", "--smoke", "--via", via, "--clients", str(clients), "--out", str(tmp_path)], cwd=ROOT,
                        env=env, capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     stem = "tiny_smoke" if via == "http" else "tiny_handle_smoke"
     result = json.loads((tmp_path / f"{stem}.json").read_text())
-    assert result["via"] == via
+    assert result["via"] == via and result["clients"] == clients
     assert [v["variant"] for v in result["variants"]] == ["flexrt", "flexrt_nobatch", "eager"]
     for v in result["variants"]:
         assert v["check"].startswith("ok"), v
