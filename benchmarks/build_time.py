@@ -5,13 +5,19 @@ by phase, with a profile of the whole build.
 
 Variants, each in its own process (the fixed cost of a first build is the point):
   flexrt        flexrt.compile over the case's range, one profile; cold Inductor and flexrt caches
-  flexrt_3p     the same range split into three profiles (min..opt/2, ..opt, ..max)
+  flexrt_3p     the same range split into three profiles (min..opt/2, ..opt, ..max), their engines
+                built side by side in worker processes (build_workers=0: automatic)
+  flexrt_3p_seq the three profiles built one after another in this process (build_workers=1)
   flexrt_warm   flexrt again in a new process, with the engine cache the `flexrt` run left on disk
   torch_compile torch.compile default, first call at opt (the compile a user waits for)
   aoti          one AOTInductor package over the range (torch.export + aoti_compile_and_package + load)
-Every variant's time includes the first call at each measured shape (and the second, where CUDA
-graphs capture), as `benchmarks.bench` counts build time. Phases come from flexrt's own stage
-timings (logged with `extra={"stage": ..., "seconds": ...}`), the rest from cProfile.
+`ready_s` is what a user waits for: from the model in hand to the first output at the opt shape
+(flexrt's build and first call; torch.compile's first call, which compiles). `total_s` adds the first
+two calls at every other measured shape (the second captures a CUDA graph where the variant uses
+them), as `benchmarks.bench` counts build time; `--peer-shapes opt` stops the peers after the opt
+shape (their later calls are recompiles, not what `ready_s` compares). Phases come from flexrt's own
+stage timings (logged with `extra={"stage": ..., "seconds": ...}`) and Inductor's timers; `--profile`
+adds a cProfile of the whole build (it slows Python-heavy phases, so headline times are taken without).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-VARIANTS = ("flexrt", "flexrt_3p", "flexrt_warm", "torch_compile", "aoti")
+VARIANTS = ("flexrt", "flexrt_3p", "flexrt_3p_seq", "flexrt_warm", "torch_compile", "aoti")
 # Inductor settings tried on top of a flexrt variant, named after a "+" (e.g. flexrt+isa+pch)
 KNOBS: dict[str, dict[str, Any]] = {
     "isa": {"cpp.vec_isa_ok": False},  # no CPU vector-ISA probe compiles (a CUDA engine has no CPU kernels)
@@ -74,7 +80,8 @@ def _profile_rows(prof: cProfile.Profile) -> dict[str, Any]:
     return {"watched_cumulative_s": watched, "top_cumulative_s": [[k.split("site-packages/")[-1], round(v, 3)] for k, v in top]}
 
 
-def _child(variant: str, model_name: str, smoke: bool, device_name: str, cache_dir: str) -> dict[str, Any]:
+def _child(variant: str, model_name: str, smoke: bool, device_name: str, cache_dir: str, profile: bool,
+           peer_shapes: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     import torch
 
@@ -100,13 +107,16 @@ def _child(variant: str, model_name: str, smoke: bool, device_name: str, cache_d
             section, _, name = key.rpartition(".")
             setattr(getattr(torch._inductor.config, section) if section else torch._inductor.config, name, value)
     variant = base
-    prof = cProfile.Profile()
+    prof = cProfile.Profile() if profile else None
     start = time.perf_counter()
-    prof.enable()
+    if prof is not None:
+        prof.enable()
     with torch.no_grad():
         if variant.startswith("flexrt"):
             options: dict[str, Any] = {"enabled_precisions": {dtype}, "cache_dir": cache_dir}
-            if variant == "flexrt_3p":
+            if variant == "flexrt_3p_seq":
+                options["build_workers"] = 1
+            if variant.startswith("flexrt_3p"):
                 mid = max(case.lo + 1, case.opt // 2)
                 bounds = [(case.lo, mid), (mid + 1, case.opt), (case.opt + 1, case.hi)]
                 profiles = []
@@ -128,15 +138,23 @@ def _child(variant: str, model_name: str, smoke: bool, device_name: str, cache_d
                 path = torch._inductor.aoti_compile_and_package(ep, package_path=os.path.join(tmp, "m.pt2"))
                 fn = torch._inductor.aoti_load_package(path)
         compile_s = time.perf_counter() - start
+        fn(*inputs[case.opt])  # the first output: what a user waits for
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        ready_s = time.perf_counter() - start
         first_calls = {}
-        for s in [case.opt] + [s for s in sizes if s != case.opt]:
+        shapes = [case.opt] + [s for s in sizes if s != case.opt]
+        if peer_shapes == "opt" and not variant.startswith("flexrt"):
+            shapes = [case.opt]
+        for s in shapes:
             t = time.perf_counter()
-            for _ in range(2):  # the second call captures a CUDA graph where the variant uses them
+            for _ in range(1 if s == case.opt else 2):  # the second call captures a CUDA graph where the variant uses them
                 fn(*inputs[s])
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             first_calls[str(s)] = round(time.perf_counter() - t, 3)
-    prof.disable()
+    if prof is not None:
+        prof.disable()
     total = time.perf_counter() - start
     from torch._dynamo.utils import compilation_time_metrics
 
@@ -145,12 +163,14 @@ def _child(variant: str, model_name: str, smoke: bool, device_name: str, cache_d
         "inductor_timed_s": dict(sorted(inductor.items(), key=lambda kv: -kv[1])[:40]),
         "variant": "+".join([variant, *knobs]), "model": model_name, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "torch": torch.__version__, "flexrt": flexrt.__version__, "import_s": round(import_s, 3),
-        "compile_s": round(compile_s, 3), "first_calls_s": first_calls, "total_s": round(total, 3),
-        "stages": handler.stages, **_profile_rows(prof),
+        "compile_s": round(compile_s, 3), "ready_s": round(ready_s, 3), "first_calls_s": first_calls,
+        "total_s": round(total, 3), "shapes_timed": [str(s) for s in shapes],
+        "stages": handler.stages, **(_profile_rows(prof) if prof is not None else {}),
     }
 
 
-def run(models: list[str], variants: list[str], smoke: bool, device: str, out: Path) -> list[dict[str, Any]]:
+def run(models: list[str], variants: list[str], smoke: bool, device: str, out: Path, profile: bool = False,
+        peer_shapes: str = "all") -> list[dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for model in models:
@@ -162,7 +182,8 @@ def run(models: list[str], variants: list[str], smoke: bool, device: str, out: P
             inductor = tempfile.mkdtemp(prefix="inductor-")  # cold Inductor cache for every variant alike
             env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": inductor, "PYTHONUNBUFFERED": "1"}
             cmd = [sys.executable, "-m", "benchmarks.build_time", "--child", variant, "--models", model,
-                   "--device", device, "--cache", cache] + (["--smoke"] if smoke else [])
+                   "--device", device, "--cache", cache, "--peer-shapes", peer_shapes] + (["--smoke"] if smoke else []) \
+                + (["--profile"] if profile else [])
             start = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
             wall = time.perf_counter() - start
@@ -172,7 +193,7 @@ def run(models: list[str], variants: list[str], smoke: bool, device: str, out: P
                 row = {**json.loads(proc.stdout.strip().splitlines()[-1]), "process_s": round(wall, 1)}
             results.append(row)
             print(f"{model:16s} {variant:14s} process {wall:6.1f} s  compile {row.get('compile_s', '-')} s  "
-                  f"total {row.get('total_s', '-')} s", flush=True)
+                  f"ready {row.get('ready_s', '-')} s  total {row.get('total_s', '-')} s", flush=True)
             (out / f"build_time_{model}.json").write_text(json.dumps([r for r in results if r["model"] == model], indent=1))
     return results
 
@@ -184,13 +205,16 @@ def main() -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--out", default="benchmarks/results/build")
+    parser.add_argument("--profile", action="store_true", help="cProfile each build (slower; for the breakdown)")
+    parser.add_argument("--peer-shapes", default="all", choices=("all", "opt"),
+                        help="time the peers' first calls at every shape (their recompiles) or only at opt")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--cache", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(_child(args.child, args.models, args.smoke, args.device, args.cache)))
+        print(json.dumps(_child(args.child, args.models, args.smoke, args.device, args.cache, args.profile, args.peer_shapes)))
         return 0
-    run(args.models.split(","), args.variants.split(","), args.smoke, args.device, Path(args.out))
+    run(args.models.split(","), args.variants.split(","), args.smoke, args.device, Path(args.out), args.profile, args.peer_shapes)
     return 0
 
 

@@ -21,6 +21,12 @@ def stats() -> dict[str, int]:
     return dict(_stats)
 
 
+def count(hit: bool) -> None:
+    """Count a lookup made elsewhere (a build worker's, in its own process)."""
+    with _lock:
+        _stats["hits" if hit else "misses"] += 1
+
+
 def get(key: str, cache_dir: str | None, count: bool = True) -> bytes | None:
     """The blob stored under `key`, from memory or the cache directory; `count=False` for lookups that
     are not engine builds (a segment's engine key) and stay out of the hit/miss counts."""

@@ -70,18 +70,29 @@ def _bounds(expr: sympy.Expr, ranges: Mapping[sympy.Symbol, ValueRanges]) -> tup
     return max(finite_or(vr.lower, 0), 0), min(finite_or(vr.upper, UNBOUNDED), UNBOUNDED)
 
 
+@dataclasses.dataclass(frozen=True)
+class DimSpec:
+    """One dynamic dim of a segment input, as data (picklable, for a build in a worker process):
+    `a * root + b`, the root a `Dim` named `name` over [lo, hi]."""
+
+    name: str
+    lo: int
+    hi: int
+    a: int = 1
+    b: int = 0
+
+
 def segment_dims(
     module: torch.fx.GraphModule, examples: Sequence[torch.Tensor], symbols: Mapping[sympy.Symbol, SymbolRange]
-) -> list[dict[int, Any] | None]:
-    """dynamic_shapes for re-exporting a segment: one entry per placeholder."""
-    roots: dict[sympy.Symbol, Dim] = {}
+) -> list[dict[int, DimSpec] | None]:
+    """dynamic_shapes for re-exporting a segment, one entry per placeholder (see `to_dims`)."""
     ranges: dict[sympy.Symbol, ValueRanges] = {s: ValueRanges(r.lo, r.hi) for s, r in symbols.items()}
     fresh = 0
-    specs: list[dict[int, Any] | None] = []
+    specs: list[dict[int, DimSpec] | None] = []
     placeholders = [n for n in module.graph.nodes if n.op == "placeholder"]
     for node, example in zip(placeholders, examples):
         val = node.meta.get("val")
-        spec: dict[int, Any] = {}
+        spec: dict[int, DimSpec] = {}
         if isinstance(val, torch.Tensor):
             for axis, size in enumerate(val.shape):
                 if not isinstance(size, torch.SymInt):
@@ -97,9 +108,7 @@ def segment_dims(
                     if lin is not None:
                         s, a, b = lin
                         r = symbols[s]
-                        if s not in roots:
-                            roots[s] = Dim(f"d_{s}", min=r.lo, max=r.hi)
-                        spec[axis] = roots[s] if (a, b) == (1, 0) else roots[s] * a + b
+                        spec[axis] = DimSpec(f"d_{s}", r.lo, r.hi, a, b)
                         continue
                 else:
                     lo, hi = _bounds(expr, env_ranges)
@@ -111,9 +120,25 @@ def segment_dims(
                         f"{example.shape[axis]} in the example run; cannot compile it as dynamic"
                     )
                 fresh += 1
-                spec[axis] = Dim(f"f{fresh}_{node.name}", min=lo, max=max(hi, lo + 1))
+                spec[axis] = DimSpec(f"f{fresh}_{node.name}", lo, max(hi, lo + 1))
         specs.append(spec or None)
     return specs
+
+
+def to_dims(specs: Sequence[Mapping[int, DimSpec] | None]) -> list[dict[int, Any] | None]:
+    """torch.export Dims for `segment_dims`' specs; a root named twice is one Dim (tied dims)."""
+    roots: dict[str, Any] = {}
+
+    def root(spec: DimSpec) -> Any:
+        return roots.setdefault(spec.name, Dim(spec.name, min=spec.lo, max=spec.hi))
+
+    out: list[dict[int, Any] | None] = []
+    for spec in specs:
+        if spec is None:
+            out.append(None)
+            continue
+        out.append({axis: root(d) if (d.a, d.b) == (1, 0) else root(d) * d.a + d.b for axis, d in spec.items()})
+    return out
 
 
 def widen_data_dependent(module: torch.fx.GraphModule, examples: Sequence[Any]) -> list[Any]:
@@ -145,9 +170,18 @@ def export_segment(
     symbols: Mapping[sympy.Symbol, SymbolRange],
     oblivious: bool = False,
 ) -> ExportedProgram:
-    """Export a segment; apply torch.export's suggested fixes (equal or static dims) and retry."""
+    """Export a segment at one profile's ranges."""
     examples = widen_data_dependent(module, examples)
-    dims = segment_dims(module, examples, symbols)
+    return export_with_dims(module, examples, segment_dims(module, examples, symbols), oblivious)
+
+
+def export_with_dims(
+    module: torch.fx.GraphModule, examples: Sequence[Any], specs: Sequence[Mapping[int, DimSpec] | None], oblivious: bool
+) -> ExportedProgram:
+    """Export a segment with the given dynamic dims (from `segment_dims`, made in the process that
+    holds the graph's symbolic sizes); apply torch.export's suggested fixes (equal or static dims) and
+    retry."""
+    dims = to_dims(specs)
     for _attempt in range(8):
         try:
             with torch.no_grad(), size_oblivious(oblivious), exact_meta_shapes():
@@ -313,13 +347,20 @@ def cached_engine(segment: str, settings: CompileSettings, label: str) -> Engine
 def compile_engine(ep: ExportedProgram, settings: CompileSettings, label: str, segment: str | None = None) -> EngineBinary:
     """AOTInductor-compile one exported segment (or take it from the engine cache); `segment` (its
     segment_key) is remembered as leading to this engine."""
+    return compile_engine_keyed(ep, settings, label, segment)[1]
+
+
+def compile_engine_keyed(
+    ep: ExportedProgram, settings: CompileSettings, label: str, segment: str | None = None
+) -> tuple[str, EngineBinary, bool]:
+    """`compile_engine`, also returning the engine's cache key and whether it was built (not cached)."""
     key = engine_key(ep, settings)
     if segment is not None:
         cache.put(segment, key.encode("ascii"), settings.cache_dir)
     blob = cache.get(key, settings.cache_dir)
     if blob is not None:
         logger.info("engine %s: reused from cache (%s)", label, key[:12])
-        return EngineBinary.from_bytes(blob)
+        return key, EngineBinary.from_bytes(blob), False
     start = time.perf_counter()
     # Inductor's Triton GEMM templates read the TF32 flag when they are generated
     policy = tf32_policy(not settings.disable_tf32) if settings.device.type == "cuda" else contextlib.nullcontext()
@@ -343,4 +384,4 @@ def compile_engine(ep: ExportedProgram, settings: CompileSettings, label: str, s
     seconds = time.perf_counter() - start
     logger.info("engine %s: built in %.1f s (%.1f MB)", label, seconds, binary.size / 1e6)
     cache.put(key, binary.to_bytes(), settings.cache_dir)
-    return binary
+    return key, binary, True

@@ -13,7 +13,17 @@ import sympy
 import torch
 import torch.utils._pytree as pytree
 
-from flexrt.build.inductor import SymbolRange, cached_engine, compile_engine, export_segment, segment_key
+from flexrt.build.inductor import (
+    SymbolRange,
+    cached_engine,
+    compile_engine,
+    export_segment,
+    export_with_dims,
+    segment_dims,
+    segment_key,
+    widen_data_dependent,
+)
+from flexrt.build.workers import EngineJob, WorkerPool, worker_count
 from flexrt.errors import CompilationError, InputSpecError
 from flexrt.ir import ProgramState, SegmentState, TensorSpec
 from flexrt.ir.names import output_names
@@ -94,6 +104,35 @@ def build_program(
     plan: PartitionPlan, traced: TracedProgram, profile: Profile, index: int, settings: CompileSettings
 ) -> ProgramState:
     """Every segment of the plan, exported and (for engines) compiled at one profile."""
+    return build_programs(plan, traced, [profile], settings, first_index=index)[0]
+
+
+def build_programs(
+    plan: PartitionPlan, traced: TracedProgram, profiles: Sequence[Profile], settings: CompileSettings, first_index: int = 0
+) -> list[ProgramState]:
+    """Every segment of the plan at each profile. Engines not in the cache are built after every
+    profile's segments are known, side by side in worker processes where `worker_count` allows."""
+    pending: list[tuple[SegmentState, EngineJob]] = []
+    programs = []
+    side_by_side = len(profiles) > 1 and worker_count(settings, len(profiles)) > 1
+    start = time.perf_counter()
+    for k, profile in enumerate(profiles, start=first_index):
+        programs.append(_program(plan, traced, profile, k, settings, pending))
+        if not side_by_side:
+            _build_pending(pending, settings)
+            stage_done(logger, f"build profile {k}", time.perf_counter() - start)
+            start = time.perf_counter()
+    if side_by_side:
+        jobs = len(pending)
+        _build_pending(pending, settings)
+        stage_done(logger, f"build profiles {first_index}-{first_index + len(profiles) - 1}", time.perf_counter() - start,
+                   f"{jobs} engine(s), {worker_count(settings, jobs)} process(es)")
+    return programs
+
+
+def _program(plan: PartitionPlan, traced: TracedProgram, profile: Profile, index: int, settings: CompileSettings,
+             pending: list[tuple[SegmentState, EngineJob]]) -> ProgramState:
+    """A profile's segments: torch segments exported, engines found in the cache or added to `pending`."""
     symbols = profile_symbols(traced, profile, index)
     env: dict[str, Any] = dict(zip(plan.inputs, _example_flat(traced, symbols, profile, settings.device)))
     env.update(plan.constants)
@@ -102,33 +141,63 @@ def build_program(
         ins = [env[n] for n in seg.inputs]
         if seg.kind == "engine":
             ins = [t.contiguous() if isinstance(t, torch.Tensor) else t for t in ins]
-        start = time.perf_counter()
         with torch.no_grad():
             outs = seg.module(*ins)
         env.update(zip(seg.outputs, outs))
         state = SegmentState(seg.kind, seg.inputs, seg.outputs, seg.ops, dict(seg.reasons))
-        key = segment_key(seg.module, ins, symbols, traced.size_oblivious, settings) if seg.kind == "engine" else None
-        label = f"segment {seg.index} profile {index} ({profile})"
-        if key is not None and (engine := cached_engine(key, settings, label)) is not None:
-            state.engine = engine  # built before for this very segment and profile: no export, no build
-            segments.append(state)
-            continue
-        stage_started(logger, f"export segment {seg.index} profile {index}")
-        ep = export_segment(seg.module, ins, symbols, traced.size_oblivious)
-        stage_done(logger, f"export segment {seg.index} profile {index}", time.perf_counter() - start)
-        if seg.kind == "engine":
-            start = time.perf_counter()
-            stage_started(logger, f"engine {label}")
-            try:
-                state.engine = compile_engine(ep, settings, label, segment=key)
-                stage_done(logger, f"engine segment {seg.index} profile {index}", time.perf_counter() - start)
-            except CompilationError as e:
-                if settings.on_build_failure != "eager":
-                    raise
-                logger.warning("build: %s; running %s in PyTorch (on_build_failure='eager')", e, label)
-                state = SegmentState("torch", seg.inputs, seg.outputs, seg.ops, {"(segment)": f"engine build failed: {e}"[:500]})
-                state.program = ep
-        else:
-            state.program = ep
         segments.append(state)
+        stage = f"segment {seg.index} profile {index}"
+        if seg.kind != "engine":
+            start = time.perf_counter()
+            stage_started(logger, f"export {stage}")
+            state.program = export_segment(seg.module, ins, symbols, traced.size_oblivious)
+            stage_done(logger, f"export {stage}", time.perf_counter() - start)
+            continue
+        key = segment_key(seg.module, ins, symbols, traced.size_oblivious, settings)
+        label = f"{stage} ({profile})"
+        if (engine := cached_engine(key, settings, label)) is not None:
+            state.engine = engine  # built before for this very segment and profile: no export, no build
+            continue
+        examples = widen_data_dependent(seg.module, ins)
+        dims = segment_dims(seg.module, examples, symbols)
+        pending.append((state, EngineJob(seg.module, examples, dims, traced.size_oblivious, key, label, stage)))
     return ProgramState(plan.inputs, plan.outputs, segments, dict(plan.constants))
+
+
+def _build_pending(pending: list[tuple[SegmentState, EngineJob]], settings: CompileSettings) -> None:
+    """Build the pending engines (the first here, the rest in workers when there are several) and
+    empty the list."""
+    if not pending:
+        return
+    jobs = [job for _, job in pending]
+    workers = worker_count(settings, len(jobs))
+    pool = WorkerPool(jobs, settings, workers) if workers > 1 else None
+    _build_here(*pending[0], settings)
+    from_workers = pool.results() if pool is not None else [None] * (len(jobs) - 1)
+    for (state, job), engine in zip(pending[1:], from_workers):
+        if engine is not None:
+            state.engine = engine
+        else:
+            _build_here(state, job, settings)
+    pending.clear()
+
+
+def _build_here(state: SegmentState, job: EngineJob, settings: CompileSettings) -> None:
+    """Export and compile one engine in this process; with on_build_failure='eager' a failed build
+    leaves the segment to run in PyTorch."""
+    start = time.perf_counter()
+    stage_started(logger, f"export {job.stage}")
+    ep = export_with_dims(job.module, job.examples, job.dims, job.oblivious)
+    stage_done(logger, f"export {job.stage}", time.perf_counter() - start)
+    start = time.perf_counter()
+    stage_started(logger, f"engine {job.label}")
+    try:
+        state.engine = compile_engine(ep, settings, job.label, segment=job.segment)
+        stage_done(logger, f"engine {job.stage}", time.perf_counter() - start)
+    except CompilationError as e:
+        if settings.on_build_failure != "eager":
+            raise
+        logger.warning("build: %s; running %s in PyTorch (on_build_failure='eager')", e, job.label)
+        state.kind = "torch"
+        state.reasons = {"(segment)": f"engine build failed: {e}"[:500]}
+        state.program = ep

@@ -15,7 +15,7 @@ import torch
 import torch.utils._pytree as pytree
 from torch.export import ExportedProgram
 
-from flexrt.build.program import build_program, dims_text, output_specs
+from flexrt.build.program import build_programs, dims_text, output_specs
 from flexrt.compiler.fallback import CompilerFallback
 from flexrt.errors import InputSpecError
 from flexrt.ir import EngineState, TensorSpec
@@ -68,11 +68,7 @@ def build_from_traced(
     stage_done(logger, "partition", time.perf_counter() - start, f"{len(plan.segments)} segment(s)")
     if settings.dryrun:
         return None, gm, plan  # type: ignore[return-value]
-    programs = []
-    for k, prof in enumerate(profiles):
-        start = time.perf_counter()
-        programs.append(build_program(plan, traced, prof, k, settings))
-        stage_done(logger, f"build profile {k}", time.perf_counter() - start)
+    programs = build_programs(plan, traced, profiles, settings)
     inputs = [TensorSpec(b.name, b.spec.dtype, dims_text(b.dims), b.spec.format) for b in traced.inputs]
     state = EngineState(
         inputs, output_specs(gm, plan, traced.out_spec), list(profiles), programs, settings, traced.in_spec, traced.out_spec

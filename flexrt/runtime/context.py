@@ -31,7 +31,8 @@ class ExecutionContext:
         options = engine.options
         self.graphs: CudaGraphCache | None = None
         if options.use_cuda_graphs(engine.device) and self.program.capturable:
-            self.graphs = CudaGraphCache(self.program.run, engine.device, options.cuda_graph_cache_size)
+            cap = options.cuda_graph_memory_mb * 2**20 or None
+            self.graphs = CudaGraphCache(self.program.run, engine.device, options.cuda_graph_cache_size, cap)
 
     @property
     def active_optimization_profile(self) -> int:

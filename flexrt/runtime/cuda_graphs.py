@@ -27,6 +27,13 @@ unmapped memory (`unspecified launch failure`, the zoo's LLaMA/Qwen2/Mistral/T5 
 reduce-overhead peer). So each capture starts and ends with the workspaces cleared, as those trees
 do: the graph's GEMMs allocate their workspace inside the capture, in the pool, as an intermediate.
 
+Memory: the graphs of one cache share its pool, so a shape captured after a larger one mostly reuses
+the larger one's intermediates; `memory()` reports the pool and what each capture added to it.
+`capture` order is the caller's: capturing the largest shape first (as vLLM does; see
+`CompiledModule.capture_cuda_graphs`) keeps the whole close to the largest alone. With a memory
+cap, a capture that takes the cache past it drops every graph and starts a new pool with the
+current shape alone, so the cache never holds more than the cap or one shape's graph.
+
 While a shape is captured, cuDNN may benchmark its convolution algorithms (the
 process-wide flag is set only around those calls and restored), as TensorRT times tactics at build.
 """
@@ -94,6 +101,12 @@ class _Slot:
     copies_out: bool  # the graph copies its outputs out of the shared pool (see the module docstring)
     feed: Callable[[Sequence[torch.Tensor]], None]  # gives the graph the caller's inputs before a replay
 
+    @property
+    def buffer_bytes(self) -> int:
+        """Memory outside the pool: the static inputs, and the output buffers when copied out."""
+        held = self.inputs + (self.tensors if self.copies_out else [])
+        return sum(t.untyped_storage().nbytes() for t in held)
+
     def free(self) -> bool:
         """No caller holds an output, or anything sharing its storage (a view, a slice)."""
         return self._counts() == self.baseline  # holders only add: any difference means held
@@ -109,10 +122,13 @@ class _Slot:
 class CudaGraphCache:
     """Runs `fn` through captured graphs keyed by input shapes; falls back to `fn` if capture fails."""
 
-    def __init__(self, fn: Callable[[Sequence[Any]], list[Any]], device: torch.device, capacity: int) -> None:
+    def __init__(self, fn: Callable[[Sequence[Any]], list[Any]], device: torch.device, capacity: int,
+                 memory_cap: int | None = None) -> None:
         self.fn = fn
         self.device = device
         self.capacity = capacity
+        self.memory_cap = memory_cap  # bytes; None: bounded by `capacity` only
+        self.growth: dict[tuple[Any, ...], int] = {}  # bytes the pool grew by at each shape's first capture
         self.entries: collections.OrderedDict[tuple[Any, ...], list[_Slot]] = collections.OrderedDict()
         self.pool = torch.cuda.graph_pool_handle()
         self.stream: torch.cuda.Stream | None = None
@@ -166,6 +182,7 @@ class CudaGraphCache:
                     self.fn(static)  # warm up on the capture stream
                 torch.cuda.current_stream(self.device).wait_stream(self.stream)
                 earlier = self._pool_segments()
+                pool_before = sum(hi - lo for lo, hi in earlier)
                 graph, outputs, out = self._record_checked(static, sources, earlier)
                 feed = graph_inputs.find_input_copies(graph, static, sources) if sources is not None else None
                 if feed is None and sources is not None:  # its input copies cannot be re-pointed: record plainly
@@ -180,12 +197,32 @@ class CudaGraphCache:
         slot = _Slot(graph, static, outputs, _tensors(outputs), [], copies_out, feed or functools.partial(_copy_all, static))
         slot.measure()
         self.entries.setdefault(key, []).append(slot)
+        self.growth[key] = self.growth.get(key, 0) + self.pool_bytes() - pool_before
         self.captures += 1
         logger.debug("captured a CUDA graph for input shapes %s (%d shapes cached, outputs copied out: %s, inputs re-pointed: %s)",
                      [tuple(s) for s in key], len(self.entries), copies_out, isinstance(feed, graph_inputs.InputCopies))
         while len(self.entries) > self.capacity:
-            self.entries.popitem(last=False)
+            self.growth.pop(self.entries.popitem(last=False)[0], None)
+        if self.memory_cap is not None and len(self.entries) > 1 and self.memory()["total_bytes"] > self.memory_cap:
+            logger.info("CUDA graphs: %.1f MiB past the cap of %.1f MiB; dropping %d captured shapes, keeping %s",
+                        self.memory()["total_bytes"] / 2**20, self.memory_cap / 2**20, len(self.entries) - 1,
+                        [tuple(s) for s in key])
+            self.entries.clear()
+            self.growth.clear()
+            self.pool = torch.cuda.graph_pool_handle()  # the old pool's memory returns to the allocator with its graphs
+            return self._capture(key, inputs)
         return slot
+
+    def pool_bytes(self) -> int:
+        return sum(hi - lo for lo, hi in self._pool_segments())
+
+    def memory(self) -> dict[str, Any]:
+        """The pool's bytes, the buffers outside it, and per captured shape what its capture added."""
+        captured = [{"shapes": [list(s) for s in key], "slots": len(slots), "pool_growth_bytes": self.growth.get(key, 0),
+                     "buffer_bytes": sum(slot.buffer_bytes for slot in slots)} for key, slots in self.entries.items()]
+        pool = self.pool_bytes()
+        buffers = sum(c["buffer_bytes"] for c in captured)
+        return {"pool_bytes": pool, "buffer_bytes": buffers, "total_bytes": pool + buffers, "captured": captured}
 
     def _record_checked(self, static: list[torch.Tensor], sources: list[torch.Tensor] | None,
                         earlier: list[tuple[int, int]]) -> tuple[torch.cuda.CUDAGraph, list[Any], list[Any] | None]:

@@ -9,7 +9,9 @@ Shapes outside every profile go to the `Fallback` the module was given, if any (
 from __future__ import annotations
 
 import logging
+import math
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -20,7 +22,7 @@ from flexrt.errors import InputSpecError
 from flexrt.runtime.engine import Engine
 from flexrt.runtime.fallback import Fallback
 from flexrt.settings import RuntimeOptions
-from flexrt.spec import Profile
+from flexrt.spec import Profile, random_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +118,10 @@ class CompiledModule(torch.nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         flat = self._flatten(args, kwargs)
+        return self._dispatch(flat, args, kwargs)
+
+    def _dispatch(self, flat: list[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run the flat inputs on the profile that fits them (checked first)."""
         checker = self.engine.checker
         profile = self.current if self.pinned is None else self.pinned
         if not checker.fast_fits(flat, profile):
@@ -175,6 +181,36 @@ class CompiledModule(torch.nn.Module):
         return index
 
     # -- profile selection (Torch-TensorRT's TorchTensorRTModule methods, used by `optimization_profile`) --
+
+    # -- captured shapes ---------------------------------------------------------------------------
+
+    def capture_cuda_graphs(self, shapes: Sequence[Sequence[Sequence[int]]]) -> dict[str, Any]:
+        """Capture CUDA graphs for these input shapes now (each item: one shape per flat input, in
+        `engine.input_names` order), largest first: later, smaller captures then reuse the memory the
+        largest one took in its profile's pool (vLLM captures its batch sizes so). Runs on random
+        inputs; returns `cuda_graph_memory()`."""
+        specs = self.engine.inputs
+        items = [[tuple(int(d) for d in shape) for shape in item] for item in shapes]
+        for item in items:
+            if len(item) != len(specs):
+                raise InputSpecError(f"capture_cuda_graphs: {len(item)} shape(s) given, the model takes {len(specs)} "
+                                     f"({', '.join(s.name for s in specs)})")
+        checker = self.engine.checker
+        for item in items:
+            if checker.choose(item, self.current) is None:
+                raise checker.out_of_range(item, hint="capture_cuda_graphs takes shapes inside the compiled profiles.")
+        items.sort(key=lambda item: -sum(math.prod(shape) for shape in item))
+        with torch.no_grad():
+            for item in items:
+                flat = [random_tensor(shape, spec.dtype, self.engine.device, spec.format) for shape, spec in zip(item, specs)]
+                for _ in range(2):  # the first call of a shape runs plainly, the second captures
+                    self._dispatch(flat, (), {})
+        return self.cuda_graph_memory()
+
+    def cuda_graph_memory(self) -> dict[str, Any]:
+        """Memory held by captured CUDA graphs: in all, and per profile and captured shape."""
+        profiles = [{"profile": k, **c.graphs.memory()} for k, c in enumerate(self.contexts) if c.graphs is not None]
+        return {"total_bytes": sum(p["total_bytes"] for p in profiles), "profiles": profiles}
 
     def set_optimization_profile(self, profile: int | str | None) -> None:
         """Pin profile `profile` (an index), or choose by shape ("auto" or None: flexrt's default rule)."""

@@ -32,6 +32,9 @@ class CompileSettings:
     cache_dir: str | None = None
     disable_tf32: bool = False  # as TensorRT: float32 matmuls and convolutions may use TF32 on CUDA
     on_build_failure: BuildFailure = "error"
+    # Processes that build engines side by side (0: one per 8 CPU cores on CUDA, 1 on CPU). It does
+    # not change any engine, so no cache key includes it.
+    build_workers: int = 0
     # Private: graph passes (ATen or post-grad, by function name) left out of this build, for A/B
     # probes and tests. Part of every engine's cache key, like every other field.
     _disabled_passes: frozenset[str] = frozenset()

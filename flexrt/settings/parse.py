@@ -179,6 +179,9 @@ def parse_options(options: Mapping[str, Any], device: torch.device | None = None
         raise InputSpecError(f"min_block_size must be an integer >= 1, got {values['min_block_size']!r}")
     if values.get("on_build_failure", "error") not in ("error", "eager"):
         raise InputSpecError(f"on_build_failure must be 'error' or 'eager', got {values['on_build_failure']!r}")
+    workers = values.get("build_workers", 0)
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+        raise InputSpecError(f"build_workers must be an integer >= 0 (0: automatic), got {workers!r}")
     level = values.get("optimization_level")
     if level is not None and (not isinstance(level, int) or not 0 <= level <= 5):
         raise InputSpecError(f"optimization_level must be an integer from 0 to 5, got {level!r}")

@@ -22,11 +22,14 @@ OutOfRange = Literal["error", "eager", "build"]
 class RuntimeOptions:
     """cuda_graphs: capture each input shape once and replay it (CUDA only).
     cuda_graph_cache_size: captured shapes kept per profile (least recently used dropped first).
+    cuda_graph_memory_mb: memory cap per profile for its captured graphs (0: none); past it, the
+    profile's graphs are dropped and the current shape is captured alone.
     on_out_of_range: a shape outside every profile raises ('error'), runs in PyTorch ('eager') or
     gets a profile of its own built on the spot ('build')."""
 
     cuda_graphs: bool = True
     cuda_graph_cache_size: int = 32
+    cuda_graph_memory_mb: int = 0
     on_out_of_range: OutOfRange = "error"
 
     def __post_init__(self) -> None:
@@ -35,6 +38,9 @@ class RuntimeOptions:
         size = self.cuda_graph_cache_size
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
             raise InputSpecError(f"cuda_graph_cache_size must be an integer >= 1, got {size!r}")
+        cap = self.cuda_graph_memory_mb
+        if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
+            raise InputSpecError(f"cuda_graph_memory_mb must be an integer >= 0 (0: no cap), got {cap!r}")
         if self.on_out_of_range not in ("error", "eager", "build"):
             raise InputSpecError(f"on_out_of_range must be 'error', 'eager' or 'build', got {self.on_out_of_range!r}")
 

@@ -1,0 +1,33 @@
+"""`python -m flexrt.build.worker JOB OUT`: build one engine job (see `flexrt.build.workers`).
+
+JOB holds `(EngineJob, CompileSettings)` (torch.save); OUT gets the engine's bytes and OUT.json its
+cache key, whether it was built or found in the cache, and the export and build seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import torch
+
+from flexrt.build.inductor import compile_engine_keyed, export_with_dims
+
+
+def main(argv: list[str]) -> int:
+    job_path, out_path = argv
+    job, settings = torch.load(job_path, weights_only=False)
+    start = time.perf_counter()
+    ep = export_with_dims(job.module, job.examples, job.dims, job.oblivious)
+    export_s = time.perf_counter() - start
+    key, engine, built = compile_engine_keyed(ep, settings, job.label, segment=job.segment)
+    with open(out_path, "wb") as f:
+        f.write(engine.to_bytes())
+    with open(out_path + ".json", "w") as f:
+        json.dump({"key": key, "built": built, "export_s": export_s, "engine_s": time.perf_counter() - start - export_s}, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

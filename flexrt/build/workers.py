@@ -1,0 +1,113 @@
+"""Engine builds side by side: every engine job after the first runs in a Python process of its own.
+
+Why processes: torch.export and Inductor keep process-wide state (config patches, the tracing
+context), so two builds cannot overlap in one process, while the engines of several profiles (or
+segments) are independent and each build is mostly single-threaded Python and one C++ compile. A
+worker gets the segment's graph, its example inputs and its dynamic dims as data (`torch.save`),
+exports and compiles it as this process would (`export_with_dims`, `compile_engine`), and sends the
+engine back. A worker that fails for any reason (an op it cannot import, memory, a crash) returns
+nothing and the caller builds that job here, so errors surface exactly as in a sequential build.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from flexrt.build import cache
+from flexrt.build.inductor import DimSpec
+from flexrt.ir.binary import EngineBinary
+from flexrt.settings import CompileSettings
+from flexrt.stage_log import stage_done, stage_started
+
+logger = logging.getLogger(__name__)
+
+WORKER_TIMEOUT_S = 3600.0  # one engine build; a worker past it is killed and its job built here
+
+
+@dataclasses.dataclass
+class EngineJob:
+    """One engine to build: a segment at one profile, with what its export needs."""
+
+    module: torch.fx.GraphModule
+    examples: list[Any]  # already widened (widen_data_dependent)
+    dims: list[Mapping[int, DimSpec] | None]  # segment_dims, made where the graph's symbolic sizes live
+    oblivious: bool
+    segment: str | None  # its segment key, remembered as leading to the engine
+    label: str
+    stage: str  # e.g. "segment 0 profile 1", for the stage log
+
+
+def worker_count(settings: CompileSettings, jobs: int) -> int:
+    """Processes to build `jobs` engines with (1: all here). `build_workers=0` (the default) means one
+    per 8 CPU cores on CUDA, where an engine's kernels compile on the GPU's toolchain and a build uses
+    a few cores; on CPU Inductor's own C++ kernel compiles already use every core."""
+    if settings.build_workers:
+        return max(1, min(settings.build_workers, jobs))
+    if settings.device.type != "cuda":
+        return 1
+    return max(1, min(jobs, (os.cpu_count() or 1) // 8))
+
+
+class WorkerPool:
+    """Runs jobs[1:] in worker processes while the caller builds jobs[0] here."""
+
+    def __init__(self, jobs: Sequence[EngineJob], settings: CompileSettings, workers: int) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="flexrt-workers-")
+        self._settings = settings
+        paths = []
+        for i, job in enumerate(jobs[1:], start=1):  # saved before any thread starts
+            path = os.path.join(self._dir.name, f"job{i}.pt")
+            torch.save((job, settings), path)
+            paths.append(path)
+            stage_started(logger, f"engine {job.stage} (worker)")
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers - 1), thread_name_prefix="flexrt-build")
+        self._futures = [self._pool.submit(_run_worker, path, job) for path, job in zip(paths, jobs[1:])]
+
+    def results(self) -> list[EngineBinary | None]:
+        """The workers' engines, in job order (None where one failed); waits for all of them."""
+        try:
+            return [f.result() for f in self._futures]
+        finally:
+            self._pool.shutdown()
+            self._dir.cleanup()
+
+
+def _run_worker(path: str, job: EngineJob) -> EngineBinary | None:
+    start = time.perf_counter()
+    out = path + ".out"
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # where flexrt imports from
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "flexrt.build.worker", path, out], env=env, capture_output=True,
+                              text=True, timeout=WORKER_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError) as e:
+        logger.warning("build worker for %s did not finish (%s); building it here", job.label, e)
+        return None
+    if proc.returncode != 0 or not os.path.exists(out):
+        tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
+        logger.warning("build worker for %s failed (exit %d: %s); building it here", job.label, proc.returncode, " | ".join(tail))
+        return None
+    with open(out + ".json") as f:
+        meta = json.load(f)
+    with open(out, "rb") as f:
+        engine = EngineBinary.from_bytes(f.read())
+    if job.segment is not None:  # the worker wrote the disk cache; this process remembers it in memory
+        cache.put(job.segment, meta["key"].encode("ascii"), None)
+    cache.put(meta["key"], engine.to_bytes(), None)
+    cache.count(hit=not meta["built"])
+    stage_done(logger, f"export {job.stage}", meta["export_s"], "in a worker")
+    stage_done(logger, f"engine {job.stage}", time.perf_counter() - start, f"in a worker: build {meta['engine_s']:.1f} s")
+    return engine

@@ -1,0 +1,59 @@
+"""Engines of several profiles built side by side in worker processes (`build_workers`)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from helpers import sweep
+from models import SelfAttention
+
+import flexrt
+from flexrt.build import cache as engine_cache
+from flexrt.build import workers
+from flexrt.errors import InputSpecError
+
+
+def _compile(build_workers: int, seed: int) -> tuple[torch.nn.Module, torch.nn.Module, list[flexrt.Input]]:
+    torch.manual_seed(seed)  # other weights, other engines: nothing comes from the engine cache
+    model = SelfAttention().eval()
+    specs = [flexrt.Input(min_shape=(1, 4, 64), opt_shape=(4, 16, 64), max_shape=(8, 32, 64))]
+    profiles = []
+    for lo, hi in [(1, 3), (4, 8)]:
+        p = flexrt.Profile()
+        p.add("x", min=(lo, 4, 64), opt=(hi, 16, 64), max=(hi, 32, 64))
+        profiles.append(p)
+    compiled = flexrt.compile(model, ir="dynamo", arg_inputs=specs, profiles=profiles, build_workers=build_workers)
+    return compiled, model, specs
+
+
+@pytest.mark.slow
+def test_profiles_built_in_workers_match_eager(caplog) -> None:
+    before = engine_cache.stats()
+    with caplog.at_level(logging.INFO, logger="flexrt"):
+        compiled, model, specs = _compile(build_workers=2, seed=1)
+    assert any("in a worker" in r.getMessage() for r in caplog.records)  # profile 1 was built in another process
+    assert not any("failed" in r.getMessage() for r in caplog.records)
+    after = engine_cache.stats()
+    assert after["misses"] - before["misses"] == 2  # the worker's build is counted here too
+    assert sweep(compiled, model, specs) >= 5
+    for batch in (1, 3, 4, 8):  # each profile at its own bounds
+        x = torch.randn(batch, 9, 64)
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_failed_worker_is_built_here(caplog, monkeypatch) -> None:
+    """A worker that cannot run (here: no Python to start) costs time, never the build."""
+    monkeypatch.setattr(workers.sys, "executable", "/nonexistent/python")
+    with caplog.at_level(logging.WARNING, logger="flexrt"):
+        compiled, model, specs = _compile(build_workers=2, seed=2)
+    assert any("building it here" in r.getMessage() for r in caplog.records)
+    assert sweep(compiled, model, specs) >= 5
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, "2"])
+def test_build_workers_must_be_a_count(value) -> None:
+    with pytest.raises(InputSpecError, match="build_workers"):
+        flexrt.compile(SelfAttention().eval(), ir="dynamo", arg_inputs=[flexrt.Input(shape=(1, 4, 64))], build_workers=value)
