@@ -13,12 +13,14 @@ import time
 import torch
 
 from flexrt.build.inductor import compile_engine_keyed, export_with_dims
+from flexrt.lower.fuse_conv_epilogue import register_shape_functions
 
 
 def main(argv: list[str]) -> int:
     job_path, out_path = argv
     job, settings = torch.load(job_path, weights_only=False)
     start = time.perf_counter()
+    register_shape_functions(job.module.graph)
     ep = export_with_dims(job.module, job.examples, job.dims, job.oblivious)
     export_s = time.perf_counter() - start
     key, engine, built = compile_engine_keyed(ep, settings, job.label, segment=job.segment)

@@ -161,6 +161,14 @@ def _meta_conv_add_relu(
     return _meta_conv_relu(x, w, bias, stride, padding, dilation, groups)
 
 
+def register_shape_functions(graph: torch.fx.Graph) -> None:
+    """Register the fused ops' shape functions if `graph` calls them: a process that did not run this
+    pass (a build worker, `flexrt.build.workers`) must do so before it exports the graph."""
+    fused = (aten.cudnn_convolution_relu.default, aten.cudnn_convolution_add_relu.default)
+    if any(n.op == "call_function" and n.target in fused for n in graph.nodes):
+        _cudnn_meta_kernels()
+
+
 @functools.cache
 def _cudnn_meta_kernels() -> torch.library.Library:
     """Shape functions for the two fused ops (ATen has only their CUDA kernels), so that export

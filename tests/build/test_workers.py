@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch
 from helpers import sweep
-from models import SelfAttention
+from models import ResidualNet, SelfAttention
 
 import flexrt
 from flexrt.build import cache as engine_cache
@@ -57,3 +57,23 @@ def test_a_failed_worker_is_built_here(caplog, monkeypatch) -> None:
 def test_build_workers_must_be_a_count(value) -> None:
     with pytest.raises(InputSpecError, match="build_workers"):
         flexrt.compile(SelfAttention().eval(), ir="dynamo", arg_inputs=[flexrt.Input(shape=(1, 4, 64))], build_workers=value)
+
+
+@pytest.mark.cuda
+def test_cuda_profiles_built_in_workers_match_eager(caplog) -> None:
+    """On the GPU, with the lowering's fused cuDNN convolutions (whose shape functions a worker must
+    register itself): two profiles, the second built in a worker, both match eager."""
+    torch.manual_seed(3)
+    model = ResidualNet().eval().cuda().half()
+    specs = [flexrt.Input(min_shape=(1, 3, 32, 32), opt_shape=(4, 3, 32, 32), max_shape=(8, 3, 32, 32), dtype=torch.half)]
+    profiles = []
+    for lo, hi in [(1, 3), (4, 8)]:
+        p = flexrt.Profile()
+        p.add("x", min=(lo, 3, 32, 32), opt=(hi, 3, 32, 32), max=(hi, 3, 32, 32))
+        profiles.append(p)
+    with caplog.at_level(logging.INFO, logger="flexrt"):
+        compiled = flexrt.compile(model, ir="dynamo", arg_inputs=specs, profiles=profiles, build_workers=2,
+                                  enabled_precisions={torch.half})
+    assert any("in a worker" in r.getMessage() for r in caplog.records)
+    assert not any("building it here" in r.getMessage() for r in caplog.records)
+    assert sweep(compiled, model, specs, device="cuda", precision=torch.half) >= 5
