@@ -83,8 +83,6 @@ def open_loop(url: str, bodies: Sequence[Body], rate: float, duration_s: float, 
 
 
 async def _one_handle(handle: Any, inputs: Mapping[str, Any], shape: str, timeout: float) -> Outcome:
-    from flexrt.errors import InputSpecError
-
     start = time.perf_counter()
     try:
         await asyncio.wait_for(handle.predict.remote(dict(inputs)), timeout)
@@ -92,6 +90,8 @@ async def _one_handle(handle: Any, inputs: Mapping[str, Any], shape: str, timeou
     except asyncio.TimeoutError:
         return Outcome(-1, time.perf_counter() - start, shape)
     except Exception as e:  # noqa: BLE001 - Ray wraps the replica's error; a refused request is a 400
+        from flexrt.errors import InputSpecError  # here: a client process need not import torch to send
+
         status = 400 if isinstance(getattr(e, "cause", None), InputSpecError) or isinstance(e, InputSpecError) else 0
         return Outcome(status, time.perf_counter() - start, shape)
 
@@ -109,28 +109,47 @@ def open_loop_handle(handle: Any, requests: Sequence[tuple[Mapping[str, Any], st
 
 
 def _shard(via: str, target: str, items: Sequence[Any], rate: float, duration_s: float, max_requests: int,
-           seed: int, timeout: float) -> tuple[list[Outcome], float]:
+           seed: int, timeout: float, start_at: float) -> tuple[list[Outcome], float]:
     """One client process's share of the load (a Ray task): HTTP bodies to `target` URL, or requests to
-    the Serve application named `target` through its DeploymentHandle."""
+    the Serve application named `target` through its DeploymentHandle. One untimed request first (a
+    new process's handle learns its replicas, a session connects), then the timed load from `start_at`
+    (wall clock, the same for every shard)."""
     if via == "handle":
         from ray import serve
 
-        return open_loop_handle(serve.get_app_handle(target), items, rate, duration_s, max_requests, seed, timeout)
-    return open_loop(target, items, rate, duration_s, max_requests, seed, timeout)
+        handle = serve.get_app_handle(target)
+        warm = open_loop_handle(handle, items[:1], 1000.0, 1.0, 1, seed, timeout)
+        time.sleep(max(0.0, start_at - time.time()))
+        outcomes, wall = open_loop_handle(handle, items, rate, duration_s, max_requests, seed, timeout)
+    else:
+        warm = open_loop(target, items[:1], 1000.0, 1.0, 1, seed, timeout)
+        time.sleep(max(0.0, start_at - time.time()))
+        outcomes, wall = open_loop(target, items, rate, duration_s, max_requests, seed, timeout)
+    if not warm[0] or warm[0][0].status != 200:
+        raise RuntimeError(f"client shard: the untimed first request failed ({warm[0][0] if warm[0] else 'not sent'})")
+    return outcomes, wall
 
 
 def open_loop_clients(clients: int, via: str, target: str, items: Sequence[Any], rate: float, duration_s: float,
                       max_requests: int, seed: int = 0, timeout: float = 60.0) -> tuple[list[Outcome], float]:
     """The open-loop load split over `clients` processes (Ray tasks), each a Poisson stream at
     rate/clients (their sum is Poisson at `rate`), so that one Python client's own limit (encoding,
-    its event loop) is not what is measured. Returns every outcome and the longest shard's wall time."""
+    its event loop) is not what is measured. The shards start together once each has warmed up.
+    Returns every outcome and the longest shard's wall time."""
     import ray
 
     shard = ray.remote(num_cpus=0, max_retries=0)(_shard)
     ref = ray.put(list(items))
     per = max(1, max_requests // clients)
-    results = ray.get([shard.remote(via, target, ref, rate / clients, duration_s, per, seed + 7919 * i, timeout)
-                       for i in range(clients)], timeout=duration_s + timeout + 120)
+    start_at = time.time() + 10.0  # room for each shard's process to start and warm up
+    refs = [shard.remote(via, target, ref, rate / clients, duration_s, per, seed + 7919 * i, timeout, start_at)
+            for i in range(clients)]
+    ready, pending = ray.wait(refs, num_returns=len(refs), timeout=10.0 + duration_s + timeout + 60)
+    if pending:
+        for r in pending:
+            ray.cancel(r, force=True)
+        raise RuntimeError(f"{len(pending)} of {clients} client shards did not finish in time")
+    results = ray.get(ready)
     return [o for outcomes, _ in results for o in outcomes], max(wall for _, wall in results)
 
 
