@@ -168,7 +168,8 @@ class FlexrtDeployment:
             if self.plan is not None and self.config.padding == "buckets":
                 name, dim = next(iter(self.plan.inputs.items()))
                 rows = batch_buckets(int(profile[name].min[dim]), int(profile[name].max[dim]))
-                shapes += [self.plan.with_rows(opt, b) for b in rows for _ in range(2)]
+                # largest first: each smaller bucket's graph reuses the memory the largest one took
+                shapes += [self.plan.with_rows(opt, b) for b in sorted(rows, reverse=True) for _ in range(2)]
             try:
                 for shape in shapes:
                     self._execute({s.name: torch.zeros(shape[s.name], dtype=s.dtype) for s in self.signature.inputs}, k)
