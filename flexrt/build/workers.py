@@ -51,13 +51,15 @@ class EngineJob:
 
 def worker_count(settings: CompileSettings, jobs: int) -> int:
     """Processes to build `jobs` engines with (1: all here). `build_workers=0` (the default) means one
-    per 8 CPU cores on CUDA, where an engine's kernels compile on the GPU's toolchain and a build uses
-    a few cores; on CPU Inductor's own C++ kernel compiles already use every core."""
+    per 4 CPU cores on CUDA, where a build is mostly one thread of Python and one C++ compile; on CPU
+    Inductor's own C++ kernel compiles already use every core. (One per 8 cores left 3 profiles on a
+    16-core H200 host to 2 processes, the worker building two engines in turn: slower than one
+    process building all three, which reuses its warm caches.)"""
     if settings.build_workers:
         return max(1, min(settings.build_workers, jobs))
     if settings.device.type != "cuda":
         return 1
-    return max(1, min(jobs, (os.cpu_count() or 1) // 8))
+    return max(1, min(jobs, (os.cpu_count() or 1) // 4))
 
 
 class WorkerPool:

@@ -32,7 +32,7 @@ class CompileSettings:
     cache_dir: str | None = None
     disable_tf32: bool = False  # as TensorRT: float32 matmuls and convolutions may use TF32 on CUDA
     on_build_failure: BuildFailure = "error"
-    # Processes that build engines side by side (0: one per 8 CPU cores on CUDA, 1 on CPU). It does
+    # Processes that build engines side by side (0: one per 4 CPU cores on CUDA, 1 on CPU). It does
     # not change any engine, so no cache key includes it.
     build_workers: int = 0
     # Private: graph passes (ATen or post-grad, by function name) left out of this build, for A/B

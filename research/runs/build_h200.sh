@@ -6,13 +6,15 @@ $P --upgrade --target /tmp/site .whl_pyd/*.whl >/dev/null 2>&1
 export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi -L; nproc
 case "$1" in
-  a)
+  a)  # every model: one profile, three profiles, warm cache, torch.compile's first compile
     for m in bert resnet50 vit expand_reshape; do
       timeout 300 python3 -m benchmarks.build_time --models $m --variants flexrt,flexrt_3p,flexrt_warm,torch_compile \
         --peer-shapes opt --out $OUT 2>&1 | grep -v Warning | tail -6
     done ;;
-  b)
-    timeout 200 python3 -m benchmarks.graph_memory --models resnet50,bert,vit --out $OUT 2>&1 | grep -v Warning | tail -20
-    timeout 150 python3 -m benchmarks.build_time --models bert --variants flexrt_3p_seq --peer-shapes opt --out $OUT/seq 2>&1 | tail -3
-    timeout 220 python3 -m pytest -q -m cuda -x tests/build/test_workers.py tests/runtime 2>&1 | tail -15 ;;
+  b)  # graph memory; three profiles with one process per profile; the wrapper at -O0; cuda tests
+    timeout 130 python3 -m benchmarks.graph_memory --models resnet50,bert --out $OUT 2>&1 | grep -v Warning | tail -8
+    timeout 150 python3 -m benchmarks.build_time --models bert --variants flexrt_3p,flexrt+o0 --peer-shapes opt --out $OUT/b 2>&1 | tail -3
+    timeout 200 python3 -m pytest -q -m cuda -x -p no:cacheprovider tests/build/test_workers.py tests/runtime/test_graph_memory.py \
+      tests/runtime/test_cuda_graphs.py tests/test_backend.py 2>&1 | tail -15
+    timeout 70 python3 -m benchmarks.build_time --models resnet50 --variants flexrt_3p --peer-shapes opt --out $OUT/b 2>&1 | tail -2 ;;
 esac
