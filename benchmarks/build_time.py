@@ -59,8 +59,11 @@ class _StageLog(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.stages: list[dict[str, Any]] = []
+        self.warnings: list[str] = []  # e.g. a build worker that failed, and why
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            self.warnings.append(record.getMessage()[:2000])
         if hasattr(record, "stage"):
             self.stages.append({"stage": record.stage, "seconds": round(record.seconds, 3)})  # type: ignore[attr-defined]
 
@@ -165,7 +168,7 @@ def _child(variant: str, model_name: str, smoke: bool, device_name: str, cache_d
         "torch": torch.__version__, "flexrt": flexrt.__version__, "import_s": round(import_s, 3),
         "compile_s": round(compile_s, 3), "ready_s": round(ready_s, 3), "first_calls_s": first_calls,
         "total_s": round(total, 3), "shapes_timed": [str(s) for s in shapes],
-        "stages": handler.stages, **(_profile_rows(prof) if prof is not None else {}),
+        "stages": handler.stages, "warnings": handler.warnings, **(_profile_rows(prof) if prof is not None else {}),
     }
 
 

@@ -17,4 +17,9 @@ case "$1" in
     timeout 200 python3 -m pytest -q -m cuda -x -p no:cacheprovider tests/build/test_workers.py tests/runtime/test_graph_memory.py \
       tests/runtime/test_cuda_graphs.py tests/test_backend.py 2>&1 | tail -15
     timeout 70 python3 -m benchmarks.build_time --models resnet50 --variants flexrt_3p --peer-shapes opt --out $OUT/b 2>&1 | tail -2 ;;
+  c)  # the fixed memory-cap test and the cuda tests -x stopped before; three profiles with warnings kept
+    timeout 150 python3 -m pytest -q -m cuda -p no:cacheprovider tests/runtime/test_graph_memory.py \
+      tests/runtime/test_cuda_graphs.py tests/test_backend.py 2>&1 | tail -8
+    timeout 110 python3 -m benchmarks.build_time --models bert --variants flexrt_3p --peer-shapes opt --out $OUT 2>&1 | tail -2
+    python3 -c "import json; r=json.load(open('$OUT/build_time_bert.json'))[0]; print(r.get('warnings'), r.get('stages'))" ;;
 esac
