@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import os
+import queue
 import subprocess
 import sys
 import tempfile
@@ -74,8 +75,19 @@ class WorkerPool:
             torch.save((job, settings), path)
             paths.append(path)
             stage_started(logger, f"engine {job.stage} (worker)")
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers - 1), thread_name_prefix="flexrt-build")
-        self._futures = [self._pool.submit(_run_worker, path, job) for path, job in zip(paths, jobs[1:])]
+        slots = max(1, workers - 1)
+        self._slots: queue.Queue[int] = queue.Queue()
+        for slot in range(slots):
+            self._slots.put(slot)
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=slots, thread_name_prefix="flexrt-build")
+        self._futures = [self._pool.submit(self._run, path, job) for path, job in zip(paths, jobs[1:])]
+
+    def _run(self, path: str, job: EngineJob) -> EngineBinary | None:
+        slot = self._slots.get()
+        try:
+            return _run_worker(path, job, slot)
+        finally:
+            self._slots.put(slot)
 
     def results(self) -> list[EngineBinary | None]:
         """The workers' engines, in job order (None where one failed); waits for all of them."""
@@ -86,10 +98,15 @@ class WorkerPool:
             self._dir.cleanup()
 
 
-def _run_worker(path: str, job: EngineJob) -> EngineBinary | None:
+def _run_worker(path: str, job: EngineJob, slot: int) -> EngineBinary | None:
+    """One job in a new process. Each worker slot has an Inductor cache directory of its own: builds
+    that share kernels race in a shared one (on the H200 a worker found another's `.cubin.o` gone)."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
     start = time.perf_counter()
     out = path + ".out"
     env = dict(os.environ)
+    env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(cache_dir(), f"flexrt-worker-{slot}")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # where flexrt imports from
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     try:

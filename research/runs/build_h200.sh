@@ -22,4 +22,7 @@ case "$1" in
       tests/runtime/test_cuda_graphs.py tests/test_backend.py 2>&1 | tail -8
     timeout 110 python3 -m benchmarks.build_time --models bert --variants flexrt_3p --peer-shapes opt --out $OUT 2>&1 | tail -2
     python3 -c "import json; r=json.load(open('$OUT/build_time_bert.json'))[0]; print(r.get('warnings'), r.get('stages'))" ;;
+  d)  # three profiles after giving each worker its own Inductor cache directory
+    timeout 100 python3 -m benchmarks.build_time --models resnet50 --variants flexrt_3p --peer-shapes opt --out $OUT 2>&1 | tail -2
+    python3 -c "import json; r=json.load(open('$OUT/build_time_resnet50.json'))[0]; print(r.get('warnings'), r.get('stages'))" ;;
 esac
