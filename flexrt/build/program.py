@@ -172,7 +172,12 @@ def _build_pending(pending: list[tuple[SegmentState, EngineJob]], settings: Comp
     jobs = [job for _, job in pending]
     workers = worker_count(settings, len(jobs))
     pool = WorkerPool(jobs, settings, workers) if workers > 1 else None
-    _build_here(*pending[0], settings)
+    try:
+        _build_here(*pending[0], settings)
+    except BaseException:
+        if pool is not None:
+            pool.close()  # the compile fails: stop the workers' builds too
+        raise
     from_workers = pool.results() if pool is not None else [None] * (len(jobs) - 1)
     for (state, job), engine in zip(pending[1:], from_workers):
         if engine is not None:

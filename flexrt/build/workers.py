@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import queue
+import signal
 import subprocess
 import sys
 import tempfile
@@ -64,11 +65,13 @@ def worker_count(settings: CompileSettings, jobs: int) -> int:
 
 
 class WorkerPool:
-    """Runs jobs[1:] in worker processes while the caller builds jobs[0] here."""
+    """Runs jobs[1:] in worker processes while the caller builds jobs[0] here. `close()` (also on an
+    error in the caller) stops every worker still running: no build outlives the compile call."""
 
     def __init__(self, jobs: Sequence[EngineJob], settings: CompileSettings, workers: int) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="flexrt-workers-")
-        self._settings = settings
+        self._procs: set[subprocess.Popen[bytes]] = set()
+        self._closed = False
         paths = []
         for i, job in enumerate(jobs[1:], start=1):  # saved before any thread starts
             path = os.path.join(self._dir.name, f"job{i}.pt")
@@ -85,7 +88,7 @@ class WorkerPool:
     def _run(self, path: str, job: EngineJob) -> EngineBinary | None:
         slot = self._slots.get()
         try:
-            return _run_worker(path, job, slot)
+            return None if self._closed else self._run_worker(path, job, slot)
         finally:
             self._slots.put(slot)
 
@@ -94,39 +97,66 @@ class WorkerPool:
         try:
             return [f.result() for f in self._futures]
         finally:
-            self._pool.shutdown()
-            self._dir.cleanup()
+            self.close()
+
+    def close(self) -> None:
+        self._closed = True
+        for proc in list(self._procs):
+            _kill(proc)
+        self._pool.shutdown(wait=True)
+        self._dir.cleanup()
+
+    def _run_worker(self, path: str, job: EngineJob, slot: int) -> EngineBinary | None:
+        """One job in a new process. Each worker slot has an Inductor cache directory of its own:
+        builds that share kernels race in a shared one (on the H200 a worker found another's
+        `.cubin.o` gone)."""
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+        start = time.perf_counter()
+        out = path + ".out"
+        env = dict(os.environ)
+        env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(cache_dir(), f"flexrt-worker-{slot}")
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # where flexrt imports from
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "flexrt.build.worker", path, out], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        except OSError as e:
+            logger.warning("build worker for %s did not start (%s); building it here", job.label, e)
+            return None
+        self._procs.add(proc)
+        if self._closed:  # close() ran between the check in _run and the start
+            _kill(proc)
+        try:
+            _, err = proc.communicate(timeout=WORKER_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+            _, err = proc.communicate()
+        finally:
+            self._procs.discard(proc)
+        if self._closed:
+            return None
+        if proc.returncode != 0 or not os.path.exists(out + ".json"):
+            tail = err.decode(errors="replace").strip().splitlines()[-3:]
+            logger.warning("build worker for %s failed (exit %d: %s); building it here", job.label, proc.returncode,
+                           " | ".join(tail))
+            return None
+        with open(out + ".json") as f:
+            meta = json.load(f)
+        with open(out, "rb") as f:
+            engine = EngineBinary.from_bytes(f.read())
+        if job.segment is not None:  # the worker wrote the disk cache; this process remembers it in memory
+            cache.put(job.segment, meta["key"].encode("ascii"), None)
+        cache.put(meta["key"], engine.to_bytes(), None)
+        cache.count(hit=not meta["built"])
+        stage_done(logger, f"export {job.stage}", meta["export_s"], "in a worker")
+        stage_done(logger, f"engine {job.stage}", time.perf_counter() - start, f"in a worker: build {meta['engine_s']:.1f} s")
+        return engine
 
 
-def _run_worker(path: str, job: EngineJob, slot: int) -> EngineBinary | None:
-    """One job in a new process. Each worker slot has an Inductor cache directory of its own: builds
-    that share kernels race in a shared one (on the H200 a worker found another's `.cubin.o` gone)."""
-    from torch._inductor.runtime.cache_dir_utils import cache_dir
-
-    start = time.perf_counter()
-    out = path + ".out"
-    env = dict(os.environ)
-    env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(cache_dir(), f"flexrt-worker-{slot}")
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # where flexrt imports from
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """The worker and everything it started (Inductor's compile workers, the C++ compiler): its group."""
     try:
-        proc = subprocess.run([sys.executable, "-m", "flexrt.build.worker", path, out], env=env, capture_output=True,
-                              text=True, timeout=WORKER_TIMEOUT_S)
-    except (OSError, subprocess.SubprocessError) as e:
-        logger.warning("build worker for %s did not finish (%s); building it here", job.label, e)
-        return None
-    if proc.returncode != 0 or not os.path.exists(out):
-        tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
-        logger.warning("build worker for %s failed (exit %d: %s); building it here", job.label, proc.returncode, " | ".join(tail))
-        return None
-    with open(out + ".json") as f:
-        meta = json.load(f)
-    with open(out, "rb") as f:
-        engine = EngineBinary.from_bytes(f.read())
-    if job.segment is not None:  # the worker wrote the disk cache; this process remembers it in memory
-        cache.put(job.segment, meta["key"].encode("ascii"), None)
-    cache.put(meta["key"], engine.to_bytes(), None)
-    cache.count(hit=not meta["built"])
-    stage_done(logger, f"export {job.stage}", meta["export_s"], "in a worker")
-    stage_done(logger, f"engine {job.stage}", time.perf_counter() - start, f"in a worker: build {meta['engine_s']:.1f} s")
-    return engine
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 import torch
@@ -77,3 +78,24 @@ def test_cuda_profiles_built_in_workers_match_eager(caplog) -> None:
     assert any("in a worker" in r.getMessage() for r in caplog.records)
     assert not any("building it here" in r.getMessage() for r in caplog.records)
     assert sweep(compiled, model, specs, device="cuda", precision=torch.half) >= 5
+
+
+def test_closing_the_pool_stops_running_workers(tmp_path, monkeypatch) -> None:
+    """When the caller's own build fails, the compile stops: no worker keeps building after it."""
+    hang = tmp_path / "hang.sh"
+    hang.write_text("#!/bin/sh\nsleep 120\n")
+    hang.chmod(0o755)
+    monkeypatch.setattr(workers.sys, "executable", str(hang))
+    gm = torch.fx.symbolic_trace(torch.nn.Linear(2, 2))
+    jobs = [workers.EngineJob(gm, [torch.randn(1, 2)], [None], False, None, f"job {i}", f"job {i}") for i in range(3)]
+    settings = flexrt.settings.build_settings({})
+    pool = workers.WorkerPool(jobs, settings, workers=3)
+    deadline = time.monotonic() + 30
+    while len(pool._procs) < 2 and time.monotonic() < deadline:  # both workers started
+        time.sleep(0.05)
+    procs = list(pool._procs)
+    assert len(procs) == 2
+    start = time.monotonic()
+    pool.close()
+    assert time.monotonic() - start < 10
+    assert all(p.poll() is not None for p in procs)
