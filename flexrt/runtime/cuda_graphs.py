@@ -203,10 +203,10 @@ class CudaGraphCache:
                      [tuple(s) for s in key], len(self.entries), copies_out, isinstance(feed, graph_inputs.InputCopies))
         while len(self.entries) > self.capacity:
             self.growth.pop(self.entries.popitem(last=False)[0], None)
-        if self.memory_cap is not None and len(self.entries) > 1 and self.memory()["total_bytes"] > self.memory_cap:
+        held = self.memory()["total_bytes"] if self.memory_cap is not None and len(self.entries) > 1 else 0
+        if self.memory_cap is not None and held > self.memory_cap:
             logger.info("CUDA graphs: %.1f MiB past the cap of %.1f MiB; dropping %d captured shapes, keeping %s",
-                        self.memory()["total_bytes"] / 2**20, self.memory_cap / 2**20, len(self.entries) - 1,
-                        [tuple(s) for s in key])
+                        held / 2**20, self.memory_cap / 2**20, len(self.entries) - 1, [tuple(s) for s in key])
             self.entries.clear()
             self.growth.clear()
             self.pool = torch.cuda.graph_pool_handle()  # the old pool's memory returns to the allocator with its graphs

@@ -180,8 +180,6 @@ class CompiledModule(torch.nn.Module):
         self.contexts.append(self.engine.create_execution_context(index))
         return index
 
-    # -- profile selection (Torch-TensorRT's TorchTensorRTModule methods, used by `optimization_profile`) --
-
     # -- captured shapes ---------------------------------------------------------------------------
 
     def capture_cuda_graphs(self, shapes: Sequence[Sequence[Sequence[int]]]) -> dict[str, Any]:
@@ -211,6 +209,8 @@ class CompiledModule(torch.nn.Module):
         """Memory held by captured CUDA graphs: in all, and per profile and captured shape."""
         profiles = [{"profile": k, **c.graphs.memory()} for k, c in enumerate(self.contexts) if c.graphs is not None]
         return {"total_bytes": sum(p["total_bytes"] for p in profiles), "profiles": profiles}
+
+    # -- profile selection (Torch-TensorRT's TorchTensorRTModule methods, used by `optimization_profile`) --
 
     def set_optimization_profile(self, profile: int | str | None) -> None:
         """Pin profile `profile` (an index), or choose by shape ("auto" or None: flexrt's default rule)."""
