@@ -99,3 +99,33 @@ def test_closing_the_pool_stops_running_workers(tmp_path, monkeypatch) -> None:
     pool.close()
     assert time.monotonic() - start < 10
     assert all(p.poll() is not None for p in procs)
+
+
+@pytest.mark.slow
+def test_failed_workers_then_failed_builds_run_in_pytorch_when_asked(caplog, monkeypatch) -> None:
+    """Workers that fail hand their jobs back; with on_build_failure='eager' jobs whose build then
+    fails here too run in PyTorch, every profile still answering as eager does."""
+    import flexrt.build.program as program
+    from flexrt.errors import CompilationError
+
+    def fail(*args, **kwargs):
+        raise CompilationError("build: AOTInductor failed: boom")
+
+    monkeypatch.setattr(workers.sys, "executable", "/nonexistent/python")
+    monkeypatch.setattr(program, "compile_engine", fail)
+    torch.manual_seed(4)
+    model = SelfAttention().eval()
+    specs = [flexrt.Input(min_shape=(1, 4, 64), opt_shape=(4, 16, 64), max_shape=(8, 32, 64))]
+    profiles = []
+    for lo, hi in [(1, 3), (4, 8)]:
+        p = flexrt.Profile()
+        p.add("x", min=(lo, 4, 64), opt=(hi, 16, 64), max=(hi, 32, 64))
+        profiles.append(p)
+    with caplog.at_level(logging.WARNING, logger="flexrt"):
+        compiled = flexrt.compile(model, ir="dynamo", arg_inputs=specs, profiles=profiles, build_workers=2,
+                                  on_build_failure="eager")
+    assert "building it here" in caplog.text and "on_build_failure='eager'" in caplog.text
+    assert all(s.kind == "torch" for p in compiled.engine.state.programs for s in p.segments)
+    assert sweep(compiled, model, specs) >= 5
+    with pytest.raises(CompilationError, match="boom"):  # without it, the build's error is the compile's
+        flexrt.compile(model, ir="dynamo", arg_inputs=specs, profiles=profiles, build_workers=2)
