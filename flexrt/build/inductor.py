@@ -297,12 +297,13 @@ def _digest(parts: Sequence[str], tensors: Sequence[tuple[str, Any]]) -> str:
     return h.hexdigest()
 
 
-def _tensor_bytes(t: torch.Tensor) -> bytes:
-    """A constant's bytes for the cache key: 0-dim tensors (BatchNorm's num_batches_tracked, a scalar
-    scale) flattened first, since a 0-dim tensor cannot be viewed as bytes of another size."""
+def _tensor_bytes(t: torch.Tensor) -> Any:
+    """A constant's bytes for the cache key, as a buffer (no copy beyond the one to the host): 0-dim
+    tensors (BatchNorm's num_batches_tracked, a scalar scale) flattened first, since a 0-dim tensor
+    cannot be viewed as bytes of another size."""
     if t.numel() == 0:
         return b""
-    return t.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes()
+    return t.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy()
 
 
 @contextlib.contextmanager
