@@ -66,20 +66,22 @@ async def _schedule(send: Callable[[int], Awaitable[Outcome]], rate: float, dura
     return list(outcomes), loop.time() - t0
 
 
-async def _run(url: str, bodies: Sequence[Body], rate: float, duration_s: float, max_requests: int,
+async def _run(urls: Sequence[str], bodies: Sequence[Body], rate: float, duration_s: float, max_requests: int,
                seed: int, timeout: float) -> tuple[list[Outcome], float]:
     import aiohttp
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1024)) as session:
-        return await _schedule(lambda i: _one(session, url, bodies[i % len(bodies)], timeout), rate, duration_s,
-                               max_requests, seed)
+        return await _schedule(lambda i: _one(session, urls[i % len(urls)], bodies[i % len(bodies)], timeout), rate,
+                               duration_s, max_requests, seed)
 
 
-def open_loop(url: str, bodies: Sequence[Body], rate: float, duration_s: float, max_requests: int,
+def open_loop(url: str | Sequence[str], bodies: Sequence[Body], rate: float, duration_s: float, max_requests: int,
               seed: int = 0, timeout: float = 60.0) -> tuple[list[Outcome], float]:
     """Send Poisson arrivals at `rate`/s for `duration_s` (at most `max_requests`); wait for every answer
-    (each bounded by `timeout`). Returns the outcomes and the wall time from first send to last answer."""
-    return asyncio.run(_run(url, bodies, rate, duration_s, max_requests, seed, timeout))
+    (each bounded by `timeout`). Several URLs (replicas under direct ingress) take requests in turn.
+    Returns the outcomes and the wall time from first send to last answer."""
+    urls = [url] if isinstance(url, str) else list(url)
+    return asyncio.run(_run(urls, bodies, rate, duration_s, max_requests, seed, timeout))
 
 
 async def _one_handle(handle: Any, inputs: Mapping[str, Any], shape: str, timeout: float) -> Outcome:
@@ -108,16 +110,16 @@ def open_loop_handle(handle: Any, requests: Sequence[tuple[Mapping[str, Any], st
     return asyncio.run(run())
 
 
-def _shard(via: str, target: str, items: Sequence[Any], rate: float, duration_s: float, max_requests: int,
+def _shard(via: str, target: str | Sequence[str], items: Sequence[Any], rate: float, duration_s: float, max_requests: int,
            seed: int, timeout: float, start_at: float) -> tuple[list[Outcome], float]:
-    """One client process's share of the load (a Ray task): HTTP bodies to `target` URL, or requests to
-    the Serve application named `target` through its DeploymentHandle. One untimed request first (a
+    """One client process's share of the load (a Ray task): HTTP bodies to the `target` URL(s), or
+    requests to the Serve application named `target` through its DeploymentHandle. One untimed request first (a
     new process's handle learns its replicas, a session connects), then the timed load from `start_at`
     (wall clock, the same for every shard)."""
     if via == "handle":
         from ray import serve
 
-        handle = serve.get_app_handle(target)
+        handle = serve.get_app_handle(str(target))
         warm = open_loop_handle(handle, items[:1], 1000.0, 1.0, 1, seed, timeout)
         time.sleep(max(0.0, start_at - time.time()))
         outcomes, wall = open_loop_handle(handle, items, rate, duration_s, max_requests, seed, timeout)
@@ -130,7 +132,7 @@ def _shard(via: str, target: str, items: Sequence[Any], rate: float, duration_s:
     return outcomes, wall
 
 
-def open_loop_clients(clients: int, via: str, target: str, items: Sequence[Any], rate: float, duration_s: float,
+def open_loop_clients(clients: int, via: str, target: str | Sequence[str], items: Sequence[Any], rate: float, duration_s: float,
                       max_requests: int, seed: int = 0, timeout: float = 60.0) -> tuple[list[Outcome], float]:
     """The open-loop load split over `clients` processes (Ray tasks), each a Poisson stream at
     rate/clients (their sum is Poisson at `rate`), so that one Python client's own limit (encoding,

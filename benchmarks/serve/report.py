@@ -7,6 +7,8 @@ import math
 import os
 from typing import Any
 
+VIA_TITLES = {"handle": ", load through a DeploymentHandle, no HTTP", "direct": ", HTTP straight to each replica's port (direct ingress)"}
+
 
 def _f(x: Any, digits: int = 1) -> str:
     if isinstance(x, float):
@@ -17,13 +19,13 @@ def _f(x: Any, digits: int = 1) -> str:
 def write(result: dict[str, Any], out_dir: str) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
     replicas = result.get("replicas", 1)
-    via = "_handle" if result.get("via") == "handle" else ""
+    via = {"handle": "_handle", "direct": "_direct"}.get(result.get("via", "http"), "")
     stem = os.path.join(out_dir, result["model"] + (f"_r{replicas}" if replicas > 1 else "") + via + ("_smoke" if result.get("smoke") else ""))
     with open(stem + ".json", "w") as f:
         json.dump(result, f, indent=1, default=str)
     lines = [
         f"# flexrt serve: {result['model']} ({result['device']}, {replicas} replica{'s' if replicas > 1 else ''} per variant"
-        f"{', load through a DeploymentHandle, no HTTP' if via else ''}"
+        f"{VIA_TITLES.get(result.get('via', 'http'), '')}"
         f"{', load from ' + str(result['clients']) + ' client processes' if result.get('clients', 1) > 1 else ''})",
         "",
         result["description"],

@@ -124,6 +124,7 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
     from ray import serve
 
     from benchmarks.serve import load
+    from flexrt.serving import ingress
     from flexrt.serving.application import build_app
     from flexrt.serving.client import InferenceClient
     from flexrt.serving.config import ServeConfig
@@ -201,6 +202,8 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
         entry["check"] = f"ok ({worst:.1e})" if worst <= case.tolerance else f"FAILED ({worst:.1e})"
         say(f"{name} {variant}: deployed in {entry['deploy_s']:.1f} s, check {entry['check']}")
         entry["replicas"] = _replica_stats(url, name, args.replicas)  # identity, GPU, start-up s, memory
+        prefix = f"/{variant}" if args.together else ""
+        replica_urls = ingress.replica_urls(f"bench-{variant}", args.replicas, "127.0.0.1") if args.via == "direct" else []
         entry["nvidia_smi"] = _nvidia_smi() if args.device.startswith("cuda") else None
         if len(entry["replicas"]) < args.replicas:
             say(f"{name} {variant}: only {len(entry['replicas'])} of {args.replicas} replicas answered /stats")
@@ -211,8 +214,12 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
                     "errors": 0, "timeouts": 0})
                 continue
             before = _stats(url, name, args.replicas)
+            if args.via == "direct":  # each replica's own HTTP port, requests in turn: no proxy
+                infer: str | list[str] = [f"{u}{prefix}/v2/models/{name}/infer" for u in replica_urls]
+            else:
+                infer = f"{url}/v2/models/{name}/infer"
             if args.clients > 1:  # the same load from several client processes (Ray tasks)
-                target_name = f"bench-{variant}" if args.via == "handle" else f"{url}/v2/models/{name}/infer"
+                target_name = f"bench-{variant}" if args.via == "handle" else infer
                 outcomes, wall = load.open_loop_clients(args.clients, args.via, target_name,
                                                         handle_requests if args.via == "handle" else bodies, rate,
                                                         args.duration_s, args.max_requests, seed=int(rate * 1000),
@@ -222,8 +229,8 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
                                                        args.duration_s, args.max_requests, seed=int(rate * 1000),
                                                        timeout=args.timeout_s)
             else:
-                outcomes, wall = load.open_loop(f"{url}/v2/models/{name}/infer", bodies, rate, args.duration_s,
-                                                args.max_requests, seed=int(rate * 1000), timeout=args.timeout_s)
+                outcomes, wall = load.open_loop(infer, bodies, rate, args.duration_s, args.max_requests,
+                                                seed=int(rate * 1000), timeout=args.timeout_s)
             after = _stats(url, name, args.replicas)
             summary = load.summarize(outcomes, wall, rate)
             served = _delta(before, after, "requests")
@@ -266,8 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, default=None, help="total time; then the rest is skipped (default 540; smoke 110)")
     p.add_argument("--replicas", type=int, default=1, help="replicas per variant (one GPU each on CUDA)")
     p.add_argument("--port", type=int, default=0)
-    p.add_argument("--via", default="http", choices=("http", "handle"),
-                   help="send the load over HTTP (the v2 protocol through Ray's proxy) or through a DeploymentHandle")
+    p.add_argument("--via", default="http", choices=("http", "handle", "direct"),
+                   help="send the load over HTTP through Ray's proxy, through a DeploymentHandle, or over HTTP "
+                   "straight to each replica's own port (direct ingress)")
     p.add_argument("--clients", type=int, default=1,
                    help="client processes (Ray tasks) sharing the load, each Poisson at rate/N (default 1: this process)")
     p.add_argument("--together", action="store_true",
@@ -275,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "serve"))
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.via == "direct":  # before Ray starts: its processes read the switch when they start
+        from flexrt.serving import ingress
+
+        ingress.enable(1.0)
     if args.smoke:
         args.device = args.device or "cpu"
         args.model = args.model or ["tiny"]

@@ -49,6 +49,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda: one GPU per replica)")
     p.add_argument("--num-cpus", type=float, default=1.0, help="CPUs reserved per replica")
     p.add_argument("--drain-s", type=float, default=30.0, help="on shutdown, wait this long for requests in flight")
+    p.add_argument(
+        "--direct-ingress", action="store_true",
+        help="each replica also answers HTTP on a port of its own (listed at start), past Ray's one proxy "
+        "process, for a load balancer or clients to spread over (Ray's RAY_SERVE_ENABLE_DIRECT_INGRESS)",
+    )
     p.set_defaults(fn=run)
     return p
 
@@ -100,9 +105,16 @@ def run(args: argparse.Namespace) -> int:
     except FlexrtError as e:
         print(f"flexrt: error: {e}", file=sys.stderr)
         return 2
+    from flexrt.serving import ingress
     from flexrt.serving.application import build_app
 
     joined = bool(os.environ.get("RAY_ADDRESS"))
+    if args.direct_ingress and not joined:
+        ingress.enable(args.drain_s)  # read by Ray's processes when they start
+    elif args.direct_ingress and not ingress.enabled():
+        print(f"flexrt: error: --direct-ingress on a running cluster needs {ingress.FLAG}=1 set where it was started",
+              file=sys.stderr)
+        return 2
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=True)
     stop = threading.Event()
@@ -112,6 +124,10 @@ def run(args: argparse.Namespace) -> int:
         serve.run(build_app(config), name=config.name, route_prefix="/", blocking=False)
         url = f"http://{args.host}:{args.port}/v2/models/{config.name}"
         print(f"flexrt: serving {config.artifact} at {url} (infer: POST {url}/infer); Ctrl-C to stop", flush=True)
+        if args.direct_ingress:
+            replicas = config.min_replicas if config.replicas == "auto" else int(config.replicas)
+            for replica in ingress.replica_urls(config.name, replicas, args.host):
+                print(f"flexrt: replica at {replica}/v2/models/{config.name} (direct ingress)", flush=True)
         while not stop.wait(1.0):
             pass
         print("flexrt: draining and shutting down", flush=True)

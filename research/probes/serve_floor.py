@@ -5,9 +5,10 @@ fixed v2 response without parsing or running anything), `nobatch` and `batch` (f
 one-linear CPU artifact), and drives each with the serving benchmark's open-loop load at 100, 200 and
 400 requests/s for 3 s. If `echo` saturates where flexrt does, the ceiling is Ray's, not the replica's.
 With `image`, requests are ResNet-50's (1x3x224x224 float32, 602 KB in the v2 binary extension), the
-artifact pools and projects them (no real compute), and the rates are 100..800/s.
+artifact pools and projects them (no real compute), and the rates are 100..800/s. With `direct`,
+Ray runs with direct ingress and the load goes to the replica's own port instead of the proxy.
 
-    python -m research.probes.serve_floor echo nobatch batch [image]
+    python -m research.probes.serve_floor echo nobatch batch [image] [direct]
 """
 
 # No `from __future__ import annotations`: FastAPI reads Echo's route annotations at run time.
@@ -26,6 +27,7 @@ from ray import serve
 
 import flexrt
 from benchmarks.serve import load
+from flexrt.serving import ingress
 from flexrt.serving.application import build_app
 from flexrt.serving.config import ServeConfig
 from flexrt.serving.protocol import encode_binary_request, encode_request
@@ -54,8 +56,10 @@ def artifact(folder: str, image: bool) -> str:
 
 
 def main(variants: list[str]) -> None:
-    image = "image" in variants
-    variants = [v for v in variants if v != "image"]
+    image, direct = "image" in variants, "direct" in variants
+    variants = [v for v in variants if v not in ("image", "direct")]
+    if direct:
+        ingress.enable(1.0)  # before Ray starts
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)  # replicas import this
     path = artifact(tempfile.mkdtemp(), image)
@@ -76,11 +80,12 @@ def main(variants: list[str]) -> None:
                                                    **batching})
                 serve.run(build_app(config), name="v", route_prefix="/", blocking=False)
             time.sleep(2)
+            base = ingress.replica_urls("v", 1, "127.0.0.1") if direct else [f"http://127.0.0.1:{PORT}"]
             for rate in (100, 200, 400, 800) if image else (100, 200, 400):
-                outcomes, wall = load.open_loop(f"http://127.0.0.1:{PORT}/v2/models/m/infer", bodies, rate, 3.0, 5000,
+                outcomes, wall = load.open_loop([f"{b}/v2/models/m/infer" for b in base], bodies, rate, 3.0, 5000,
                                                 seed=rate, timeout=10)
                 s = load.summarize(outcomes, wall, rate)
-                print(f"{variant} @ {rate}/s: {s['ok']}/{s['sent']} answered, {s['achieved_rps']:.0f}/s, "
+                print(f"{variant}{' direct' if direct else ''} @ {rate}/s: {s['ok']}/{s['sent']} answered, {s['achieved_rps']:.0f}/s, "
                       f"p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms", flush=True)
             serve.delete("v")
     finally:

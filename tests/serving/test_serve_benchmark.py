@@ -17,15 +17,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.mark.serve
 @pytest.mark.slow
-@pytest.mark.parametrize(("via", "clients"), [("http", 1), ("handle", 1), ("handle", 2)])
+@pytest.mark.parametrize(("via", "clients"), [("http", 1), ("handle", 1), ("handle", 2), ("direct", 2)])
 def test_serve_benchmark_smoke(tmp_path, via, clients) -> None:
-    """Over HTTP (the v2 protocol through Ray's proxy) and through a DeploymentHandle (no proxy), from
-    this process or from client processes (Ray tasks) sharing the load."""
+    """Over HTTP (the v2 protocol through Ray's proxy), through a DeploymentHandle (no proxy) and over
+    HTTP straight to the replicas' own ports (direct ingress), from this process or from client
+    processes (Ray tasks) sharing the load."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
     p = subprocess.run([sys.executable, "-m", "benchmarks.serve", "--smoke", "--via", via, "--clients", str(clients), "--out", str(tmp_path)], cwd=ROOT,
                        env=env, capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    stem = "tiny_smoke" if via == "http" else "tiny_handle_smoke"
+    stem = {"http": "tiny_smoke", "handle": "tiny_handle_smoke", "direct": "tiny_direct_smoke"}[via]
     result = json.loads((tmp_path / f"{stem}.json").read_text())
     assert result["via"] == via and result["clients"] == clients
     assert [v["variant"] for v in result["variants"]] == ["flexrt", "flexrt_nobatch", "eager"]

@@ -324,3 +324,31 @@ def test_deployment_options_resources_autoscaling_and_backpressure() -> None:
     assert cpu["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 0}
     assert cpu["num_replicas"] == 2 and cpu["max_queued_requests"] == 7
     assert cpu["backpressure_config"].status_code == 503 and cpu["backpressure_config"].retry_after_s == 1.0
+
+
+def test_direct_ingress_each_replica_answers_on_its_own_port(artifact: tuple[str, torch.nn.Module], monkeypatch) -> None:
+    """With direct ingress (`flexrt serve --direct-ingress`), each of two replicas answers the v2
+    protocol on its own loopback port, past the proxy: right answers, its own identity, its errors."""
+    from flexrt.serving import ingress
+
+    monkeypatch.setenv(ingress.FLAG, "1")  # before Ray starts: its processes read it then
+    monkeypatch.setenv(ingress.DRAIN, "1")
+    path, model = artifact
+    with local_serve(_free_port()) as url:
+        config = ServeConfig.from_mapping({"artifact": path, "name": "tiny", "batch_dims": "x:0", "replicas": 2,
+                                           "num_cpus": 0.5, "graceful_shutdown_timeout_s": 5})
+        serve.run(build_app(config), name="tiny", route_prefix="/", blocking=False)
+        urls = ingress.replica_urls("tiny", 2, "127.0.0.1", timeout_s=60)
+        assert len(urls) == 2 and all(u.startswith("http://127.0.0.1:") for u in urls) and url not in urls
+        seen = set()
+        for k, replica in enumerate(urls):
+            x = torch.rand(1 + k, 5, 16) + 0.1
+            out = InferenceClient(replica, "tiny").infer({"x": x})
+            with torch.no_grad():
+                torch.testing.assert_close(torch.from_numpy(out["y"]), model(x)["y"], rtol=1e-4, atol=1e-5)
+            stats = json.loads(urllib.request.urlopen(f"{replica}/v2/models/tiny/stats", timeout=30).read())["replica"]
+            seen.add(stats["replica_id"])
+            status, payload, _ = _post(f"{replica}/v2/models/tiny/infer", json.dumps(encode_request({"x": torch.rand(1, 99, 16)})).encode())
+            assert status == 400 and "dim 1" in payload["error"], payload
+        assert len(seen) == 2  # each port is one replica
+        assert InferenceClient(url, "tiny").ready()  # the proxy still serves beside them
