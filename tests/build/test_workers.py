@@ -16,7 +16,8 @@ from flexrt.build import workers
 from flexrt.errors import InputSpecError
 
 
-def _compile(build_workers: int, seed: int) -> tuple[torch.nn.Module, torch.nn.Module, list[flexrt.Input]]:
+def _compile(build_workers: int, seed: int, **options) -> tuple[torch.nn.Module, torch.nn.Module, list[flexrt.Input]]:
+    """SelfAttention over two profiles of the batch."""
     torch.manual_seed(seed)  # other weights, other engines: nothing comes from the engine cache
     model = SelfAttention().eval()
     specs = [flexrt.Input(min_shape=(1, 4, 64), opt_shape=(4, 16, 64), max_shape=(8, 32, 64))]
@@ -25,7 +26,8 @@ def _compile(build_workers: int, seed: int) -> tuple[torch.nn.Module, torch.nn.M
         p = flexrt.Profile()
         p.add("x", min=(lo, 4, 64), opt=(hi, 16, 64), max=(hi, 32, 64))
         profiles.append(p)
-    compiled = flexrt.compile(model, ir="dynamo", arg_inputs=specs, profiles=profiles, build_workers=build_workers)
+    compiled = flexrt.compile(model, ir="dynamo", arg_inputs=specs, profiles=profiles, build_workers=build_workers,
+                              **options)
     return compiled, model, specs
 
 
@@ -113,19 +115,10 @@ def test_failed_workers_then_failed_builds_run_in_pytorch_when_asked(caplog, mon
 
     monkeypatch.setattr(workers.sys, "executable", "/nonexistent/python")
     monkeypatch.setattr(program, "compile_engine", fail)
-    torch.manual_seed(4)
-    model = SelfAttention().eval()
-    specs = [flexrt.Input(min_shape=(1, 4, 64), opt_shape=(4, 16, 64), max_shape=(8, 32, 64))]
-    profiles = []
-    for lo, hi in [(1, 3), (4, 8)]:
-        p = flexrt.Profile()
-        p.add("x", min=(lo, 4, 64), opt=(hi, 16, 64), max=(hi, 32, 64))
-        profiles.append(p)
     with caplog.at_level(logging.WARNING, logger="flexrt"):
-        compiled = flexrt.compile(model, ir="dynamo", arg_inputs=specs, profiles=profiles, build_workers=2,
-                                  on_build_failure="eager")
+        compiled, model, specs = _compile(build_workers=2, seed=4, on_build_failure="eager")
     assert "building it here" in caplog.text and "on_build_failure='eager'" in caplog.text
     assert all(s.kind == "torch" for p in compiled.engine.state.programs for s in p.segments)
     assert sweep(compiled, model, specs) >= 5
     with pytest.raises(CompilationError, match="boom"):  # without it, the build's error is the compile's
-        flexrt.compile(model, ir="dynamo", arg_inputs=specs, profiles=profiles, build_workers=2)
+        _compile(build_workers=2, seed=4)
