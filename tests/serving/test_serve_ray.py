@@ -328,7 +328,8 @@ def test_deployment_options_resources_autoscaling_and_backpressure() -> None:
 
 def test_direct_ingress_each_replica_answers_on_its_own_port(artifact: tuple[str, torch.nn.Module], monkeypatch) -> None:
     """With direct ingress (`flexrt serve --direct-ingress`), each of two replicas answers the v2
-    protocol on its own loopback port, past the proxy: right answers, its own identity, its errors."""
+    protocol on its own loopback port, past the proxy: right answers, its own identity, its errors,
+    and 503s with Retry-After past the queue bound, as through the proxy."""
     from flexrt.serving import ingress
 
     monkeypatch.setenv(ingress.FLAG, "1")  # before Ray starts: its processes read it then
@@ -336,6 +337,7 @@ def test_direct_ingress_each_replica_answers_on_its_own_port(artifact: tuple[str
     path, model = artifact
     with local_serve(_free_port()) as url:
         config = ServeConfig.from_mapping({"artifact": path, "name": "tiny", "batch_dims": "x:0", "replicas": 2,
+                                           "max_batch_size": 8, "batch_wait_ms": 20, "max_queue": 8, "max_ongoing": 4,
                                            "num_cpus": 0.5, "graceful_shutdown_timeout_s": 5})
         serve.run(build_app(config), name="tiny", route_prefix="/", blocking=False)
         urls = ingress.replica_urls("tiny", 2, "127.0.0.1", timeout_s=60)
@@ -352,3 +354,10 @@ def test_direct_ingress_each_replica_answers_on_its_own_port(artifact: tuple[str
             assert status == 400 and "dim 1" in payload["error"], payload
         assert len(seen) == 2  # each port is one replica
         assert InferenceClient(url, "tiny").ready()  # the proxy still serves beside them
+        big = json.dumps(encode_request({"x": torch.rand(MAX_B, MAX_S, 16)})).encode()
+        with concurrent.futures.ThreadPoolExecutor(64) as pool:  # a flood on one replica's port
+            results = list(pool.map(lambda _: _post(f"{urls[0]}/v2/models/tiny/infer", big, timeout=90), range(64)))
+        codes = [r[0] for r in results]
+        assert set(codes) <= {200, 503} and codes.count(503) > 0 and codes.count(200) > 0, codes
+        refused = next(r for r in results if r[0] == 503)
+        assert {k.lower(): v for k, v in refused[2].items()}.get("retry-after") == "1"
