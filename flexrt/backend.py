@@ -363,9 +363,9 @@ def flexrt_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], opti
     device = tensors[0].device if tensors else None
     settings, runtime = parse_options(options, device=device)
     try:
-        inputs = _plan(gm, example_inputs)
-        specs = inputs.specs
-        frozen = _FrozenGraph(gm, inputs.roles, inputs.consts, inputs.int_outputs).eval()
+        graph_plan = _plan(gm, example_inputs)
+        specs = graph_plan.specs
+        frozen = _FrozenGraph(gm, graph_plan.roles, graph_plan.consts, graph_plan.int_outputs).eval()
         names = [s.name or f"in{i}" for i, s in enumerate(specs)]
         flat = FlatInputs(tuple(specs), {}, names, specs)
         # build outside dynamo's tracing context: its fake mode must not leak into export/Inductor
@@ -380,7 +380,7 @@ def flexrt_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], opti
         raise
     module = CompiledModule(engine, CompilerFallback(traced, settings, lowered, plan))
     logger.info("flexrt backend: built an engine for a graph of %d inputs, profile %s", len(specs), profiles[0])
-    return _CompiledGraph(module, inputs, frozen, settings.device)
+    return _CompiledGraph(module, graph_plan, frozen, settings.device)
 
 
 def register() -> None:

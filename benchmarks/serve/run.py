@@ -202,8 +202,12 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
         entry["check"] = f"ok ({worst:.1e})" if worst <= case.tolerance else f"FAILED ({worst:.1e})"
         say(f"{name} {variant}: deployed in {entry['deploy_s']:.1f} s, check {entry['check']}")
         entry["replicas"] = _replica_stats(url, name, args.replicas)  # identity, GPU, start-up s, memory
-        prefix = f"/{variant}" if args.together else ""
-        replica_urls = ingress.replica_urls(f"bench-{variant}", args.replicas, "127.0.0.1") if args.via == "direct" else []
+        if args.via == "direct":  # each replica's own HTTP port, requests in turn: no proxy
+            prefix = f"/{variant}" if args.together else ""
+            infer: str | list[str] = [f"{u}{prefix}/v2/models/{name}/infer"
+                                      for u in ingress.replica_urls(f"bench-{variant}", args.replicas, "127.0.0.1")]
+        else:
+            infer = f"{url}/v2/models/{name}/infer"
         entry["nvidia_smi"] = _nvidia_smi() if args.device.startswith("cuda") else None
         if len(entry["replicas"]) < args.replicas:
             say(f"{name} {variant}: only {len(entry['replicas'])} of {args.replicas} replicas answered /stats")
@@ -214,10 +218,6 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
                     "errors": 0, "timeouts": 0})
                 continue
             before = _stats(url, name, args.replicas)
-            if args.via == "direct":  # each replica's own HTTP port, requests in turn: no proxy
-                infer: str | list[str] = [f"{u}{prefix}/v2/models/{name}/infer" for u in replica_urls]
-            else:
-                infer = f"{url}/v2/models/{name}/infer"
             if args.clients > 1:  # the same load from several client processes (Ray tasks)
                 target_name = f"bench-{variant}" if args.via == "handle" else infer
                 outcomes, wall = load.open_loop_clients(args.clients, args.via, target_name,

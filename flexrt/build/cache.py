@@ -21,7 +21,7 @@ def stats() -> dict[str, int]:
     return dict(_stats)
 
 
-def count(hit: bool) -> None:
+def record(hit: bool) -> None:
     """Count a lookup made elsewhere (a build worker's, in its own process)."""
     with _lock:
         _stats["hits" if hit else "misses"] += 1

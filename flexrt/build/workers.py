@@ -144,11 +144,12 @@ class WorkerPool:
         with open(out + ".json") as f:
             meta = json.load(f)
         with open(out, "rb") as f:
-            engine = EngineBinary.from_bytes(f.read())
+            blob = f.read()  # EngineBinary.to_bytes(), as the worker wrote it
+        engine = EngineBinary.from_bytes(blob)
         if job.segment is not None:  # the worker wrote the disk cache; this process remembers it in memory
             cache.put(job.segment, meta["key"].encode("ascii"), None)
-        cache.put(meta["key"], engine.to_bytes(), None)
-        cache.count(hit=not meta["built"])
+        cache.put(meta["key"], blob, None)
+        cache.record(hit=not meta["built"])
         stage_done(logger, f"export {job.stage}", meta["export_s"], "in a worker")
         stage_done(logger, f"engine {job.stage}", time.perf_counter() - start, f"in a worker: build {meta['engine_s']:.1f} s")
         return engine
