@@ -134,25 +134,49 @@ def _shard(via: str, target: str | Sequence[str], items: Sequence[Any], rate: fl
 
 def open_loop_clients(clients: int, via: str, target: str | Sequence[str], items: Sequence[Any], rate: float, duration_s: float,
                       max_requests: int, seed: int = 0, timeout: float = 60.0) -> tuple[list[Outcome], float]:
-    """The open-loop load split over `clients` processes (Ray tasks), each a Poisson stream at
-    rate/clients (their sum is Poisson at `rate`), so that one Python client's own limit (encoding,
-    its event loop) is not what is measured. The shards start together once each has warmed up.
+    """The open-loop load split over `clients` processes, each a Poisson stream at rate/clients (their
+    sum is Poisson at `rate`), so that one Python client's own limit (encoding, its event loop) is not
+    what is measured. HTTP shards are plain processes (no Ray in the load generator); handle shards are
+    Ray tasks (a handle needs the cluster). The shards start together once each has warmed up.
     Returns every outcome and the longest shard's wall time."""
+    per = max(1, max_requests // clients)
+    lead_s = 10.0 if via == "handle" else 4.0  # room for each shard's process to start and warm up (Ray's are slower)
+    start_at = time.time() + lead_s
+    wait_s = lead_s + duration_s + timeout + 60
+    jobs = [(via, target, rate / clients, duration_s, per, seed + 7919 * i, timeout, start_at) for i in range(clients)]
+    results = _shards_in_ray(jobs, items, wait_s) if via == "handle" else _shards_in_processes(jobs, items, wait_s)
+    return [o for outcomes, _ in results for o in outcomes], max(wall for _, wall in results)
+
+
+def _shards_in_ray(jobs: Sequence[tuple[Any, ...]], items: Sequence[Any], wait_s: float) -> list[tuple[list[Outcome], float]]:
     import ray
 
     shard = ray.remote(num_cpus=0, max_retries=0)(_shard)
     ref = ray.put(list(items))
-    per = max(1, max_requests // clients)
-    start_at = time.time() + 10.0  # room for each shard's process to start and warm up
-    refs = [shard.remote(via, target, ref, rate / clients, duration_s, per, seed + 7919 * i, timeout, start_at)
-            for i in range(clients)]
-    ready, pending = ray.wait(refs, num_returns=len(refs), timeout=10.0 + duration_s + timeout + 60)
+    refs = [shard.remote(via, target, ref, *rest) for via, target, *rest in jobs]
+    ready, pending = ray.wait(refs, num_returns=len(refs), timeout=wait_s)
     if pending:
         for r in pending:
             ray.cancel(r, force=True)
-        raise RuntimeError(f"{len(pending)} of {clients} client shards did not finish in time")
-    results = ray.get(ready)
-    return [o for outcomes, _ in results for o in outcomes], max(wall for _, wall in results)
+        raise RuntimeError(f"{len(pending)} of {len(jobs)} client shards did not finish in time")
+    return ray.get(ready)
+
+
+def _shards_in_processes(jobs: Sequence[tuple[Any, ...]], items: Sequence[Any], wait_s: float) -> list[tuple[list[Outcome], float]]:
+    import concurrent.futures
+    import multiprocessing
+
+    pool = concurrent.futures.ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = [pool.submit(_shard, via, target, list(items), *rest) for via, target, *rest in jobs]
+        done, pending = concurrent.futures.wait(futures, timeout=wait_s)
+        if pending:
+            raise RuntimeError(f"{len(pending)} of {len(jobs)} client shards did not finish in time")
+        return [f.result() for f in futures]
+    finally:
+        for proc in list(getattr(pool, "_processes", {}).values()):  # a hung shard must not outlive the run
+            proc.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def summarize(outcomes: Sequence[Outcome], wall_s: float, rate: float) -> dict[str, float | int]:

@@ -218,7 +218,7 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
                     "errors": 0, "timeouts": 0})
                 continue
             before = _stats(url, name, args.replicas)
-            if args.clients > 1:  # the same load from several client processes (Ray tasks)
+            if args.clients > 1:  # the same load from several client processes
                 target_name = f"bench-{variant}" if args.via == "handle" else infer
                 outcomes, wall = load.open_loop_clients(args.clients, args.via, target_name,
                                                         handle_requests if args.via == "handle" else bodies, rate,
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="send the load over HTTP through Ray's proxy, through a DeploymentHandle, or over HTTP "
                    "straight to each replica's own port (direct ingress)")
     p.add_argument("--clients", type=int, default=1,
-                   help="client processes (Ray tasks) sharing the load, each Poisson at rate/N (default 1: this process)")
+                   help="client processes sharing the load, each Poisson at rate/N (default 1: this process)")
     p.add_argument("--together", action="store_true",
                    help="deploy every variant at once (one route each) instead of one after another; smoke does")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "serve"))

@@ -2,7 +2,8 @@
 # Build-time runs on the H200 (2026-11-30). Usage: bash research/runs/build_h200.sh PART
 set -u
 P="python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir"
-$P --upgrade --target /tmp/site .whl_pyd/*.whl >/dev/null 2>&1
+W=.whl_pyd; [ -d $W ] || W=.whl  # either carried folder holds pydantic
+$P --upgrade --target /tmp/site $W/*.whl >/dev/null 2>&1
 export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi -L; nproc
 case "$1" in
@@ -25,4 +26,11 @@ case "$1" in
   d)  # three profiles after giving each worker its own Inductor cache directory
     timeout 100 python3 -m benchmarks.build_time --models resnet50 --variants flexrt_3p --peer-shapes opt --out $OUT 2>&1 | tail -2
     python3 -c "import json; r=json.load(open('$OUT/build_time_resnet50.json'))[0]; print(r.get('warnings'), r.get('stages'))" ;;
+  e)  # nvidia-h200-x2 (32 cores): one profile, three side by side (a cache directory per worker), three in turn
+    for m in bert resnet50; do
+      timeout 230 python3 -m benchmarks.build_time --models $m --variants flexrt,flexrt_3p,flexrt_3p_seq \
+        --peer-shapes opt --out $OUT 2>&1 | grep -v Warning | tail -4
+    done
+    timeout 120 python3 -m pytest -q -m cuda -p no:cacheprovider tests/build/test_workers.py \
+      tests/runtime/test_graph_memory.py 2>&1 | tail -6 ;;
 esac
