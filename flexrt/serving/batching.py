@@ -232,6 +232,23 @@ def batch_buckets(low: int, high: int) -> list[int]:
     return sorted(sizes)
 
 
+def warm_up_shapes(signature: ModelSignature, plan: BatchPlan | None, padding: str) -> list[list[dict[str, tuple[int, ...]]]]:
+    """Per profile, the shapes a replica runs before serving: max, opt and min (an unbatched replica
+    fed batch-1 requests runs the min), then with bucket padding each bucket's rows at opt, largest
+    first (each smaller CUDA graph reuses the memory the largest took), each twice (the second run
+    captures the graph)."""
+    per_profile = []
+    for profile in signature.profiles:
+        ends = [{s.name: tuple(getattr(profile[s.name], end)) for s in signature.inputs} for end in ("max", "opt", "min")]
+        if plan is not None and padding == "buckets":
+            name, dim = next(iter(plan.inputs.items()))
+            rows = batch_buckets(int(profile[name].min[dim]), int(profile[name].max[dim]))
+            ends += [plan.with_rows(ends[1], b) for b in sorted(rows, reverse=True)]
+        distinct = [dict(items) for items in dict.fromkeys(tuple(e.items()) for e in ends)]
+        per_profile.append([shape for shape in distinct for _ in range(2)])
+    return per_profile
+
+
 def pad_target(signature: ModelSignature, profile: int, plan: BatchPlan, rows: int, policy: str) -> int:
     """The rows to pad a stacked batch of `rows` up to: the profile's opt batch ("opt", when larger),
     the next bucket ("buckets"), or `rows` itself ("none")."""

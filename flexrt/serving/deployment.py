@@ -25,7 +25,7 @@ from ray import serve
 import flexrt
 from flexrt.errors import InputSpecError, RequestError, ServingError
 from flexrt.serving import protocol
-from flexrt.serving.batching import BatchPlan, batch_buckets, run_chunks
+from flexrt.serving.batching import BatchPlan, run_chunks, warm_up_shapes
 from flexrt.serving.config import ServeConfig
 
 logger = logging.getLogger(__name__)
@@ -157,19 +157,9 @@ class FlexrtDeployment:
         return model
 
     def _warm_up(self) -> None:
-        """Run each profile at its opt shape, and with bucket padding at each bucket's rows (twice: the
-        second run captures the CUDA graph): loads every engine and captures the shapes batching will
-        form now, not on requests, and fails here if the artifact cannot run on this device."""
-        for k, profile in enumerate(self.signature.profiles):
-            opt = {s.name: tuple(profile[s.name].opt) for s in self.signature.inputs}
-            shapes = [opt]
-            if self.config.backend == "torch_compile":  # compile the dynamic graph now, not on a request
-                shapes.append({s.name: tuple(profile[s.name].max) for s in self.signature.inputs})
-            if self.plan is not None and self.config.padding == "buckets":
-                name, dim = next(iter(self.plan.inputs.items()))
-                rows = batch_buckets(int(profile[name].min[dim]), int(profile[name].max[dim]))
-                # largest first: each smaller bucket's graph reuses the memory the largest one took
-                shapes += [self.plan.with_rows(opt, b) for b in sorted(rows, reverse=True) for _ in range(2)]
+        """Run the shapes `warm_up_shapes` picks, so that engines load and CUDA graphs are captured now,
+        not on requests, and start-up fails if the artifact cannot run on this device."""
+        for k, shapes in enumerate(warm_up_shapes(self.signature, self.plan, self.config.padding)):
             try:
                 for shape in shapes:
                     self._execute({s.name: torch.zeros(shape[s.name], dtype=s.dtype) for s in self.signature.inputs}, k)

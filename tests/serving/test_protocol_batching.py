@@ -313,3 +313,17 @@ def test_bucket_padding_bounds_the_shapes_a_replica_runs() -> None:
         for r, got in zip(reqs, results):
             torch.testing.assert_close(got["y"], model(**r)["y"])
     assert seen <= set(batching.batch_buckets(1, 8)) and len(seen) > 1, seen
+
+
+def test_warm_up_runs_max_opt_min_then_buckets_largest_first_each_twice() -> None:
+    """An unbatched replica fed batch-1 requests runs the profile's min: start-up must have run (on
+    CUDA, captured) it, not the first requests. Largest first, each shape twice, none repeated."""
+    sig = signature()
+    ends = [{"x": (8, 32, 16), "mask": (8, 32)}, {"x": (4, 8, 16), "mask": (4, 8)}, {"x": (1, 2, 16), "mask": (1, 2)}]
+    assert batching.warm_up_shapes(sig, None, "buckets") == [[s for s in ends for _ in range(2)]]
+    plan = BatchPlan.resolve(sig, {"x": 0, "mask": 0})
+    assert batching.warm_up_shapes(sig, plan, "none") == [[s for s in ends for _ in range(2)]]
+    buckets = [{"x": (b, 8, 16), "mask": (b, 8)} for b in (8, 2, 1)]  # 4 rows at opt is opt itself
+    assert batching.warm_up_shapes(sig, plan, "buckets") == [[s for s in ends + buckets for _ in range(2)]]
+    two = signature([sig.profiles[0], {"x": Range((1, 33, 16), (2, 40, 16), (2, 64, 16)), "mask": Range((1, 33), (2, 40), (2, 64))}])
+    assert [len(p) for p in batching.warm_up_shapes(two, None, "none")] == [6, 6]

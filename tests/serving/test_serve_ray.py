@@ -361,3 +361,4 @@ def test_direct_ingress_each_replica_answers_on_its_own_port(artifact: tuple[str
         assert set(codes) <= {200, 503} and codes.count(503) > 0 and codes.count(200) > 0, codes
         refused = next(r for r in results if r[0] == 503)
         assert {k.lower(): v for k, v in refused[2].items()}.get("retry-after") == "1"
+
