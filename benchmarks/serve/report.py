@@ -19,12 +19,14 @@ def _f(x: Any, digits: int = 1) -> str:
 def write(result: dict[str, Any], out_dir: str) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
     replicas = result.get("replicas", 1)
+    per_gpu = result.get("replicas_per_gpu", 1)
     via = {"handle": "_handle", "direct": "_direct"}.get(result.get("via", "http"), "")
-    stem = os.path.join(out_dir, result["model"] + (f"_r{replicas}" if replicas > 1 else "") + via + ("_smoke" if result.get("smoke") else ""))
+    stem = os.path.join(out_dir, result["model"] + (f"_r{replicas}" if replicas > 1 else "") + (f"_g{per_gpu}" if per_gpu > 1 else "") + via + ("_smoke" if result.get("smoke") else ""))
     with open(stem + ".json", "w") as f:
         json.dump(result, f, indent=1, default=str)
     lines = [
         f"# flexrt serve: {result['model']} ({result['device']}, {replicas} replica{'s' if replicas > 1 else ''} per variant"
+        f"{', ' + str(per_gpu) + ' per GPU' if per_gpu > 1 else ''}"
         f"{VIA_TITLES.get(result.get('via', 'http'), '')}"
         f"{', load from ' + str(result['clients']) + ' client processes' if result.get('clients', 1) > 1 else ''})",
         "",

@@ -33,6 +33,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--replicas", default="1", help="number of replicas, or 'auto' (Ray Serve autoscaling)")
     p.add_argument("--min-replicas", type=int, default=1, help="with --replicas auto")
     p.add_argument("--max-replicas", type=int, default=4, help="with --replicas auto")
+    p.add_argument("--replicas-per-gpu", type=int, default=1,
+                   help="replicas sharing one GPU (each its own process: more CPU for request handling)")
     p.add_argument("--max-batch-size", type=int, default=8, help="requests per model call (with --batch-dim)")
     p.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits to fill")
     p.add_argument(
@@ -46,7 +48,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--max-queue", type=int, default=256, help="requests waiting for a replica before 503s")
     p.add_argument("--max-ongoing", type=int, default=0, help="requests in a replica at once (default 2x batch, >= 8)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda: one GPU per replica)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda: one GPU per replica, or per --replicas-per-gpu)")
     p.add_argument("--num-cpus", type=float, default=1.0, help="CPUs reserved per replica")
     p.add_argument("--drain-s", type=float, default=30.0, help="on shutdown, wait this long for requests in flight")
     p.add_argument(
@@ -68,6 +70,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         "replicas": args.replicas,
         "min_replicas": args.min_replicas,
         "max_replicas": args.max_replicas,
+        "replicas_per_gpu": args.replicas_per_gpu,
         "max_batch_size": args.max_batch_size,
         "batch_wait_ms": args.batch_wait_ms,
         "batch_dims": list(args.batch_dim),

@@ -56,6 +56,9 @@ class ServeConfig:
     replicas: int | str = 1  # an int, or "auto" (Ray Serve autoscaling between min and max replicas)
     min_replicas: int = 1
     max_replicas: int = 4
+    # replicas sharing one GPU (Ray's fractional num_gpus = 1/K): a replica's Python request handling
+    # (HTTP, decoding, batching) is one process's worth of CPU, so K processes keep one GPU busier
+    replicas_per_gpu: int = 1
     max_batch_size: int = 8  # requests per call (Ray's @serve.batch counts requests)
     batch_wait_ms: float = 5.0
     batch_dims: tuple[tuple[str, int], ...] = ()
@@ -85,6 +88,8 @@ class ServeConfig:
             raise ServingError(f"backend {self.backend!r} needs reference_model=MODULE:CALLABLE (returning the nn.Module)")
         if self.pad not in ("auto", *PAD_POLICIES):
             raise ServingError(f"pad must be one of {('auto', *PAD_POLICIES)}, got {self.pad!r}")
+        if self.replicas_per_gpu > 1 and not self.device.startswith("cuda"):
+            raise ServingError(f"--replicas-per-gpu {self.replicas_per_gpu} needs --device cuda (on cpu, use --replicas)")
         if self.min_replicas > self.max_replicas:
             raise ServingError(f"min_replicas {self.min_replicas} > max_replicas {self.max_replicas}")
 
@@ -111,6 +116,7 @@ class ServeConfig:
             replicas=replicas,
             min_replicas=_int(args.get("min_replicas", 1), "min_replicas", 0),
             max_replicas=_int(args.get("max_replicas", 4), "max_replicas", 1),
+            replicas_per_gpu=_int(args.get("replicas_per_gpu", 1), "replicas_per_gpu", 1),
             max_batch_size=_int(args.get("max_batch_size", 8), "max_batch_size", 1),
             batch_wait_ms=_float(args.get("batch_wait_ms", 5.0), "batch_wait_ms", 0.0),
             batch_dims=tuple(dims.items()),

@@ -307,7 +307,7 @@ def deployment_options(config: ServeConfig) -> dict[str, Any]:
     gpu = config.device.startswith("cuda")
     options: dict[str, Any] = {
         "name": f"flexrt-{config.name}",
-        "ray_actor_options": {"num_cpus": config.num_cpus, "num_gpus": 1 if gpu else 0},
+        "ray_actor_options": {"num_cpus": config.num_cpus, "num_gpus": 1 / config.replicas_per_gpu if gpu else 0},
         "max_ongoing_requests": config.ongoing,
         "max_queued_requests": config.max_queue,
         "graceful_shutdown_timeout_s": config.graceful_shutdown_timeout_s,

@@ -20,12 +20,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def test_cli_options_become_a_config() -> None:
     args = parse(["serve", "/m/bert.ep", "--batch-dim", "ids:0", "--batch-dim", "mask:0", "--max-batch-size", "16",
-                  "--replicas", "auto", "--max-replicas", "3", "--device", "cuda", "--max-queue", "32"])
+                  "--replicas", "auto", "--max-replicas", "3", "--device", "cuda", "--max-queue", "32",
+                  "--replicas-per-gpu", "4"])
     assert args.fn is cli.run
     cfg = cli.config_from_args(args)
     assert cfg.name == "bert" and cfg.batch_dims == (("ids", 0), ("mask", 0)) and cfg.max_batch_size == 16
     assert cfg.replicas == "auto" and cfg.max_replicas == 3 and cfg.device == "cuda" and cfg.max_queue == 32
-    assert cfg.ongoing == 32  # 2 x batch
+    assert cfg.ongoing == 32 and cfg.replicas_per_gpu == 4  # 2 x batch
     assert ServeConfig.from_mapping(cfg.to_mapping()) == cfg  # what replicas receive round-trips
 
 
@@ -45,6 +46,8 @@ def test_serve_run_string_args() -> None:
     ({"artifact": "a.ep", "batch_dim": "x"}, "NAME:DIM"),
     ({"artifact": "a.ep", "max_bach_size": 4}, "unknown serve option(s) ['max_bach_size']"),
     ({"artifact": "a.ep", "backend": "eager"}, "reference_model=MODULE:CALLABLE"),
+    ({"artifact": "a.ep", "device": "cuda", "replicas_per_gpu": 0}, "replicas_per_gpu must be >= 1"),
+    ({"artifact": "a.ep", "replicas_per_gpu": 2}, "needs --device cuda"),
 ])
 def test_bad_options(args: dict, text: str) -> None:
     with pytest.raises(ServingError) as info:
