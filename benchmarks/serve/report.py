@@ -16,12 +16,28 @@ def _f(x: Any, digits: int = 1) -> str:
     return str(x)
 
 
+def _at_bound(result: dict[str, Any]) -> list[str]:
+    """With a p99 bound: each variant's highest rate within it, and flexrt's ratio to each other variant."""
+    bound = result.get("p99_bound_ms")
+    if not bound:
+        return []
+    best = {v["variant"]: v.get("max_rps_at_p99") for v in result["variants"]}
+    lines = ["", f"Highest offered rate with p99 <= {bound:g} ms and every request answered (searched):", "",
+             "| variant | requests/s | flexrt's rate / this |", "|---|---|---|"]
+    mine = best.get("flexrt")
+    for variant, rate in best.items():
+        ratio = "-" if not mine or not rate else f"{mine / rate:.2f}x"
+        lines.append(f"| {variant} | {_f(rate, 0) if rate else 'none'} | {ratio} |")
+    return lines
+
+
 def write(result: dict[str, Any], out_dir: str) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
     replicas = result.get("replicas", 1)
     per_gpu = result.get("replicas_per_gpu", 1)
     via = {"handle": "_handle", "direct": "_direct"}.get(result.get("via", "http"), "")
-    stem = os.path.join(out_dir, result["model"] + (f"_r{replicas}" if replicas > 1 else "") + (f"_g{per_gpu}" if per_gpu > 1 else "") + via + ("_smoke" if result.get("smoke") else ""))
+    stem = os.path.join(out_dir, result["model"] + (f"_r{replicas}" if replicas > 1 else "") + (f"_g{per_gpu}" if per_gpu > 1 else "") + via
+                        + ("_p99" if result.get("p99_bound_ms") else "") + ("_smoke" if result.get("smoke") else ""))
     with open(stem + ".json", "w") as f:
         json.dump(result, f, indent=1, default=str)
     lines = [
@@ -49,6 +65,7 @@ def write(result: dict[str, Any], out_dir: str) -> list[str]:
                 f"{_f(r.get('replica_ms_per_request', float('nan')))} | {_f(r.get('model_ms_per_request', float('nan')), 2)} | "
                 f"{v['check']} |"
             )
+    lines += _at_bound(result)
     lines += ["", "| variant | replica | GPU | CUDA_VISIBLE_DEVICES | start-up s (load + warm-up) | GPU MiB reserved (PyTorch) |",
               "|---|---|---|---|---|---|"]
     for v in result["variants"]:

@@ -123,7 +123,7 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
     import ray
     from ray import serve
 
-    from benchmarks.serve import load
+    from benchmarks.serve import load, search
     from flexrt.serving import ingress
     from flexrt.serving.application import build_app
     from flexrt.serving.client import InferenceClient
@@ -157,7 +157,7 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
         "torch": torch.__version__, "ray": ray.__version__, "compile_s": compile_s, "duration_s": args.duration_s,
         "max_batch_size": case.max_batch_size, "batch_wait_ms": args.batch_wait_ms, "batch_dims": list(case.batch_dims),
         "distinct_requests": len(bodies), "encoding": "binary" if binary else "json", "variants": [],
-        "replicas": args.replicas, "replicas_per_gpu": args.replicas_per_gpu, "via": args.via, "clients": args.clients,
+        "replicas": args.replicas, "replicas_per_gpu": args.replicas_per_gpu, "p99_bound_ms": args.p99_ms, "via": args.via, "clients": args.clients,
     }
     port = args.port or _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -212,12 +212,15 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
         entry["nvidia_smi"] = _nvidia_smi() if args.device.startswith("cuda") else None
         if len(entry["replicas"]) < args.replicas:
             say(f"{name} {variant}: only {len(entry['replicas'])} of {args.replicas} replicas answered /stats")
-        for rate in rates:
+        def measure(rate: float, variant: str = variant, entry: dict[str, Any] = entry, infer: Any = infer,
+                    url: str = url) -> dict[str, Any]:
+            """One open-loop rate against this variant: outcomes, latency, and where the time went."""
             if time.monotonic() > deadline:
-                entry["rates"].append({"offered_rps": rate, "skipped": True, **{k: float("nan") for k in (
+                skipped = {"offered_rps": rate, "skipped": True, **{k: float("nan") for k in (
                     "p50_ms", "p90_ms", "p99_ms", "achieved_rps")}, "sent": 0, "ok": 0, "rejected_503": 0,
-                    "errors": 0, "timeouts": 0})
-                continue
+                    "errors": 0, "timeouts": 0}
+                entry["rates"].append(skipped)
+                return skipped
             before = _stats(url, name, args.replicas)
             if args.clients > 1:  # the same load from several client processes
                 target_name = f"bench-{variant}" if args.via == "handle" else infer
@@ -251,6 +254,16 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
                 f"p50 {summary['p50_ms']:.1f} p99 {summary['p99_ms']:.1f} ms, {summary['calls_per_request']:.2f} calls/req; "
                 f"per request: client mean {summary['client_mean_ms']:.1f} ms, in replica {summary['replica_ms_per_request']:.1f} "
                 f"(queued {summary['queue_ms_per_request']:.1f}), model calls {summary['model_ms_per_request']:.1f} ms")
+            return summary
+
+        if args.p99_ms:  # the highest rate served within the p99 bound, every request answered
+            best = search.highest_rate(measure, rates[0], args.p99_ms, args.search_steps)
+            entry["rates"].sort(key=lambda r: r["offered_rps"])
+            entry["max_rps_at_p99"] = best
+            say(f"{name} {variant}: highest rate with p99 <= {args.p99_ms:g} ms: {best if best is not None else 'none'}/s")
+        else:
+            for rate in rates:
+                measure(rate)
         if not args.together:
             serve.delete(f"bench-{variant}")
     return result
@@ -265,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rates", nargs="+", type=float, default=None, help="offered loads, requests/s")
     p.add_argument("--duration-s", type=float, default=None, help="seconds of load per rate (default 8; smoke 2)")
     p.add_argument("--max-requests", type=int, default=4000, help="per rate")
+    p.add_argument("--p99-ms", type=float, default=None,
+                   help="instead of the listed rates: search (from the first rate) the highest rate each variant serves "
+                   "with p99 within this bound and every request answered")
+    p.add_argument("--search-steps", type=int, default=6, help="rates measured per variant in the search")
     p.add_argument("--distinct", type=int, default=32, help="distinct request bodies (shapes mixed)")
     p.add_argument("--batch-wait-ms", type=float, default=5.0)
     p.add_argument("--pad", default="auto", choices=("auto", "buckets", "opt", "none"),

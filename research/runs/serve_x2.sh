@@ -1,14 +1,14 @@
 #!/bin/bash
 # Serving runs on nvidia-h200-x2: the load from several client processes straight to the replicas'
 # own ports (direct ingress, past Ray's one proxy process), one and two replicas.
-# Usage: bash research/runs/serve_x2.sh PART (a, b: nvidia-h200-x2; c: either)   (carry .whl: scripts/ray_wheels.sh)
+# Usage: bash research/runs/serve_x2.sh PART (a, b, e: nvidia-h200-x2; c, d: either)   (carry .whl: scripts/ray_wheels.sh)
 # The 2026-11-30 attempt of an earlier part (handle path, 4 clients) hung in its clients: no figures.
 set -u
 P="python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir"
 $P --upgrade --target /tmp/site .whl/*.whl >/dev/null 2>&1
 export PYTHONPATH=/tmp/site:$PWD FLEXRT_CACHE_DIR=/tmp/flexrt-cache RAY_USAGE_STATS_ENABLED=0
 nvidia-smi -L
-run() { timeout "$1" python3 -m benchmarks.serve "${@:2}" --duration-s ${DURATION:-4} --timeout-s 10 --out $OUT 2>&1 | grep "@\|deployed\|rror" | tail -30; }
+run() { timeout "$1" python3 -m benchmarks.serve "${@:2}" --duration-s ${DURATION:-4} --timeout-s 10 --out $OUT 2>&1 | grep "@\|deployed\|rror\|highest" | tail -40; }
 case "$1" in
   a)  # ResNet-50: one replica (flexrt batched and not, torch.compile), then two
     run 300 --model resnet50 --via direct --clients 4 --variants flexrt flexrt_nobatch torch_compile \
@@ -23,4 +23,13 @@ case "$1" in
   c)  # nvidia-h200 (16 cores): ResNet-50 with four replicas sharing the one GPU, eight client processes
     run 230 --model resnet50 --via direct --clients 8 --replicas 4 --replicas-per-gpu 4 \
       --variants flexrt flexrt_nobatch --rates 250 500 1000 2000 --budget-s 200 ;;
+  d)  # nvidia-h200: four replicas per GPU, each variant's highest rate with p99 <= 50 ms (#22's goals)
+    run 560 --model resnet50 --via direct --clients 8 --replicas 4 --replicas-per-gpu 4 \
+      --variants flexrt flexrt_nobatch torch_compile --rates 250 --p99-ms 50 --search-steps 6 --budget-s 520 ;;
+  e)  # nvidia-h200-x2: one and two GPUs at equal p99 (#23's goal), BERT then ResNet-50
+    for m in bert resnet50; do
+      run 130 --model $m --via direct --clients 4 --variants flexrt --rates 100 --p99-ms 100 --search-steps 6 --budget-s 120
+      run 130 --model $m --via direct --clients 4 --replicas 2 --variants flexrt --rates 200 --p99-ms 100 \
+        --search-steps 6 --budget-s 120
+    done ;;
 esac
