@@ -11,6 +11,9 @@ Variants, each in its own process (the fixed cost of a first build is the point)
   flexrt_warm   flexrt again in a new process, with the engine cache the `flexrt` run left on disk
   torch_compile torch.compile default, first call at opt (the compile a user waits for)
   aoti          one AOTInductor package over the range (torch.export + aoti_compile_and_package + load)
+A variant may carry knobs after "+": Inductor settings (`+isa`, `+pch`, `+o0`, see KNOBS) or, for
+the workers of `flexrt_3p` only, `+wthreads` (Inductor's compile pool per worker sized to a quarter of
+the cores, not all of them).
 `ready_s` is what a user waits for: from the model in hand to the first output at the opt shape
 (flexrt's build and first call; torch.compile's first call, which compiles). `total_s` adds the first
 two calls at every other measured shape (the second captures a CUDA graph where the variant uses
@@ -42,6 +45,11 @@ KNOBS: dict[str, dict[str, Any]] = {
     "pch": {"aot_inductor.precompile_headers": False},  # no precompiled header built for the wrapper
     "o0": {"aot_inductor.compile_wrapper_opt_level": "O0"},  # the wrapper's host code at -O0
 }
+# environment set for the build's worker processes only (the caller's Inductor config is already loaded)
+WORKER_ENV: dict[str, Any] = {
+    "wthreads": lambda: {"TORCHINDUCTOR_COMPILE_THREADS": str(max(1, (os.cpu_count() or 4) // 4))},  # Inductor's
+    # compile pool per worker sized to its share of the cores, not all of them (three builds at once)
+}
 # cProfile entries worth naming in the breakdown (cumulative seconds), by qualified name fragment
 WATCH = {
     "torch.export": "export.py:.*\\(export\\)|_trace.py:.*\\(_export\\)",
@@ -65,7 +73,10 @@ class _StageLog(logging.Handler):
         if record.levelno >= logging.WARNING:
             self.warnings.append(record.getMessage()[:2000])
         if hasattr(record, "stage"):
-            self.stages.append({"stage": record.stage, "seconds": round(record.seconds, 3)})  # type: ignore[attr-defined]
+            row = {"stage": record.stage, "seconds": round(record.seconds, 3)}  # type: ignore[attr-defined]
+            if getattr(record, "detail", ""):  # e.g. a worker's own Inductor timers
+                row["detail"] = record.detail  # type: ignore[attr-defined]
+            self.stages.append(row)
 
 
 def _profile_rows(prof: cProfile.Profile) -> dict[str, Any]:
@@ -105,7 +116,9 @@ def _child(variant: str, model_name: str, smoke: bool, device_name: str, cache_d
     if dtype != case.dtype:
         inputs = {s: tuple(t.to(dtype) if t.is_floating_point() else t for t in v) for s, v in inputs.items()}
     base, *knobs = variant.split("+")
-    for knob in knobs:
+    for knob in [k for k in knobs if k in WORKER_ENV]:
+        os.environ.update(WORKER_ENV[knob]())
+    for knob in [k for k in knobs if k not in WORKER_ENV]:
         for key, value in KNOBS[knob].items():
             section, _, name = key.rpartition(".")
             setattr(getattr(torch._inductor.config, section) if section else torch._inductor.config, name, value)

@@ -11,7 +11,7 @@ import logging
 
 
 def stage_done(logger: logging.Logger, stage: str, seconds: float, detail: str = "") -> None:
-    logger.info("%s: %.2f s%s", stage, seconds, f" ({detail})" if detail else "", extra={"stage": stage, "seconds": seconds})
+    logger.info("%s: %.2f s%s", stage, seconds, f" ({detail})" if detail else "", extra={"stage": stage, "seconds": seconds, "detail": detail})
 
 
 def stage_started(logger: logging.Logger, stage: str) -> None:

@@ -151,7 +151,9 @@ class WorkerPool:
         cache.put(meta["key"], blob, None)
         cache.record(hit=not meta["built"])
         stage_done(logger, f"export {job.stage}", meta["export_s"], "in a worker")
-        stage_done(logger, f"engine {job.stage}", time.perf_counter() - start, f"in a worker: build {meta['engine_s']:.1f} s")
+        timers = ", ".join(f"{k} {v:.1f} s" for k, v in meta.get("inductor_s", {}).items())
+        stage_done(logger, f"engine {job.stage}", time.perf_counter() - start,
+                   f"in a worker: build {meta['engine_s']:.1f} s" + (f"; Inductor: {timers}" if timers else ""))
         return engine
 
 
