@@ -157,7 +157,7 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
         "torch": torch.__version__, "ray": ray.__version__, "compile_s": compile_s, "duration_s": args.duration_s,
         "max_batch_size": case.max_batch_size, "batch_wait_ms": args.batch_wait_ms, "batch_dims": list(case.batch_dims),
         "distinct_requests": len(bodies), "encoding": "binary" if binary else "json", "variants": [],
-        "replicas": args.replicas, "replicas_per_gpu": args.replicas_per_gpu, "p99_bound_ms": args.p99_ms, "via": args.via, "clients": args.clients,
+        "replicas": args.replicas, "replicas_per_gpu": args.replicas_per_gpu, "p99_bound_ms": args.p99_ms, "access_log": args.access_log, "via": args.via, "clients": args.clients,
     }
     port = args.port or _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -173,6 +173,7 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
             "max_queue": 100000, "max_ongoing": max(64, 4 * case.max_batch_size), "replicas": args.replicas,
             "replicas_per_gpu": args.replicas_per_gpu,
             "num_cpus": 1.0 / len(args.variants) if args.together else 1.0, "graceful_shutdown_timeout_s": 5,
+            "access_log": args.access_log,
         })
         return build_app(config)
 
@@ -291,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, default=None, help="total time; then the rest is skipped (default 540; smoke 110)")
     p.add_argument("--replicas", type=int, default=1, help="replicas per variant (one GPU each on CUDA)")
     p.add_argument("--replicas-per-gpu", type=int, default=1, help="replicas sharing one GPU (Ray's num_gpus = 1/K)")
+    p.add_argument("--no-access-log", dest="access_log", action="store_false", help="every variant without Ray's access log")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--via", default="http", choices=("http", "handle", "direct"),
                    help="send the load over HTTP through Ray's proxy, through a DeploymentHandle, or over HTTP "

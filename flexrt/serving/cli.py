@@ -50,6 +50,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-ongoing", type=int, default=0, help="requests in a replica at once (default 2x batch, >= 8)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda: one GPU per replica, or per --replicas-per-gpu)")
     p.add_argument("--num-cpus", type=float, default=1.0, help="CPUs reserved per replica")
+    p.add_argument("--no-access-log", dest="access_log", action="store_false",
+                   help="no access log line per request in the replicas' logs (metrics still count every request)")
     p.add_argument("--drain-s", type=float, default=30.0, help="on shutdown, wait this long for requests in flight")
     p.add_argument(
         "--direct-ingress", action="store_true",
@@ -79,6 +81,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         "pad": args.pad,
         "num_cpus": args.num_cpus,
         "graceful_shutdown_timeout_s": args.drain_s,
+        "access_log": args.access_log,
     })
 
 

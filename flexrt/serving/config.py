@@ -38,6 +38,18 @@ def _float(value: Any, what: str, minimum: float) -> float:
     return x
 
 
+def _bool(value: Any, what: str) -> bool:
+    """A flag from Python or from `serve run k=v` strings."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ServingError(f"{what} must be true or false, got {value!r}")
+
+
 def _pad(value: Any) -> str:
     """A pad policy; booleans (and "true"/"false") as earlier releases took them: pad to opt, or not."""
     if isinstance(value, bool):
@@ -70,6 +82,8 @@ class ServeConfig:
     pad: str = "auto"
     num_cpus: float = 1.0
     graceful_shutdown_timeout_s: float = 30.0
+    # Ray Serve's access log line per request (a replica's log file); off saves a little per request
+    access_log: bool = True
     # A/B reference: run `reference_model` (MODULE:CALLABLE -> nn.Module) in PyTorch ("eager") or
     # through torch.compile ("torch_compile") behind the same protocol, checks and batching.
     backend: str = "flexrt"
@@ -126,6 +140,7 @@ class ServeConfig:
             pad=_pad(args.get("pad", "auto")),
             num_cpus=_float(args.get("num_cpus", 1.0), "num_cpus", 0.0),
             graceful_shutdown_timeout_s=_float(args.get("graceful_shutdown_timeout_s", 30.0), "graceful_shutdown_timeout_s", 0.0),
+            access_log=_bool(args.get("access_log", True), "access_log"),
             backend=str(args.get("backend", "flexrt")),
             reference_model=str(args.get("reference_model", "")),
         )

@@ -312,6 +312,7 @@ def deployment_options(config: ServeConfig) -> dict[str, Any]:
         "max_queued_requests": config.max_queue,
         "graceful_shutdown_timeout_s": config.graceful_shutdown_timeout_s,
         "graceful_shutdown_wait_loop_s": 0.5,
+        "logging_config": {"enable_access_log": config.access_log},
     }
     if config.replicas == "auto":
         options["autoscaling_config"] = {

@@ -323,6 +323,9 @@ def test_deployment_options_resources_autoscaling_and_backpressure() -> None:
     shared = deployment_options(ServeConfig.from_mapping({"artifact": "m.ep", "device": "cuda", "replicas": 8,
                                                           "replicas_per_gpu": 4}))
     assert shared["ray_actor_options"]["num_gpus"] == 0.25 and shared["num_replicas"] == 8  # 4 per GPU, 2 GPUs
+    assert shared["logging_config"] == {"enable_access_log": True}
+    quiet = deployment_options(ServeConfig.from_mapping({"artifact": "m.ep", "access_log": False}))
+    assert quiet["logging_config"] == {"enable_access_log": False}
     cpu = deployment_options(ServeConfig.from_mapping({"artifact": "m.ep", "replicas": 2, "num_cpus": 0.5, "max_queue": 7}))
     assert cpu["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 0}
     assert cpu["num_replicas"] == 2 and cpu["max_queued_requests"] == 7
