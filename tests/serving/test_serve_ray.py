@@ -368,3 +368,42 @@ def test_direct_ingress_each_replica_answers_on_its_own_port(artifact: tuple[str
         refused = next(r for r in results if r[0] == 503)
         assert {k.lower(): v for k, v in refused[2].items()}.get("retry-after") == "1"
 
+
+
+def test_a_crashed_replica_fails_its_requests_and_is_replaced(artifact: tuple[str, torch.nn.Module]) -> None:
+    """A replica killed while it holds a request (waiting in its batch queue): the client gets an
+    error status, not silence; Ray starts a new replica (another pid) that answers correctly."""
+    import signal
+
+    path, model = artifact
+    start = time.monotonic()
+    with local_serve(_free_port()) as url:
+        config = ServeConfig.from_mapping({
+            "artifact": path, "name": "tiny", "batch_dims": "x:0", "max_batch_size": 8, "batch_wait_ms": 4000,
+            "num_cpus": 0.5, "graceful_shutdown_timeout_s": 5,
+        })
+        serve.run(build_app(config), name="tiny", route_prefix="/", blocking=False)
+        x = torch.rand(1, 5, 16) + 0.1
+        body = json.dumps(encode_request({"x": x.numpy()})).encode()
+        status, _, _ = _post(f"{url}/v2/models/tiny/infer", body)  # up, and warm (waits out one batch)
+        assert status == 200
+        stats = json.loads(urllib.request.urlopen(f"{url}/v2/models/tiny/stats", timeout=30).read())["replica"]
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            held = pool.submit(_post, f"{url}/v2/models/tiny/infer", body, 60.0)
+            time.sleep(1.0)  # the request now waits in the replica's 4 s batch window
+            os.kill(stats["pid"], signal.SIGKILL)
+            status, payload, _ = held.result(timeout=60)
+        assert status >= 500, (status, payload)  # an error, not silence and not a fake answer
+        new_pid = None
+        while time.monotonic() - start < DEADLINE_S and new_pid is None:  # bounded: Ray restarts the replica
+            time.sleep(1.0)
+            try:
+                replica = json.loads(urllib.request.urlopen(f"{url}/v2/models/tiny/stats", timeout=10).read())["replica"]
+            except (urllib.error.URLError, OSError, ValueError):
+                continue
+            new_pid = replica["pid"] if replica["pid"] != stats["pid"] else None
+        assert new_pid is not None, "no new replica within the deadline"
+        client = InferenceClient(url, "tiny")
+        out = client.infer({"x": x})
+        with torch.no_grad():
+            torch.testing.assert_close(torch.from_numpy(out["y"]), model(x)["y"], rtol=1e-4, atol=1e-5)
