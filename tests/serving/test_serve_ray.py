@@ -407,3 +407,37 @@ def test_a_crashed_replica_fails_its_requests_and_is_replaced(artifact: tuple[st
         out = client.infer({"x": x})
         with torch.no_grad():
             torch.testing.assert_close(torch.from_numpy(out["y"]), model(x)["y"], rtol=1e-4, atol=1e-5)
+
+
+def test_metrics_reach_rays_prometheus_endpoint(artifact: tuple[str, torch.nn.Module]) -> None:
+    """flexrt's counters and histograms appear on Ray's Prometheus endpoint (as `ray_flexrt_*`), with
+    the requests just sent counted by status."""
+    path, _ = artifact
+    metrics_port, http_port = _free_port(), _free_port()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": http_port})
+        config = ServeConfig.from_mapping({"artifact": path, "name": "tiny", "batch_dims": "x:0", "num_cpus": 0.5})
+        serve.run(build_app(config), name="tiny", route_prefix="/", blocking=False)
+        client = InferenceClient(f"http://127.0.0.1:{http_port}", "tiny")
+        for _ in range(5):
+            client.infer({"x": torch.rand(1, 3, 16)})
+        text, start = "", time.monotonic()
+        while time.monotonic() - start < 60 and 'code="200"' not in text:  # Ray exports every few seconds
+            time.sleep(2)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+                    text = "\n".join(line for line in r.read().decode().splitlines() if "flexrt_requests" in line)
+            except (urllib.error.URLError, OSError):
+                continue
+        counts = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if not line.startswith("#") and 'code="200"' in line and 'model="tiny"' in line]
+        assert counts and sum(counts) >= 5, text[:2000]
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+            names = r.read().decode()
+        for name in ("ray_flexrt_request_latency_ms", "ray_flexrt_queue_time_ms", "ray_flexrt_batch_rows",
+                     "ray_flexrt_profile_picks"):
+            assert name in names, name
+    finally:
+        serve.shutdown()
+        ray.shutdown()
