@@ -17,12 +17,16 @@ def highest_rate(measure: Callable[[float], Mapping[str, Any]], start: float, p9
                  precision: float = 1.15) -> float | None:
     """Double from `start` while the bound holds (halve while it does not), then bisect between the
     best rate that held and the lowest that failed until they are within `precision` of each other;
-    at most `steps` measurements. Returns the best rate that held (None: not even the lowest tried)."""
+    at most `steps` measurements, fewer if one comes back `skipped` (the run's time budget is spent).
+    Returns the best rate that held (None: not even the lowest tried)."""
     good: float | None = None
     bad: float | None = None
     rate = start
     for _ in range(steps):
-        if meets(measure(rate), p99_ms):
+        summary = measure(rate)
+        if summary.get("skipped"):
+            break
+        if meets(summary, p99_ms):
             good = rate
         else:
             bad = rate

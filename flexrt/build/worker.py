@@ -11,6 +11,7 @@ import sys
 import time
 
 import torch
+from torch._dynamo.utils import compilation_time_metrics  # Inductor's own phase timers, this process
 
 from flexrt.build.inductor import compile_engine_keyed, export_with_dims
 from flexrt.lower.fuse_conv_epilogue import register_shape_functions
@@ -24,8 +25,6 @@ def main(argv: list[str]) -> int:
     ep = export_with_dims(job.module, job.examples, job.dims, job.oblivious)
     export_s = time.perf_counter() - start
     key, engine, built = compile_engine_keyed(ep, settings, job.label, segment=job.segment)
-    from torch._dynamo.utils import compilation_time_metrics  # Inductor's own phase timers, this process
-
     timers = sorted(((k, sum(v)) for k, v in compilation_time_metrics.items()), key=lambda kv: -kv[1])
     with open(out_path, "wb") as f:
         f.write(engine.to_bytes())

@@ -43,3 +43,16 @@ def test_brackets_then_bisects() -> None:
     calls.clear()
     assert highest_rate(server(30.0, calls), 100.0, 50.0, steps=8) == 28.125  # halving, then bisecting
     assert calls == [100.0, 50.0, 25.0, 37.5, 31.25, 28.125]
+
+
+def test_a_skipped_rate_ends_the_search() -> None:
+    """Past the run's time budget the harness returns `skipped` rows: the search stops there."""
+    calls: list[float] = []
+
+    def measure(rate: float) -> dict[str, object]:
+        calls.append(rate)
+        if len(calls) > 2:
+            return {"skipped": True, "sent": 0, "ok": 0, "p99_ms": float("nan")}
+        return {"sent": 10, "ok": 10, "p99_ms": 1.0}
+
+    assert highest_rate(measure, 10.0, 50.0, steps=8) == 20.0 and calls == [10.0, 20.0, 40.0]
