@@ -112,10 +112,11 @@ def open_loop_handle(handle: Any, requests: Sequence[tuple[Mapping[str, Any], st
 
 def _shard(via: str, target: str | Sequence[str], items: Sequence[Any], rate: float, duration_s: float, max_requests: int,
            seed: int, timeout: float, start_at: float) -> tuple[list[Outcome], float]:
-    """One client process's share of the load (a Ray task): HTTP bodies to the `target` URL(s), or
-    requests to the Serve application named `target` through its DeploymentHandle. One untimed request first (a
-    new process's handle learns its replicas, a session connects), then the timed load from `start_at`
-    (wall clock, the same for every shard)."""
+    """One client process's share of the load (a plain process over HTTP, a Ray task through a
+    handle): HTTP bodies to the `target` URL(s), or requests to the Serve application named `target`
+    through its DeploymentHandle. One untimed request first (a new process's handle learns its
+    replicas, a session connects), then the timed load from `start_at` (wall clock, the same for every
+    shard)."""
     if via == "handle":
         from ray import serve
 
@@ -169,7 +170,7 @@ def _shards_in_processes(jobs: Sequence[tuple[Any, ...]], items: Sequence[Any], 
     pool = concurrent.futures.ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn"))
     try:
         futures = [pool.submit(_shard, via, target, list(items), *rest) for via, target, *rest in jobs]
-        done, pending = concurrent.futures.wait(futures, timeout=wait_s)
+        _, pending = concurrent.futures.wait(futures, timeout=wait_s)
         if pending:
             raise RuntimeError(f"{len(pending)} of {len(jobs)} client shards did not finish in time")
         return [f.result() for f in futures]

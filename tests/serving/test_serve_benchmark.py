@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def test_serve_benchmark_smoke(tmp_path, via, clients) -> None:
     """Over HTTP (the v2 protocol through Ray's proxy), through a DeploymentHandle (no proxy) and over
     HTTP straight to the replicas' own ports (direct ingress), from this process or from client
-    processes (Ray tasks) sharing the load."""
+    processes (Ray tasks through a handle, plain processes over HTTP) sharing the load."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
     p = subprocess.run([sys.executable, "-m", "benchmarks.serve", "--smoke", "--via", via, "--clients", str(clients), "--out", str(tmp_path)], cwd=ROOT,
                        env=env, capture_output=True, text=True, timeout=240)

@@ -54,9 +54,11 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def local_serve(port: int) -> Iterator[str]:
-    """A local Ray with Serve's HTTP proxy on 127.0.0.1:port; shut down (Ray included) on exit."""
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+def local_serve(port: int, metrics_port: int | None = None) -> Iterator[str]:
+    """A local Ray with Serve's HTTP proxy on 127.0.0.1:port (and Ray's Prometheus endpoint on
+    `metrics_port`, if given); shut down (Ray included) on exit."""
+    extra = {"_metrics_export_port": metrics_port} if metrics_port is not None else {}
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, **extra)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         yield f"http://127.0.0.1:{port}"
@@ -369,7 +371,6 @@ def test_direct_ingress_each_replica_answers_on_its_own_port(artifact: tuple[str
         assert {k.lower(): v for k, v in refused[2].items()}.get("retry-after") == "1"
 
 
-
 def test_a_crashed_replica_fails_its_requests_and_is_replaced(artifact: tuple[str, torch.nn.Module]) -> None:
     """A replica killed while it holds a request (waiting in its batch queue): the client gets an
     error status, not silence; Ray starts a new replica (another pid) that answers correctly."""
@@ -413,31 +414,25 @@ def test_metrics_reach_rays_prometheus_endpoint(artifact: tuple[str, torch.nn.Mo
     """flexrt's counters and histograms appear on Ray's Prometheus endpoint (as `ray_flexrt_*`), with
     the requests just sent counted by status."""
     path, _ = artifact
-    metrics_port, http_port = _free_port(), _free_port()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": http_port})
+    metrics_port = _free_port()
+    with local_serve(_free_port(), metrics_port) as url:
         config = ServeConfig.from_mapping({"artifact": path, "name": "tiny", "batch_dims": "x:0", "num_cpus": 0.5})
         serve.run(build_app(config), name="tiny", route_prefix="/", blocking=False)
-        client = InferenceClient(f"http://127.0.0.1:{http_port}", "tiny")
+        client = InferenceClient(url, "tiny")
         for _ in range(5):
             client.infer({"x": torch.rand(1, 3, 16)})
-        text, start = "", time.monotonic()
-        while time.monotonic() - start < 60 and 'code="200"' not in text:  # Ray exports every few seconds
+        requests: list[str] = []
+        page, start = "", time.monotonic()
+        while time.monotonic() - start < 60 and not any('code="200"' in line for line in requests):  # exported every few s
             time.sleep(2)
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
-                    text = "\n".join(line for line in r.read().decode().splitlines() if "flexrt_requests" in line)
+                    page = r.read().decode()
             except (urllib.error.URLError, OSError):
                 continue
-        counts = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                  if not line.startswith("#") and 'code="200"' in line and 'model="tiny"' in line]
-        assert counts and sum(counts) >= 5, text[:2000]
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
-            names = r.read().decode()
+            requests = [line for line in page.splitlines() if "flexrt_requests" in line and not line.startswith("#")]
+        counts = [float(line.rsplit(" ", 1)[1]) for line in requests if 'code="200"' in line and 'model="tiny"' in line]
+        assert counts and sum(counts) >= 5, requests[:20]
         for name in ("ray_flexrt_request_latency_ms", "ray_flexrt_queue_time_ms", "ray_flexrt_batch_rows",
                      "ray_flexrt_profile_picks"):
-            assert name in names, name
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+            assert name in page, name
