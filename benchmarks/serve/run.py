@@ -258,7 +258,7 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
             return summary
 
         if args.p99_ms:  # the highest rate served within the p99 bound, every request answered
-            best = search.highest_rate(measure, rates[0], args.p99_ms, args.search_steps)
+            best = search.highest_rate(measure, rates[0], args.p99_ms, args.search_steps, args.search_precision)
             entry["rates"].sort(key=lambda r: r["offered_rps"])
             entry["max_rps_at_p99"] = best
             say(f"{name} {variant}: highest rate with p99 <= {args.p99_ms:g} ms: {best if best is not None else 'none'}/s")
@@ -283,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="instead of the listed rates: search (from the first rate) the highest rate each variant serves "
                    "with p99 within this bound and every request answered")
     p.add_argument("--search-steps", type=int, default=6, help="rates measured per variant in the search")
+    p.add_argument("--search-precision", type=float, default=1.15,
+                   help="the search stops when the lowest failing rate is within this factor of the best that held")
     p.add_argument("--distinct", type=int, default=32, help="distinct request bodies (shapes mixed)")
     p.add_argument("--batch-wait-ms", type=float, default=5.0)
     p.add_argument("--pad", default="auto", choices=("auto", "buckets", "opt", "none"),

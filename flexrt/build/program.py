@@ -108,10 +108,12 @@ def build_program(
 
 
 def build_programs(
-    plan: PartitionPlan, traced: TracedProgram, profiles: Sequence[Profile], settings: CompileSettings, first_index: int = 0
+    plan: PartitionPlan, traced: TracedProgram, profiles: Sequence[Profile], settings: CompileSettings, first_index: int = 0,
+    pool: WorkerPool | None = None,
 ) -> list[ProgramState]:
     """Every segment of the plan at each profile. Engines not in the cache are built after every
-    profile's segments are known, side by side in worker processes where `worker_count` allows."""
+    profile's segments are known, side by side in worker processes where `worker_count` allows
+    (`pool`'s, started before the trace, or new ones)."""
     pending: list[tuple[SegmentState, EngineJob]] = []
     programs = []
     side_by_side = len(profiles) > 1 and worker_count(settings, len(profiles)) > 1
@@ -124,7 +126,7 @@ def build_programs(
             start = time.perf_counter()
     if side_by_side:
         jobs = len(pending)
-        _build_pending(pending, settings)
+        _build_pending(pending, settings, pool)
         stage_done(logger, f"build profiles {first_index}-{first_index + len(profiles) - 1}", time.perf_counter() - start,
                    f"{jobs} engine(s), {worker_count(settings, jobs)} process(es)")
     return programs
@@ -164,14 +166,20 @@ def _program(plan: PartitionPlan, traced: TracedProgram, profile: Profile, index
     return ProgramState(plan.inputs, plan.outputs, segments, dict(plan.constants))
 
 
-def _build_pending(pending: list[tuple[SegmentState, EngineJob]], settings: CompileSettings) -> None:
-    """Build the pending engines (the first here, the rest in workers when there are several) and
-    empty the list."""
+def _build_pending(pending: list[tuple[SegmentState, EngineJob]], settings: CompileSettings,
+                   pool: WorkerPool | None = None) -> None:
+    """Build the pending engines (the first here, the rest in workers when there are several: `pool`'s
+    if given) and empty the list."""
     if not pending:
         return
     jobs = [job for _, job in pending]
     workers = worker_count(settings, len(jobs))
-    pool = WorkerPool(jobs, settings, workers) if workers > 1 else None
+    if workers <= 1:
+        pool = None
+    elif pool is None:
+        pool = WorkerPool(settings, workers)
+    if pool is not None:
+        pool.submit(jobs[1:])
     try:
         _build_here(*pending[0], settings)
     except BaseException:

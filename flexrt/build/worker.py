@@ -1,6 +1,8 @@
-"""`python -m flexrt.build.worker JOB OUT`: build one engine job (see `flexrt.build.workers`).
+"""`python -m flexrt.build.worker DEVICE`: build one engine job (see `flexrt.build.workers`).
 
-JOB holds `(EngineJob, CompileSettings)` (torch.save); OUT gets the engine's bytes and OUT.json its
+The process starts before its job exists: it imports Inductor, starts Inductor's compile pool and
+the device's context, then reads the job's path from stdin (nothing: it exits). JOB holds
+`(EngineJob, CompileSettings)` (torch.save); JOB.out gets the engine's bytes and JOB.out.json its
 cache key, whether it was built or found in the cache, and the export and build seconds.
 """
 
@@ -11,14 +13,24 @@ import sys
 import time
 
 import torch
+import torch._inductor.compile_fx  # imported now, while the caller traces
 from torch._dynamo.utils import compilation_time_metrics  # Inductor's own phase timers, this process
+from torch._inductor.async_compile import AsyncCompile
 
 from flexrt.build.inductor import compile_engine_keyed, export_with_dims
 from flexrt.lower.fuse_conv_epilogue import register_shape_functions
 
 
-def main(argv: list[str]) -> int:
-    job_path, out_path = argv
+def warm_up(device: str) -> None:
+    """What a first build in a new process pays before its own work: the compile pool and the device."""
+    AsyncCompile.warm_pool()
+    if hasattr(AsyncCompile, "wakeup"):  # the pool's own processes too, not only its sidecar (where torch has it)
+        AsyncCompile.wakeup()
+    if device.startswith("cuda"):
+        torch.empty(1, device=device)
+
+
+def build(job_path: str) -> None:
     job, settings = torch.load(job_path, weights_only=False)
     start = time.perf_counter()
     register_shape_functions(job.module.graph)
@@ -26,11 +38,20 @@ def main(argv: list[str]) -> int:
     export_s = time.perf_counter() - start
     key, engine, built = compile_engine_keyed(ep, settings, job.label, segment=job.segment)
     timers = sorted(((k, sum(v)) for k, v in compilation_time_metrics.items()), key=lambda kv: -kv[1])
+    out_path = job_path + ".out"
     with open(out_path, "wb") as f:
         f.write(engine.to_bytes())
     with open(out_path + ".json", "w") as f:
         json.dump({"key": key, "built": built, "export_s": export_s, "engine_s": time.perf_counter() - start - export_s,
                    "inductor_s": {k: round(v, 2) for k, v in timers[:8] if v >= 0.5}}, f)
+
+
+def main(argv: list[str]) -> int:
+    (device,) = argv
+    warm_up(device)
+    job_path = sys.stdin.readline().strip()
+    if job_path:
+        build(job_path)
     return 0
 
 

@@ -12,6 +12,7 @@ nothing and the caller builds that job here, so errors surface exactly as in a s
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import logging
@@ -65,35 +66,49 @@ def worker_count(settings: CompileSettings, jobs: int) -> int:
 
 
 class WorkerPool:
-    """Runs jobs[1:] in worker processes while the caller builds jobs[0] here. `close()` (also on an
-    error in the caller) stops every worker still running: no build outlives the compile call."""
+    """Worker processes for engine builds. They start when the pool is made, before the jobs are
+    known (`prestarted`: while the caller traces), and import torch and Inductor and start their
+    compile pools meanwhile; `submit` then hands each job to a process of its own. `close()` (also on
+    an error in the caller) stops every worker still running: no build outlives the compile call."""
 
-    def __init__(self, jobs: Sequence[EngineJob], settings: CompileSettings, workers: int) -> None:
+    def __init__(self, settings: CompileSettings, workers: int) -> None:
+        self._settings = settings
         self._dir = tempfile.TemporaryDirectory(prefix="flexrt-workers-")
         self._procs: set[subprocess.Popen[bytes]] = set()
         self._closed = False
-        paths = []
-        for i, job in enumerate(jobs[1:], start=1):  # saved before any thread starts
-            path = os.path.join(self._dir.name, f"job{i}.pt")
-            torch.save((job, settings), path)
-            paths.append(path)
-            stage_started(logger, f"engine {job.stage} (worker)")
+        self._jobs = 0
         slots = max(1, workers - 1)
-        self._slots: queue.Queue[int] = queue.Queue()
+        self._ready: queue.Queue[tuple[int, subprocess.Popen[bytes] | None]] = queue.Queue()
         for slot in range(slots):
-            self._slots.put(slot)
+            self._ready.put((slot, self._spawn(slot)))
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=slots, thread_name_prefix="flexrt-build")
-        self._futures = [self._pool.submit(self._run, path, job) for path, job in zip(paths, jobs[1:])]
+        self._futures: list[concurrent.futures.Future[EngineBinary | None]] = []
+
+    def submit(self, jobs: Sequence[EngineJob]) -> None:
+        """Build `jobs` in the workers, each in a process of its own (at most one per slot at once)."""
+        for job in jobs:
+            path = os.path.join(self._dir.name, f"job{self._jobs}.pt")
+            self._jobs += 1
+            torch.save((job, self._settings), path)  # saved here, before its thread runs
+            stage_started(logger, f"engine {job.stage} (worker)")
+            self._futures.append(self._pool.submit(self._run, path, job))
 
     def _run(self, path: str, job: EngineJob) -> EngineBinary | None:
-        slot = self._slots.get()
+        slot, proc = self._ready.get()
         try:
-            return None if self._closed else self._run_worker(path, job, slot)
+            if self._closed:
+                return None
+            if proc is None or proc.poll() is not None:  # the slot's process was used, or died waiting
+                proc = self._spawn(slot)
+            if proc is None:
+                logger.warning("build worker for %s did not start; building it here", job.label)
+                return None
+            return self._await(proc, path, job)
         finally:
-            self._slots.put(slot)
+            self._ready.put((slot, None))
 
     def results(self) -> list[EngineBinary | None]:
-        """The workers' engines, in job order (None where one failed); waits for all of them."""
+        """The workers' engines, in submission order (None where one failed); waits for all of them."""
         try:
             return [f.result() for f in self._futures]
         finally:
@@ -104,33 +119,50 @@ class WorkerPool:
         for proc in list(self._procs):
             _kill(proc)
         self._pool.shutdown(wait=True)
+        for proc in list(self._procs):  # spares that never got a job
+            proc.wait()
+        self._procs.clear()
         self._dir.cleanup()
 
-    def _run_worker(self, path: str, job: EngineJob, slot: int) -> EngineBinary | None:
-        """One job in a new process. Each worker slot has an Inductor cache directory of its own:
-        builds that share kernels race in a shared one (on the H200 a worker found another's
-        `.cubin.o` gone)."""
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _spawn(self, slot: int) -> subprocess.Popen[bytes] | None:
+        """A worker process, waiting for its job on stdin. Each worker slot has an Inductor cache
+        directory of its own: builds that share kernels race in a shared one (on the H200 a worker
+        found another's `.cubin.o` gone)."""
         from torch._inductor.runtime.cache_dir_utils import cache_dir
 
-        start = time.perf_counter()
-        out = path + ".out"
         env = dict(os.environ)
         env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(cache_dir(), f"flexrt-worker-{slot}")
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # where flexrt imports from
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         try:
-            proc = subprocess.Popen([sys.executable, "-m", "flexrt.build.worker", path, out], env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+            proc = subprocess.Popen([sys.executable, "-m", "flexrt.build.worker", str(self._settings.device)], env=env,
+                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    start_new_session=True)
         except OSError as e:
-            logger.warning("build worker for %s did not start (%s); building it here", job.label, e)
+            logger.debug("build worker did not start: %s", e)
             return None
         self._procs.add(proc)
-        if self._closed:  # close() ran between the check in _run and the start
+        logger.debug("build worker started (slot %d, pid %d)", slot, proc.pid)
+        if self._closed:  # close() ran meanwhile
             _kill(proc)
+        return proc
+
+    def _await(self, proc: subprocess.Popen[bytes], path: str, job: EngineJob) -> EngineBinary | None:
+        """Give `proc` its job and wait for its engine."""
+        start = time.perf_counter()
+        out = path + ".out"
         try:
-            _, err = proc.communicate(timeout=WORKER_TIMEOUT_S)
+            _, err = proc.communicate(input=path.encode() + b"\n", timeout=WORKER_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             _kill(proc)
+            _, err = proc.communicate()
+        except BrokenPipeError:  # it exited before reading its job
             _, err = proc.communicate()
         finally:
             self._procs.discard(proc)
@@ -155,6 +187,13 @@ class WorkerPool:
         stage_done(logger, f"engine {job.stage}", time.perf_counter() - start,
                    f"in a worker: build {meta['engine_s']:.1f} s" + (f"; Inductor: {timers}" if timers else ""))
         return engine
+
+
+def prestarted(settings: CompileSettings, profiles: int) -> WorkerPool | contextlib.nullcontext[None]:
+    """Workers for the engines of `profiles` profiles, started now so that their imports and warm-up
+    overlap the caller's trace; a null context where one process will build everything."""
+    workers = worker_count(settings, profiles)
+    return WorkerPool(settings, workers) if profiles > 1 and workers > 1 else contextlib.nullcontext()
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

@@ -4,6 +4,7 @@ names them. Each normalises its arguments and hands them to the pipeline (`pipel
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import torch
 from torch.export import ExportedProgram
 
+from flexrt.build.workers import prestarted
 from flexrt.compiler.graph_breaks import compile_with_graph_breaks
 from flexrt.compiler.pipeline import (
     bind_program,
@@ -24,6 +26,7 @@ from flexrt.compiler.pipeline import (
 from flexrt.compiler.split import compile_split
 from flexrt.errors import DataDependentBranchError, InputSpecError
 from flexrt.runtime import Engine
+from flexrt.settings import CompileSettings
 from flexrt.spec import Input, Profile
 from flexrt.trace import normalize_inputs, trace
 from flexrt.trace.split import RangeSplitNeeded
@@ -56,7 +59,9 @@ def compile_module(
     flat = normalize_inputs(module.forward, inputs, arg_inputs, kwarg_inputs)
     settings, runtime = resolve_options(options, module_device(module), tensors_device((flat.args, flat.kwargs)))
     try:
-        traced, resolved = trace_module(module, flat, profiles, settings)
+        with _workers(settings, profiles) as pool:
+            traced, resolved = trace_module(module, flat, profiles, settings)
+            return finish(traced, resolved, settings, runtime, pool)
     except RangeSplitNeeded as split:
         if profiles or settings.dryrun:  # the user's own profiles are kept as given; a dry run reports the guard
             raise
@@ -66,7 +71,6 @@ def compile_module(
         if profiles or settings.dryrun or settings.require_full_compilation:  # pieces: one range, PyTorch between
             raise
         return compile_with_graph_breaks(module, flat, settings, branch, options)
-    return finish(traced, resolved, settings, runtime)
 
 
 def dynamo_compile(
@@ -125,11 +129,20 @@ def build_engine(
             inputs = _inputs_from_profile(model, profiles[0])
         flat = normalize_inputs(model.forward, inputs, arg_inputs, kwarg_inputs)
         settings, runtime = resolve_options(options, module_device(model))
-        traced, resolved = trace_module(model, flat, profiles, settings)
     if settings.dryrun:
         raise InputSpecError("dryrun=True builds nothing; use flexrt.compile(..., dryrun=True) to see the partition")
-    engine, _, _ = build_from_traced(traced, resolved, settings, runtime)
-    return engine
+    with _workers(settings, profiles) as pool:
+        if not isinstance(model, ExportedProgram):
+            traced, resolved = trace_module(model, flat, profiles, settings)
+        return build_from_traced(traced, resolved, settings, runtime, pool)[0]
+
+
+def _workers(settings: CompileSettings, profiles: Sequence[Profile] | None) -> Any:
+    """Build workers for several profiles, started before the trace so that their start overlaps it
+    (a null context when one process builds everything; a dry run builds nothing)."""
+    if settings.dryrun:
+        return contextlib.nullcontext()
+    return prestarted(settings, len(profiles or ()))
 
 
 def _inputs_from_profile(model: torch.nn.Module, profile: Profile) -> list[Input]:

@@ -16,6 +16,7 @@ import torch.utils._pytree as pytree
 from torch.export import ExportedProgram
 
 from flexrt.build.program import build_programs, dims_text, output_specs
+from flexrt.build.workers import WorkerPool
 from flexrt.compiler.fallback import CompilerFallback
 from flexrt.errors import InputSpecError
 from flexrt.ir import EngineState, TensorSpec
@@ -56,7 +57,8 @@ def resolve_options(options: Mapping[str, Any], *devices: torch.device | None) -
 
 
 def build_from_traced(
-    traced: TracedProgram, profiles: Sequence[Profile], settings: CompileSettings, runtime: RuntimeOptions | None = None
+    traced: TracedProgram, profiles: Sequence[Profile], settings: CompileSettings, runtime: RuntimeOptions | None = None,
+    pool: WorkerPool | None = None,
 ) -> tuple[Engine, torch.fx.GraphModule, PartitionPlan]:
     start = time.perf_counter()
     stage_started(logger, "lower")
@@ -68,7 +70,7 @@ def build_from_traced(
     stage_done(logger, "partition", time.perf_counter() - start, f"{len(plan.segments)} segment(s)")
     if settings.dryrun:
         return None, gm, plan  # type: ignore[return-value]
-    programs = build_programs(plan, traced, profiles, settings)
+    programs = build_programs(plan, traced, profiles, settings, pool=pool)
     inputs = [TensorSpec(b.name, b.spec.dtype, dims_text(b.dims), b.spec.format) for b in traced.inputs]
     state = EngineState(
         inputs, output_specs(gm, plan, traced.out_spec), list(profiles), programs, settings, traced.in_spec, traced.out_spec
@@ -106,9 +108,11 @@ def bind_program(
     return bind(ep, names, union), resolved
 
 
-def finish(traced: TracedProgram, profiles: list[Profile], settings: CompileSettings, runtime: RuntimeOptions) -> Any:
-    """Lower, partition and build; the module gets the compiler as its fallback for out-of-range shapes."""
-    engine, gm, plan = build_from_traced(traced, profiles, settings, runtime)
+def finish(traced: TracedProgram, profiles: list[Profile], settings: CompileSettings, runtime: RuntimeOptions,
+           pool: WorkerPool | None = None) -> Any:
+    """Lower, partition and build (in `pool`'s workers, if started); the module gets the compiler as
+    its fallback for out-of-range shapes."""
+    engine, gm, plan = build_from_traced(traced, profiles, settings, runtime, pool)
     if settings.dryrun:
         print(plan.report)
         logger.info("dryrun: nothing built; returning the lowered graph, which runs in PyTorch")

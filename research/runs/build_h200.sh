@@ -33,10 +33,11 @@ case "$1" in
     done
     timeout 120 python3 -m pytest -q -m cuda -p no:cacheprovider tests/build/test_workers.py \
       tests/runtime/test_graph_memory.py 2>&1 | tail -6 ;;
-  f)  # where a worker's build goes (its Inductor timers in the stage log), and workers with a compile
-      # pool sized to their share of the cores
+  f)  # where a worker's build goes (its Inductor timers in the stage log), workers started before the
+      # trace, and workers with a compile pool sized to their share of the cores; the workers' cuda test
     for m in bert resnet50; do
-      timeout 280 python3 -m benchmarks.build_time --models $m --variants flexrt,flexrt_3p,flexrt_3p+wthreads \
+      timeout 250 python3 -m benchmarks.build_time --models $m --variants flexrt,flexrt_3p,flexrt_3p+wthreads \
         --peer-shapes opt --out $OUT 2>&1 | grep -v Warning | tail -4
-    done ;;
+    done
+    timeout 90 python3 -m pytest -q -m cuda -p no:cacheprovider tests/build/test_workers.py 2>&1 | tail -4 ;;
 esac

@@ -8,7 +8,7 @@ P="python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir"
 $P --upgrade --target /tmp/site .whl/*.whl >/dev/null 2>&1
 export PYTHONPATH=/tmp/site:$PWD FLEXRT_CACHE_DIR=/tmp/flexrt-cache RAY_USAGE_STATS_ENABLED=0
 nvidia-smi -L
-run() { timeout "$1" python3 -m benchmarks.serve "${@:2}" --duration-s ${DURATION:-4} --timeout-s 10 --out $OUT 2>&1 | grep "@\|deployed\|rror\|highest" | tail -40; }
+run() { timeout "$1" python3 -m benchmarks.serve "${@:2}" --duration-s ${DURATION:-4} --timeout-s 10 --out ${RESULTS:-$OUT} 2>&1 | grep "@\|deployed\|rror\|highest" | tail -40; }
 case "$1" in
   a)  # ResNet-50: one replica (flexrt batched and not, torch.compile), then two
     run 300 --model resnet50 --via direct --clients 4 --variants flexrt flexrt_nobatch torch_compile \
@@ -26,10 +26,11 @@ case "$1" in
   d)  # nvidia-h200: four replicas per GPU, each variant's highest rate with p99 <= 50 ms (#22's goals)
     run 560 --model resnet50 --via direct --clients 8 --replicas 4 --replicas-per-gpu 4 \
       --variants flexrt flexrt_nobatch torch_compile --rates 250 --p99-ms 50 --search-steps 6 --budget-s 520 ;;
-  e)  # nvidia-h200-x2: one and two GPUs at equal p99 (#23's goal), BERT then ResNet-50
+  e)  # nvidia-h200-x2: one and two GPUs at equal p99 (#23's goal), BERT then ResNet-50, searched to 6%
     for m in bert resnet50; do
-      run 130 --model $m --via direct --clients 4 --variants flexrt --rates 100 --p99-ms 100 --search-steps 6 --budget-s 120
-      run 130 --model $m --via direct --clients 4 --replicas 2 --variants flexrt --rates 200 --p99-ms 100 \
-        --search-steps 6 --budget-s 120
+      run 140 --model $m --via direct --clients 4 --variants flexrt --rates 100 --p99-ms 100 --search-steps 8 \
+        --search-precision 1.06 --budget-s 130
+      run 140 --model $m --via direct --clients 4 --replicas 2 --variants flexrt --rates 200 --p99-ms 100 \
+        --search-steps 8 --search-precision 1.06 --budget-s 130
     done ;;
 esac

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import pytest
@@ -49,6 +50,30 @@ def test_profiles_built_in_workers_match_eager(caplog) -> None:
 
 
 @pytest.mark.slow
+def test_workers_start_before_the_trace_and_stop_when_unused(caplog, tmp_path) -> None:
+    """Workers start before the trace (their imports overlap it); a second compile that finds every
+    engine in the cache gives them no job, and none outlives the compile."""
+    def started() -> list[tuple[int, int]]:  # (record index, pid) of each worker start
+        return [(i, int(r.getMessage().rsplit(" ", 1)[1].rstrip(")"))) for i, r in enumerate(caplog.records)
+                if r.getMessage().startswith("build worker started")]
+
+    with caplog.at_level(logging.DEBUG, logger="flexrt"):
+        _compile(build_workers=2, seed=5, cache_dir=str(tmp_path))
+        trace = next(i for i, r in enumerate(caplog.records) if getattr(r, "stage_started", None) == "trace")
+        assert [i for i, _ in started()] and started()[0][0] < trace
+        caplog.clear()
+        before = engine_cache.stats()
+        compiled, model, specs = _compile(build_workers=2, seed=5, cache_dir=str(tmp_path))
+    assert engine_cache.stats()["misses"] == before["misses"]  # both engines from the cache
+    pids = [pid for _, pid in started()]
+    assert pids  # started, then stopped unused
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert sweep(compiled, model, specs) >= 5
+
+
+@pytest.mark.slow
 def test_a_failed_worker_is_built_here(caplog, monkeypatch) -> None:
     """A worker that cannot run (here: no Python to start) costs time, never the build."""
     monkeypatch.setattr(workers.sys, "executable", "/nonexistent/python")
@@ -91,9 +116,10 @@ def test_closing_the_pool_stops_running_workers(tmp_path, monkeypatch) -> None:
     hang.chmod(0o755)
     monkeypatch.setattr(workers.sys, "executable", str(hang))
     gm = torch.fx.symbolic_trace(torch.nn.Linear(2, 2))
-    jobs = [workers.EngineJob(gm, [torch.randn(1, 2)], [None], False, None, f"job {i}", f"job {i}") for i in range(3)]
+    jobs = [workers.EngineJob(gm, [torch.randn(1, 2)], [None], False, None, f"job {i}", f"job {i}") for i in range(2)]
     settings = flexrt.settings.build_settings({})
-    pool = workers.WorkerPool(jobs, settings, workers=3)
+    pool = workers.WorkerPool(settings, workers=3)
+    pool.submit(jobs)
     deadline = time.monotonic() + 30
     while len(pool._procs) < 2 and time.monotonic() < deadline:  # both workers started
         time.sleep(0.05)
