@@ -21,6 +21,8 @@ them), as `benchmarks.bench` counts build time; `--peer-shapes opt` stops the pe
 shape (their later calls are recompiles, not what `ready_s` compares). Phases come from flexrt's own
 stage timings (logged with `extra={"stage": ..., "seconds": ...}`) and Inductor's timers; `--profile`
 adds a cProfile of the whole build (it slows Python-heavy phases, so headline times are taken without).
+`--cold-start` then saves what the `flexrt` variant built and times a new process loading it and making
+its first call (`cold_start` in the JSON: load + first call, the loader's import beside it).
 """
 
 from __future__ import annotations
@@ -94,8 +96,22 @@ def _profile_rows(prof: cProfile.Profile) -> dict[str, Any]:
     return {"watched_cumulative_s": watched, "top_cumulative_s": [[k.split("site-packages/")[-1], round(v, 3)] for k, v in top]}
 
 
+def _cold_start(fn: Any, inputs: tuple[Any, ...], device: Any) -> dict[str, Any]:
+    """Save what the `flexrt` variant built and time a new process loading it and making its first call
+    (`benchmarks.coldstart`), its output checked against this one's."""
+    from benchmarks import coldstart
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.ep")
+        coldstart.save_flexrt(fn, path)
+        out = fn(*inputs)
+        while isinstance(out, (list, tuple)) and len(out) == 1:
+            out = out[0]
+        return coldstart.run_child("flexrt", path, inputs, out, device, tmp, timeout_s=300)
+
+
 def _child(variant: str, model_name: str, smoke: bool, device_name: str, cache_dir: str, profile: bool,
-           peer_shapes: str) -> dict[str, Any]:
+           peer_shapes: str, cold_start: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
     import torch
 
@@ -172,6 +188,7 @@ def _child(variant: str, model_name: str, smoke: bool, device_name: str, cache_d
     if prof is not None:
         prof.disable()
     total = time.perf_counter() - start
+    cold = _cold_start(fn, inputs[case.opt], dev) if cold_start and variant == "flexrt" else None
     from torch._dynamo.utils import compilation_time_metrics
 
     inductor = {k: round(sum(v), 3) for k, v in compilation_time_metrics.items() if sum(v) >= 0.05}
@@ -182,11 +199,12 @@ def _child(variant: str, model_name: str, smoke: bool, device_name: str, cache_d
         "compile_s": round(compile_s, 3), "ready_s": round(ready_s, 3), "first_calls_s": first_calls,
         "total_s": round(total, 3), "shapes_timed": [str(s) for s in shapes],
         "stages": handler.stages, "warnings": handler.warnings, **(_profile_rows(prof) if prof is not None else {}),
+        **({"cold_start": cold} if cold is not None else {}),
     }
 
 
 def run(models: list[str], variants: list[str], smoke: bool, device: str, out: Path, profile: bool = False,
-        peer_shapes: str = "all") -> list[dict[str, Any]]:
+        peer_shapes: str = "all", cold_start: bool = False) -> list[dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for model in models:
@@ -199,7 +217,7 @@ def run(models: list[str], variants: list[str], smoke: bool, device: str, out: P
             env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": inductor, "PYTHONUNBUFFERED": "1"}
             cmd = [sys.executable, "-m", "benchmarks.build_time", "--child", variant, "--models", model,
                    "--device", device, "--cache", cache, "--peer-shapes", peer_shapes] + (["--smoke"] if smoke else []) \
-                + (["--profile"] if profile else [])
+                + (["--profile"] if profile else []) + (["--cold-start"] if cold_start else [])
             start = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
             wall = time.perf_counter() - start
@@ -208,8 +226,11 @@ def run(models: list[str], variants: list[str], smoke: bool, device: str, out: P
             else:
                 row = {**json.loads(proc.stdout.strip().splitlines()[-1]), "process_s": round(wall, 1)}
             results.append(row)
+            cold = row.get("cold_start", {})
             print(f"{model:16s} {variant:14s} process {wall:6.1f} s  compile {row.get('compile_s', '-')} s  "
-                  f"ready {row.get('ready_s', '-')} s  total {row.get('total_s', '-')} s", flush=True)
+                  f"ready {row.get('ready_s', '-')} s  total {row.get('total_s', '-')} s"
+                  + (f"  cold start {cold['cold_start_s']:.2f} s (loader import {cold['import_loader_s']:.2f} s)" if cold else ""),
+                  flush=True)
             (out / f"build_time_{model}.json").write_text(json.dumps([r for r in results if r["model"] == model], indent=1))
     return results
 
@@ -224,13 +245,17 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile each build (slower; for the breakdown)")
     parser.add_argument("--peer-shapes", default="all", choices=("all", "opt"),
                         help="time the peers' first calls at every shape (their recompiles) or only at opt")
+    parser.add_argument("--cold-start", action="store_true",
+                        help="after the flexrt variant's build: save it, load it in a new process, time load + first call")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--cache", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(_child(args.child, args.models, args.smoke, args.device, args.cache, args.profile, args.peer_shapes)))
+        print(json.dumps(_child(args.child, args.models, args.smoke, args.device, args.cache, args.profile, args.peer_shapes,
+                                args.cold_start)))
         return 0
-    run(args.models.split(","), args.variants.split(","), args.smoke, args.device, Path(args.out), args.profile, args.peer_shapes)
+    run(args.models.split(","), args.variants.split(","), args.smoke, args.device, Path(args.out), args.profile, args.peer_shapes,
+        args.cold_start)
     return 0
 
 

@@ -7,11 +7,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import sympy
 import torch
 
 from flexrt.errors import InputSpecError, ShapeOutOfRangeError
 from flexrt.ir.tensor_spec import TensorSpec
+from flexrt.runtime.size_expr import SizeExpr
 from flexrt.runtime.tensor_checks import check_tensor
 from flexrt.spec import UNBOUNDED, Profile
 
@@ -36,13 +36,13 @@ class ShapeChecker:
         self.widths = [sum(sum(hi - lo for lo, hi in zip(*b)) for b in pb) for pb in self.bounds]
         first: dict[str, tuple[int, int]] = {}
         self.ties: list[tuple[int, int, int, int]] = []
-        self.derived: list[tuple[int, int, sympy.Expr]] = []
+        self.derived: list[tuple[int, int, SizeExpr]] = []
         for i, spec in enumerate(inputs):
             for d, expr in enumerate(spec.dims):
                 if isinstance(expr, int):
                     continue
-                parsed = sympy.sympify(expr)
-                if isinstance(parsed, sympy.Symbol):
+                parsed = SizeExpr(expr)
+                if parsed.is_symbol:
                     if expr in first:
                         self.ties.append((i, d) + first[expr])
                     else:
@@ -118,14 +118,15 @@ class ShapeChecker:
         if self.derived:
             env = self.bind(shapes)
             for i, d, expr in self.derived:
-                want = expr.subs(env)
-                if want.is_number and int(want) != shapes[i][d]:
+                want = expr.value(env)
+                if want is not None and want != shapes[i][d]:
                     raise InputSpecError(
-                        f"input {self.names[i]!r} dim {d} = {shapes[i][d]} must be {expr} = {int(want)} for this model"
+                        f"input {self.names[i]!r} dim {d} = {shapes[i][d]} must be {expr} = {want} for this model"
                     )
 
-    def bind(self, shapes: Sequence[Sequence[int]]) -> dict[sympy.Symbol, int]:
-        return {sympy.Symbol(s): int(shapes[i][d]) for s, (i, d) in self.symbol_at.items()}
+    def bind(self, shapes: Sequence[Sequence[int]]) -> dict[str, int]:
+        """Each size symbol's value, read from the input dim that carries it first."""
+        return {s: int(shapes[i][d]) for s, (i, d) in self.symbol_at.items()}
 
     # -- profiles ----------------------------------------------------------------------------------
 
@@ -185,9 +186,7 @@ class ShapeChecker:
 
     def output_shapes(self, outputs: Sequence[TensorSpec], shapes: dict[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
         """Output shapes for given input shapes, from the program's size expressions; -1 where data decides."""
-        env: dict[sympy.Symbol, int] = {}
-        for s, (i, d) in self.symbol_at.items():
-            env[sympy.Symbol(s)] = int(shapes[self.names[i]][d])
+        env = self.bind([shapes[n] for n in self.names])
         result = {}
         for spec in outputs:
             dims = []
@@ -195,7 +194,10 @@ class ShapeChecker:
                 if isinstance(expr, int):
                     dims.append(expr)
                     continue
-                value = sympy.sympify(expr).subs(env)
-                dims.append(int(value) if value.is_number else -1)
+                try:
+                    value = SizeExpr(expr).value(env)
+                except ValueError:  # a size function outside the grammar: not predicted, as data-decided sizes
+                    value = None
+                dims.append(-1 if value is None else value)
             result[spec.name] = tuple(dims)
         return result

@@ -40,4 +40,10 @@ case "$1" in
         --peer-shapes opt --out $OUT 2>&1 | grep -v Warning | tail -4
     done
     timeout 90 python3 -m pytest -q -m cuda -p no:cacheprovider tests/build/test_workers.py 2>&1 | tail -4 ;;
+  g)  # nvidia-h200: every model's one-profile build, its cold start (a new process loads the saved
+      # artifact: load + first call, without sympy now) and a warm engine cache in a new process
+    for m in expand_reshape resnet50 vit bert; do
+      timeout 150 python3 -m benchmarks.build_time --models $m --variants flexrt,flexrt_warm --cold-start \
+        --peer-shapes opt --out $OUT 2>&1 | grep -v Warning | tail -3
+    done ;;
 esac
