@@ -257,6 +257,10 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
                 f"(queued {summary['queue_ms_per_request']:.1f}), model calls {summary['model_ms_per_request']:.1f} ms")
             return summary
 
+        if args.warmup_s > 0:  # first calls of new shapes (and their CUDA graph captures) before any measured rate
+            entry["warmup"] = load.summarize(*_warm_load(args, bodies, infer, rates[0]), rates[0])
+            say(f"{name} {variant}: warm-up at {rates[0]:g}/s for {args.warmup_s:g} s (not counted): "
+                f"p99 {entry['warmup']['p99_ms']:.1f} ms")
         if args.p99_ms:  # the highest rate served within the p99 bound, every request answered
             best = search.highest_rate(measure, rates[0], args.p99_ms, args.search_steps, args.search_precision)
             entry["rates"].sort(key=lambda r: r["offered_rps"])
@@ -268,6 +272,17 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
         if not args.together:
             serve.delete(f"bench-{variant}")
     return result
+
+
+def _warm_load(args: argparse.Namespace, bodies: Any, infer: Any, rate: float) -> tuple[Any, float]:
+    """The warm-up load: the first rate for `--warmup-s` seconds over HTTP (every replica's port under
+    direct ingress, else the proxy's), outcomes kept apart from the measured rates'."""
+    from benchmarks.serve import load
+
+    if args.clients > 1 and args.via != "handle":
+        return load.open_loop_clients(args.clients, args.via, infer, bodies, rate, args.warmup_s, args.max_requests,
+                                      seed=1, timeout=args.timeout_s)
+    return load.open_loop(infer, bodies, rate, args.warmup_s, args.max_requests, seed=1, timeout=args.timeout_s)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--search-steps", type=int, default=6, help="rates measured per variant in the search")
     p.add_argument("--search-precision", type=float, default=1.15,
                    help="the search stops when the lowest failing rate is within this factor of the best that held")
+    p.add_argument("--warmup-s", type=float, default=0.0,
+                   help="seconds of load at the first rate before any measured one, not counted (new shapes' first "
+                   "calls and CUDA graph captures); HTTP only")
     p.add_argument("--distinct", type=int, default=32, help="distinct request bodies (shapes mixed)")
     p.add_argument("--batch-wait-ms", type=float, default=5.0)
     p.add_argument("--pad", default="auto", choices=("auto", "buckets", "opt", "none"),

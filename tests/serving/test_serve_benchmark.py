@@ -48,15 +48,16 @@ def test_serve_benchmark_smoke(tmp_path, via, clients) -> None:
 @pytest.mark.slow
 def test_serve_benchmark_searches_the_rate_within_a_p99_bound(tmp_path) -> None:
     """`--p99-ms`: each variant's rates are searched (doubling from the first while the bound holds),
-    the highest that held is reported, and the table says it."""
+    the highest that held is reported, and the table says it; `--warmup-s` load comes first, apart."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
     p = subprocess.run([sys.executable, "-m", "benchmarks.serve", "--smoke", "--variants", "flexrt", "--rates", "10",
-                        "--p99-ms", "5000", "--search-steps", "3", "--out", str(tmp_path)], cwd=ROOT,
+                        "--p99-ms", "5000", "--search-steps", "3", "--warmup-s", "1", "--out", str(tmp_path)], cwd=ROOT,
                        env=env, capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     result = json.loads((tmp_path / "tiny_p99_smoke.json").read_text())
     (v,) = result["variants"]
     offered = [r["offered_rps"] for r in v["rates"]]
     assert offered == [10, 20, 40], offered  # a tiny model on CPU meets a 5 s bound at each: it doubles
+    assert v["warmup"]["offered_rps"] == 10 and v["warmup"]["ok"] > 0  # the warm-up, not among the rates
     assert v["max_rps_at_p99"] == 40 and all(r["ok"] == r["sent"] for r in v["rates"])
     assert "| flexrt | 40 | 1.00x |" in (tmp_path / "tiny_p99_smoke.md").read_text()
