@@ -40,10 +40,13 @@ case "$1" in
         --peer-shapes opt --out $OUT 2>&1 | grep -v Warning | tail -4
     done
     timeout 90 python3 -m pytest -q -m cuda -p no:cacheprovider tests/build/test_workers.py 2>&1 | tail -4 ;;
-  g)  # nvidia-h200: every model's one-profile build, its cold start (a new process loads the saved
-      # artifact: load + first call, without sympy now) and a warm engine cache in a new process
+  g)  # either kind, first on a fresh machine (Inductor's global precompiled header not yet built): every
+      # model's one-profile build, its cold start (a new process loads the saved artifact: load + first
+      # call, without sympy now), a warm engine cache in a new process; ResNet-50's three profiles with
+      # each worker's compile pool sized to its share of the cores (the new default)
     for m in expand_reshape resnet50 vit bert; do
-      timeout 150 python3 -m benchmarks.build_time --models $m --variants flexrt,flexrt_warm --cold-start \
+      v=flexrt,flexrt_warm; [ $m = resnet50 ] && v=flexrt,flexrt_warm,flexrt_3p
+      timeout 110 python3 -m benchmarks.build_time --models $m --variants $v --cold-start \
         --peer-shapes opt --out $OUT 2>&1 | grep -v Warning | tail -3
     done ;;
 esac

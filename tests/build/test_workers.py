@@ -131,6 +131,25 @@ def test_closing_the_pool_stops_running_workers(tmp_path, monkeypatch) -> None:
     assert all(p.poll() is not None for p in procs)
 
 
+@pytest.mark.parametrize("user_threads", [None, "3"])
+def test_each_worker_compiles_with_its_share_of_the_cores(tmp_path, monkeypatch, user_threads) -> None:
+    """A worker's Inductor compile pool gets the cores divided among the building processes (not all
+    of them in each), unless the user set TORCHINDUCTOR_COMPILE_THREADS."""
+    report = tmp_path / "threads"
+    probe = tmp_path / "probe.sh"
+    probe.write_text(f"#!/bin/sh\necho \"$TORCHINDUCTOR_COMPILE_THREADS\" >> {report}\n")
+    probe.chmod(0o755)
+    monkeypatch.setattr(workers.sys, "executable", str(probe))
+    if user_threads:
+        monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", user_threads)
+    with workers.WorkerPool(flexrt.settings.build_settings({}), workers=3):
+        deadline = time.monotonic() + 30
+        while (not report.exists() or len(report.read_text().split()) < 2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    want = user_threads or str(max(1, (os.cpu_count() or 1) // 3))
+    assert report.read_text().split() == [want, want]
+
+
 @pytest.mark.slow
 def test_failed_workers_then_failed_builds_run_in_pytorch_when_asked(caplog, monkeypatch) -> None:
     """Workers that fail hand their jobs back; with on_build_failure='eager' jobs whose build then
