@@ -40,7 +40,7 @@ case "$1" in
         --peer-shapes opt --out $OUT 2>&1 | grep -v Warning | tail -4
     done
     timeout 90 python3 -m pytest -q -m cuda -p no:cacheprovider tests/build/test_workers.py 2>&1 | tail -4 ;;
-  g)  # either kind, first on a fresh machine (Inductor's global precompiled header not yet built): every
+  g)  # either kind (Inductor's global precompiled header is warm if anything built before): every
       # model's one-profile build, its cold start (a new process loads the saved artifact: load + first
       # call, without sympy now), a warm engine cache in a new process; ResNet-50's three profiles with
       # each worker's compile pool sized to its share of the cores (the new default)
