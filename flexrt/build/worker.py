@@ -3,22 +3,27 @@
 The process starts before its job exists: it imports Inductor, starts Inductor's compile pool and
 the device's context, then reads the job's path from stdin (nothing: it exits). JOB holds
 `(EngineJob, CompileSettings)` (torch.save); JOB.out gets the engine's bytes and JOB.out.json its
-cache key, whether it was built or found in the cache, and the export and build seconds.
+cache key, whether it was built or found in the cache, the export and build seconds, and its
+timeline (wall-clock times of its start, imports, warm-up, job and job load), so that the caller
+can say where a worker's time went.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 
-import torch
-import torch._inductor.compile_fx  # imported now, while the caller traces
-from torch._dynamo.utils import compilation_time_metrics  # Inductor's own phase timers, this process
-from torch._inductor.async_compile import AsyncCompile
+STARTED = time.time()  # before the imports: a worker's start-up is part of what it reports
 
-from flexrt.build.inductor import compile_engine_keyed, export_with_dims
-from flexrt.lower.fuse_conv_epilogue import register_shape_functions
+import json  # noqa: E402
+import sys  # noqa: E402
+
+import torch  # noqa: E402
+import torch._inductor.compile_fx  # noqa: E402  (imported now, while the caller traces)
+from torch._dynamo.utils import compilation_time_metrics  # noqa: E402  (Inductor's own phase timers, this process)
+from torch._inductor.async_compile import AsyncCompile  # noqa: E402
+
+from flexrt.build.inductor import compile_engine_keyed, export_with_dims  # noqa: E402
+from flexrt.lower.fuse_conv_epilogue import register_shape_functions  # noqa: E402
 
 
 def warm_up(device: str) -> None:
@@ -30,8 +35,9 @@ def warm_up(device: str) -> None:
         torch.empty(1, device=device)
 
 
-def build(job_path: str) -> None:
+def build(job_path: str, timeline: dict[str, float]) -> None:
     job, settings = torch.load(job_path, weights_only=False)
+    timeline["loaded_at"] = time.time()
     start = time.perf_counter()
     register_shape_functions(job.module.graph)
     ep = export_with_dims(job.module, job.examples, job.dims, job.oblivious)
@@ -43,15 +49,19 @@ def build(job_path: str) -> None:
         f.write(engine.to_bytes())
     with open(out_path + ".json", "w") as f:
         json.dump({"key": key, "built": built, "export_s": export_s, "engine_s": time.perf_counter() - start - export_s,
-                   "inductor_s": {k: round(v, 2) for k, v in timers[:8] if v >= 0.5}}, f)
+                   "inductor_s": {k: round(v, 2) for k, v in timers[:8] if v >= 0.5}, "timeline": timeline,
+                   "written_at": time.time()}, f)
 
 
 def main(argv: list[str]) -> int:
     (device,) = argv
+    imported = time.time()
     warm_up(device)
+    timeline = {"started_at": STARTED, "imported_at": imported, "ready_at": time.time()}
     job_path = sys.stdin.readline().strip()
+    timeline["job_at"] = time.time()
     if job_path:
-        build(job_path)
+        build(job_path, timeline)
     return 0
 
 

@@ -159,7 +159,7 @@ class WorkerPool:
 
     def _await(self, proc: subprocess.Popen[bytes], path: str, job: EngineJob) -> EngineBinary | None:
         """Give `proc` its job and wait for its engine."""
-        start = time.perf_counter()
+        start, sent_at = time.perf_counter(), time.time()
         out = path + ".out"
         try:
             _, err = proc.communicate(input=path.encode() + b"\n", timeout=WORKER_TIMEOUT_S)
@@ -189,8 +189,21 @@ class WorkerPool:
         stage_done(logger, f"export {job.stage}", meta["export_s"], "in a worker")
         timers = ", ".join(f"{k} {v:.1f} s" for k, v in meta.get("inductor_s", {}).items())
         stage_done(logger, f"engine {job.stage}", time.perf_counter() - start,
-                   f"in a worker: build {meta['engine_s']:.1f} s" + (f"; Inductor: {timers}" if timers else ""))
+                   f"in a worker: {_timeline(meta.get('timeline', {}), sent_at, meta.get('written_at'))}"
+                   f"build {meta['engine_s']:.1f} s" + (f"; Inductor: {timers}" if timers else ""))
         return engine
+
+
+def _timeline(t: Mapping[str, float], sent_at: float, written_at: float | None) -> str:
+    """Where a worker's time went before and after its build, from the wall-clock times it reports."""
+    if not {"started_at", "imported_at", "ready_at", "loaded_at"} <= t.keys():
+        return ""
+    waited = max(0.0, t["ready_at"] - sent_at)  # the job waited for the worker's warm-up
+    parts = [f"imports {t['imported_at'] - t['started_at']:.1f} s", f"warm-up {t['ready_at'] - t['imported_at']:.1f} s",
+             f"job waited {waited:.1f} s for it", f"job load {t['loaded_at'] - max(t['job_at'], sent_at):.1f} s"]
+    if written_at is not None:
+        parts.append(f"engine back {time.time() - written_at:.1f} s after written")
+    return ", ".join(parts) + "; "
 
 
 def prestarted(settings: CompileSettings, profiles: int) -> WorkerPool | contextlib.nullcontext[None]:

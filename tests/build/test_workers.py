@@ -41,6 +41,8 @@ def test_profiles_built_in_workers_match_eager(caplog) -> None:
     assert not any("failed" in r.getMessage() for r in caplog.records)
     # the worker's own Inductor timers come back with its stage (where a worker's build time goes)
     assert any("in a worker" in getattr(r, "detail", "") and "Inductor:" in r.detail for r in caplog.records)
+    # and its timeline: imports, warm-up, how long the job waited for it, the engine's way back
+    assert any("job waited" in getattr(r, "detail", "") and "engine back" in r.detail for r in caplog.records)
     after = engine_cache.stats()
     assert after["misses"] - before["misses"] == 2  # the worker's build is counted here too
     assert sweep(compiled, model, specs) >= 5
