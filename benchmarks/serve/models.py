@@ -105,6 +105,8 @@ class ServeCase:
     tolerance: float
     description: str
     binary: bool = False  # send inputs as raw bytes (v2 binary tensor extension) instead of JSON numbers
+    # the sizes the requests give a dynamic dim (flexrt serve --warm-up-sizes): replicas warm them all
+    warm_up_sizes: tuple[str, ...] = ()
 
     def build(self) -> nn.Module:
         module, _, attr = self.factory.partition(":")
@@ -147,6 +149,7 @@ def get_case(name: str, device: str) -> ServeCase:
              for n in ("input_ids", "attention_mask")],
             ("input_ids:0", "attention_mask:0"), _bert_request, (50.0, 100.0, 200.0, 400.0) if half else (2.0, 4.0), 16,
             5e-2 if half else 1e-3, "BertModel(BertConfig()) random weights, pooled output; B 1..16, S 16..256, S in {32,64,128,256}",
+            warm_up_sizes=("input_ids:1=32,64,128,256",),  # attention_mask's dim 1 is the same dim of the program
         )
     if name == "resnet50":
         dtype = np.float16 if half else np.float32

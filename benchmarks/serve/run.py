@@ -157,7 +157,8 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
         "torch": torch.__version__, "ray": ray.__version__, "compile_s": compile_s, "duration_s": args.duration_s,
         "max_batch_size": case.max_batch_size, "batch_wait_ms": args.batch_wait_ms, "batch_dims": list(case.batch_dims),
         "distinct_requests": len(bodies), "encoding": "binary" if binary else "json", "variants": [],
-        "replicas": args.replicas, "replicas_per_gpu": args.replicas_per_gpu, "p99_bound_ms": args.p99_ms, "access_log": args.access_log, "via": args.via, "clients": args.clients,
+        "replicas": args.replicas, "replicas_per_gpu": args.replicas_per_gpu, "warm_up_sizes": list(case.warm_up_sizes),
+        "p99_bound_ms": args.p99_ms, "access_log": args.access_log, "via": args.via, "clients": args.clients,
     }
     port = args.port or _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -173,7 +174,7 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
             "max_queue": 100000, "max_ongoing": max(64, 4 * case.max_batch_size), "replicas": args.replicas,
             "replicas_per_gpu": args.replicas_per_gpu,
             "num_cpus": 1.0 / len(args.variants) if args.together else 1.0, "graceful_shutdown_timeout_s": 5,
-            "access_log": args.access_log,
+            "access_log": args.access_log, "warm_up_sizes": list(case.warm_up_sizes),
         })
         return build_app(config)
 

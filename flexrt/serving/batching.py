@@ -11,6 +11,7 @@ is cut into chunks that do.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -232,21 +233,79 @@ def batch_buckets(low: int, high: int) -> list[int]:
     return sorted(sizes)
 
 
-def warm_up_shapes(signature: ModelSignature, plan: BatchPlan | None, padding: str) -> list[list[dict[str, tuple[int, ...]]]]:
+WarmUpSizes = tuple[tuple[str, int, tuple[int, ...]], ...]  # (input, dim, sizes), as --warm-up-sizes gives them
+
+
+def parse_warm_up_sizes(texts: Sequence[str]) -> WarmUpSizes:
+    """['input_ids:1=32,64,128'] -> (('input_ids', 1, (32, 64, 128)),)."""
+    out = []
+    for text in texts:
+        where, sep, sizes = str(text).partition("=")
+        name, colon, dim = where.rpartition(":")
+        values = [v.strip() for v in sizes.split(",") if v.strip()]
+        if not sep or not colon or not name or not dim.isdigit() or not values or not all(v.isdigit() for v in values):
+            raise ServingError(f"--warm-up-sizes {text!r}: expected NAME:DIM=SIZE,SIZE,..., e.g. input_ids:1=32,64,128")
+        out.append((name, int(dim), tuple(dict.fromkeys(int(v) for v in values))))
+    return tuple(out)
+
+
+def warm_up_symbols(signature: ModelSignature, sizes: WarmUpSizes) -> dict[str, tuple[int, ...]]:
+    """--warm-up-sizes checked against the artifact, as the program's size symbol of each dim (tied
+    dims of other inputs take the same sizes); every size must fit some profile."""
+    by_name = {s.name: s for s in signature.inputs}
+    symbols: dict[str, tuple[int, ...]] = {}
+    for name, dim, values in sizes:
+        if name not in by_name:
+            raise ServingError(f"--warm-up-sizes {name}:{dim}: the model has no input {name!r}; its inputs are {signature.input_names}")
+        dims = by_name[name].dims
+        if dim >= len(dims):
+            raise ServingError(f"--warm-up-sizes {name}:{dim}: input {name!r} has {len(dims)} dims")
+        symbol = dims[dim]
+        if not isinstance(symbol, str) or not symbol.isidentifier():
+            raise ServingError(f"--warm-up-sizes {name}:{dim}: that dim is {symbol!r} in the artifact, not a dynamic dim of its own")
+        allowed = [(int(p[name].min[dim]), int(p[name].max[dim])) for p in signature.profiles]
+        outside = [v for v in values if not any(lo <= v <= hi for lo, hi in allowed)]
+        if outside:
+            raise ServingError(f"--warm-up-sizes {name}:{dim}: {outside} fit no profile; the profiles allow {allowed}")
+        symbols[symbol] = tuple(dict.fromkeys(symbols.get(symbol, ()) + values))
+    return symbols
+
+
+def _with_sizes(signature: ModelSignature, shapes: Shapes, sizes: Mapping[str, int]) -> dict[str, tuple[int, ...]]:
+    """`shapes` with every dim whose symbol is in `sizes` set to its size."""
+    return {s.name: tuple(sizes.get(e, n) if isinstance(e, str) else n for e, n in zip(s.dims, shapes[s.name]))
+            for s in signature.inputs}
+
+
+def warm_up_shapes(signature: ModelSignature, plan: BatchPlan | None, padding: str,
+                   sizes: Mapping[str, Sequence[int]] | None = None) -> list[list[dict[str, tuple[int, ...]]]]:
     """Per profile, the shapes a replica runs before serving: max, opt and min (an unbatched replica
-    fed batch-1 requests runs the min), then with bucket padding each bucket's rows at opt, largest
-    first (each smaller CUDA graph reuses the memory the largest took), each twice (the second run
-    captures the graph)."""
+    fed batch-1 requests runs the min), then opt with each combination of the `sizes` given for
+    dynamic dims (by symbol, `warm_up_symbols`) that fits the profile, and with bucket padding each
+    bucket's rows at each of those, largest first (each smaller CUDA graph reuses the memory the
+    largest took); each twice (the second run captures the graph). Without `sizes`, requests whose
+    other dims differ from opt's run each new shape first, and capture it, while being served."""
     per_profile = []
     for profile in signature.profiles:
         ends = [{s.name: tuple(getattr(profile[s.name], end)) for s in signature.inputs} for end in ("max", "opt", "min")]
+        bases = [ends[1]]
+        if sizes:
+            fitting = [[(sym, v) for v in values if _fits_symbol(signature, profile, sym, v)] for sym, values in sizes.items()]
+            bases += [_with_sizes(signature, ends[1], dict(combo)) for combo in itertools.product(*fitting)]
+            ends += bases[1:]
         if plan is not None and padding == "buckets":
             name, dim = next(iter(plan.inputs.items()))
-            rows = batch_buckets(int(profile[name].min[dim]), int(profile[name].max[dim]))
-            ends += [plan.with_rows(ends[1], b) for b in sorted(rows, reverse=True)]
+            rows = sorted(batch_buckets(int(profile[name].min[dim]), int(profile[name].max[dim])), reverse=True)
+            ends += [plan.with_rows(base, b) for base in bases for b in rows]
         distinct = [dict(items) for items in dict.fromkeys(tuple(e.items()) for e in ends)]
         per_profile.append([shape for shape in distinct for _ in range(2)])
     return per_profile
+
+
+def _fits_symbol(signature: ModelSignature, profile: Mapping[str, Any], symbol: str, value: int) -> bool:
+    """Whether every dim carrying `symbol` allows `value` in this profile."""
+    return all(int(profile[s.name].min[d]) <= value <= int(profile[s.name].max[d])
+               for s in signature.inputs for d, e in enumerate(s.dims) if e == symbol)
 
 
 def pad_target(signature: ModelSignature, profile: int, plan: BatchPlan, rows: int, policy: str) -> int:

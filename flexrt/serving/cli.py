@@ -46,6 +46,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="pad a stacked batch's rows: buckets (next power of two: few shapes for CUDA graphs to capture), "
         "opt (the profile's opt batch) or none; auto: buckets on cuda, none on cpu",
     )
+    p.add_argument(
+        "--warm-up-sizes", action="append", default=[], metavar="NAME:DIM=SIZE,...",
+        help="sizes a dynamic dim takes in requests (e.g. input_ids:1=32,64,128,256): each replica runs, and captures, "
+        "every batch bucket at each before serving, so that requests never wait for a capture",
+    )
     p.add_argument("--max-queue", type=int, default=256, help="requests waiting for a replica before 503s")
     p.add_argument("--max-ongoing", type=int, default=0, help="requests in a replica at once (default 2x batch, >= 8)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda: one GPU per replica, or per --replicas-per-gpu)")
@@ -79,6 +84,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         "max_queue": args.max_queue,
         "max_ongoing": args.max_ongoing,
         "pad": args.pad,
+        "warm_up_sizes": list(args.warm_up_sizes),
         "num_cpus": args.num_cpus,
         "graceful_shutdown_timeout_s": args.drain_s,
         "access_log": args.access_log,
@@ -88,7 +94,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
 def check(config: ServeConfig) -> None:
     """Load the artifact here and check the batch dims, so that mistakes fail before Ray starts."""
     import flexrt
-    from flexrt.serving.batching import BatchPlan
+    from flexrt.serving.batching import BatchPlan, warm_up_symbols
     from flexrt.serving.protocol import ModelSignature
 
     if not os.path.isfile(config.artifact):
@@ -96,6 +102,7 @@ def check(config: ServeConfig) -> None:
     signature = ModelSignature.from_artifact(config.name, flexrt.load(config.artifact))
     if config.batching:
         BatchPlan.resolve(signature, dict(config.batch_dims))
+    warm_up_symbols(signature, config.warm_up_sizes)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flexrt.errors import ServingError
-from flexrt.serving.batching import PAD_POLICIES, parse_batch_dims
+from flexrt.serving.batching import PAD_POLICIES, WarmUpSizes, parse_batch_dims, parse_warm_up_sizes
 
 BACKENDS = ("flexrt", "eager", "torch_compile")
 
@@ -80,6 +80,9 @@ class ServeConfig:
     # pad a stacked batch's rows: "buckets" (next power of two: bounds the shapes CUDA graphs capture),
     # "opt" (up to the profile's opt batch), "none"; "auto" is buckets on CUDA, none on CPU
     pad: str = "auto"
+    # sizes a dynamic dim takes in requests (e.g. BERT's sequence lengths): the replica warms every
+    # bucket at each before serving, so that no CUDA graph is captured while requests wait
+    warm_up_sizes: WarmUpSizes = ()
     num_cpus: float = 1.0
     graceful_shutdown_timeout_s: float = 30.0
     # Ray Serve's access log line per request (a replica's log file); off saves a little per request
@@ -120,6 +123,9 @@ class ServeConfig:
         elif isinstance(raw_dims, Mapping):
             raw_dims = [f"{k}:{v}" for k, v in raw_dims.items()]
         dims = parse_batch_dims([t if isinstance(t, str) else f"{t[0]}:{t[1]}" for t in raw_dims])
+        raw_sizes = args.get("warm_up_sizes", ())
+        if isinstance(raw_sizes, str):
+            raw_sizes = raw_sizes.replace(";", " ").split()
         artifact = str(args.get("artifact", ""))
         replicas = args.get("replicas", 1)
         replicas = "auto" if str(replicas).lower() == "auto" else _int(replicas, "replicas", 1)
@@ -138,6 +144,7 @@ class ServeConfig:
             max_ongoing=_int(args.get("max_ongoing", 0), "max_ongoing", 0),
             retry_after_s=_float(args.get("retry_after_s", 1.0), "retry_after_s", 0.0),
             pad=_pad(args.get("pad", "auto")),
+            warm_up_sizes=parse_warm_up_sizes(list(raw_sizes)),
             num_cpus=_float(args.get("num_cpus", 1.0), "num_cpus", 0.0),
             graceful_shutdown_timeout_s=_float(args.get("graceful_shutdown_timeout_s", 30.0), "graceful_shutdown_timeout_s", 0.0),
             access_log=_bool(args.get("access_log", True), "access_log"),
@@ -148,6 +155,7 @@ class ServeConfig:
     def to_mapping(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["batch_dims"] = [f"{n}:{k}" for n, k in self.batch_dims]
+        d["warm_up_sizes"] = [f"{n}:{k}=" + ",".join(map(str, v)) for n, k, v in self.warm_up_sizes]
         return d
 
     @property

@@ -25,7 +25,7 @@ from ray import serve
 import flexrt
 from flexrt.errors import InputSpecError, RequestError, ServingError
 from flexrt.serving import protocol
-from flexrt.serving.batching import BatchPlan, run_chunks, warm_up_shapes
+from flexrt.serving.batching import BatchPlan, run_chunks, warm_up_shapes, warm_up_symbols
 from flexrt.serving.config import ServeConfig
 
 logger = logging.getLogger(__name__)
@@ -159,7 +159,8 @@ class FlexrtDeployment:
     def _warm_up(self) -> None:
         """Run the shapes `warm_up_shapes` picks, so that engines load and CUDA graphs are captured now,
         not on requests, and start-up fails if the artifact cannot run on this device."""
-        for k, shapes in enumerate(warm_up_shapes(self.signature, self.plan, self.config.padding)):
+        sizes = warm_up_symbols(self.signature, self.config.warm_up_sizes)
+        for k, shapes in enumerate(warm_up_shapes(self.signature, self.plan, self.config.padding, sizes)):
             try:
                 for shape in shapes:
                     self._execute({s.name: torch.zeros(shape[s.name], dtype=s.dtype) for s in self.signature.inputs}, k)

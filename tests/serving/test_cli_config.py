@@ -21,12 +21,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def test_cli_options_become_a_config() -> None:
     args = parse(["serve", "/m/bert.ep", "--batch-dim", "ids:0", "--batch-dim", "mask:0", "--max-batch-size", "16",
                   "--replicas", "auto", "--max-replicas", "3", "--device", "cuda", "--max-queue", "32",
-                  "--replicas-per-gpu", "4", "--no-access-log"])
+                  "--replicas-per-gpu", "4", "--no-access-log", "--warm-up-sizes", "ids:1=32,64",
+                  "--warm-up-sizes", "mask:1=128"])
     assert args.fn is cli.run
     cfg = cli.config_from_args(args)
     assert cfg.name == "bert" and cfg.batch_dims == (("ids", 0), ("mask", 0)) and cfg.max_batch_size == 16
     assert cfg.replicas == "auto" and cfg.max_replicas == 3 and cfg.device == "cuda" and cfg.max_queue == 32
     assert cfg.ongoing == 32 and cfg.replicas_per_gpu == 4 and cfg.access_log is False  # 2 x batch
+    assert cfg.warm_up_sizes == (("ids", 1, (32, 64)), ("mask", 1, (128,)))
     assert ServeConfig.from_mapping(cfg.to_mapping()) == cfg  # what replicas receive round-trips
 
 
@@ -35,6 +37,8 @@ def test_serve_run_string_args() -> None:
                                     "replicas": "2"})
     assert cfg.batch_dims == (("x", 0), ("y", 1)) and cfg.max_batch_size == 4 and cfg.pad == "opt" and cfg.replicas == 2
     assert cfg.access_log is True and ServeConfig.from_mapping({"artifact": "a.ep", "access_log": "false"}).access_log is False
+    sized = ServeConfig.from_mapping({"artifact": "a.ep", "warm_up_sizes": "ids:1=32,64; mask:1=8"})
+    assert sized.warm_up_sizes == (("ids", 1, (32, 64)), ("mask", 1, (8,)))
     assert ServeConfig.from_mapping({"artifact": "a.ep"}).padding == "none"  # auto: CPU runs no CUDA graphs
     assert ServeConfig.from_mapping({"artifact": "a.ep", "device": "cuda"}).padding == "buckets"
     assert ServeConfig.from_mapping({"artifact": "a.ep", "device": "cuda", "pad": False}).padding == "none"
@@ -50,6 +54,7 @@ def test_serve_run_string_args() -> None:
     ({"artifact": "a.ep", "device": "cuda", "replicas_per_gpu": 0}, "replicas_per_gpu must be >= 1"),
     ({"artifact": "a.ep", "replicas_per_gpu": 2}, "needs --device cuda"),
     ({"artifact": "a.ep", "access_log": "maybe"}, "access_log must be true or false"),
+    ({"artifact": "a.ep", "warm_up_sizes": "ids:1"}, "expected NAME:DIM=SIZE"),
 ])
 def test_bad_options(args: dict, text: str) -> None:
     with pytest.raises(ServingError) as info:

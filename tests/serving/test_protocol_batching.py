@@ -327,3 +327,32 @@ def test_warm_up_runs_max_opt_min_then_buckets_largest_first_each_twice() -> Non
     assert batching.warm_up_shapes(sig, plan, "buckets") == [[s for s in ends + buckets for _ in range(2)]]
     two = signature([sig.profiles[0], {"x": Range((1, 33, 16), (2, 40, 16), (2, 64, 16)), "mask": Range((1, 33), (2, 40), (2, 64))}])
     assert [len(p) for p in batching.warm_up_shapes(two, None, "none")] == [6, 6]
+
+
+def test_warm_up_sizes_cover_every_bucket_at_each_size_of_a_dim() -> None:
+    """`--warm-up-sizes x:1=...`: each size of the sequence dim (tied: mask's dim 1 too) at every
+    bucket, in the profile that allows it, so that no request's shape is first run while serving."""
+    two = signature([{"x": Range((1, 2, 16), (4, 8, 16), (8, 32, 16)), "mask": Range((1, 2), (4, 8), (8, 32))},
+                     {"x": Range((1, 33, 16), (2, 40, 16), (2, 64, 16)), "mask": Range((1, 33), (2, 40), (2, 64))}])
+    sizes = batching.warm_up_symbols(two, batching.parse_warm_up_sizes(["x:1=16,48,8"]))
+    assert sizes == {"s1": (16, 48, 8)}
+    plan = BatchPlan.resolve(two, {"x": 0, "mask": 0})
+    first, second = batching.warm_up_shapes(two, plan, "buckets", sizes)
+    for shapes, lengths, buckets in ((first, (16, 8), (8, 4, 2, 1)), (second, (48,), (2, 1))):
+        for n in lengths:
+            for b in buckets:
+                assert {"x": (b, n, 16), "mask": (b, n)} in shapes, (n, b)
+        assert all(s["x"][1] == s["mask"][1] for s in shapes)  # tied dims move together
+        assert all(shapes.count(s) == 2 for s in shapes)  # each twice: run, then captured
+    assert not any(s["x"][1] == 48 for s in first) and not any(s["x"][1] in (8, 16) for s in second)
+    assert first[:2] == [{"x": (8, 32, 16), "mask": (8, 32)}] * 2  # the largest shape still first
+
+
+@pytest.mark.parametrize("texts,message", [
+    (["x:1"], "expected NAME:DIM=SIZE"), (["x=1,2"], "expected NAME:DIM=SIZE"), (["x:1=a"], "expected NAME:DIM=SIZE"),
+    (["y:1=4"], "no input 'y'"), (["x:5=4"], "has 3 dims"), (["x:2=16"], "not a dynamic dim"),
+    (["x:1=4,99"], r"\[99\] fit no profile"),
+])
+def test_warm_up_sizes_are_checked_against_the_artifact(texts, message) -> None:
+    with pytest.raises(ServingError, match=message):
+        batching.warm_up_symbols(signature(), batching.parse_warm_up_sizes(texts))

@@ -23,6 +23,8 @@ ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 
 import flexrt  # noqa: E402
+from flexrt.errors import ServingError  # noqa: E402
+from flexrt.serving import cli  # noqa: E402
 from flexrt.serving.application import build_app  # noqa: E402
 from flexrt.serving.client import InferenceClient  # noqa: E402
 from flexrt.serving.config import ServeConfig  # noqa: E402
@@ -267,6 +269,7 @@ def test_two_replicas_both_serve_with_bucket_padding(artifact: tuple[str, torch.
         config = ServeConfig.from_mapping({
             "artifact": path, "name": "tiny", "batch_dims": "x:0", "max_batch_size": 8, "batch_wait_ms": 20,
             "replicas": 2, "num_cpus": 0.5, "pad": "buckets", "graceful_shutdown_timeout_s": 5,
+            "warm_up_sizes": f"x:1=3,{MAX_S}",  # each bucket at these sequence lengths, before serving
         })
         serve.run(build_app(config), name="tiny", route_prefix="/", blocking=False)
         client = InferenceClient(url, "tiny")
@@ -312,6 +315,12 @@ def test_two_replicas_both_serve_with_bucket_padding(artifact: tuple[str, torch.
         assert all(r["rows"] >= r["requests"] for r in replicas.values())
         ran = {int(k) for r in replicas.values() for k in r["batch_rows"]}
         assert ran <= {1, 2, 4, 8}, ran  # padded to buckets: requests of 1 and 2 rows stack into any count
+
+
+def test_warm_up_sizes_are_checked_before_ray_starts(artifact: tuple[str, torch.nn.Module]) -> None:
+    path, _ = artifact
+    with pytest.raises(ServingError, match=r"x:1: \[999\] fit no profile"):
+        cli.check(ServeConfig.from_mapping({"artifact": path, "name": "tiny", "warm_up_sizes": "x:1=4,999"}))
 
 
 def test_deployment_options_resources_autoscaling_and_backpressure() -> None:
