@@ -90,7 +90,7 @@ module = flexrt.load(sys.argv[1]).module()
 x = torch.randn(3, 20, 96)
 out = module(x)
 assert out.shape[0] == 3 and torch.isfinite(out).all()
-print(",".join(sorted(m for m in sys.modules if m.startswith(("flexrt.", "torch._inductor", "torch._dynamo")))))
+print(",".join(sorted(m for m in sys.modules if m.startswith(("flexrt.", "torch._inductor", "torch._dynamo", "sympy")))))
 """
 
 
@@ -106,4 +106,7 @@ def test_a_loaded_artifact_runs_without_compile_time_code(tmp_path, zoo):
     loaded = set(proc.stdout.strip().splitlines()[-1].split(","))
     compile_time = sorted(m for m in loaded if _package(m) in COMPILE_TIME)
     assert not compile_time, f"loading and calling imported compile-time modules: {compile_time}"
+    # nor sympy (hundreds of modules, most of a cold start's import time on the GPU host): the run
+    # time evaluates size expressions itself (runtime/size_expr.py)
+    assert "sympy" not in loaded
     assert {"flexrt.runtime.module", "flexrt.serialize.load"} <= loaded
