@@ -77,6 +77,7 @@ class WorkerPool:
         self._procs: set[subprocess.Popen[bytes]] = set()
         self._closed = False
         self._jobs = 0
+        self._err_paths: dict[int, str] = {}  # each worker's stderr file, by pid
         # each building process's share of the cores for Inductor's compile pool, not all of them each
         # (three BERT profiles on 32 cores: 33.5 s with 8 threads per worker against 37.9 with 32)
         self._compile_threads = max(1, (os.cpu_count() or 1) // max(1, workers))
@@ -144,13 +145,18 @@ class WorkerPool:
         env.setdefault("TORCHINDUCTOR_COMPILE_THREADS", str(self._compile_threads))  # a user's own setting stays
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # where flexrt imports from
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        # stderr to a file, not a pipe: the worker's compile pool outlives it by a moment and would hold
+        # a pipe open, so that waiting for the pipe's end would wait for the pool's shutdown too
+        err_path = os.path.join(self._dir.name, f"worker{len(self._err_paths)}.err")
         try:
-            proc = subprocess.Popen([sys.executable, "-m", "flexrt.build.worker", str(self._settings.device)], env=env,
-                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    start_new_session=True)
+            with open(err_path, "wb") as err:
+                proc = subprocess.Popen([sys.executable, "-m", "flexrt.build.worker", str(self._settings.device)],
+                                        env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err,
+                                        start_new_session=True)
         except OSError as e:
             logger.debug("build worker did not start: %s", e)
             return None
+        self._err_paths[proc.pid] = err_path
         self._procs.add(proc)
         logger.debug("build worker started (slot %d, pid %d)", slot, proc.pid)
         if self._closed:  # close() ran meanwhile
@@ -162,18 +168,18 @@ class WorkerPool:
         start, sent_at = time.perf_counter(), time.time()
         out = path + ".out"
         try:
-            _, err = proc.communicate(input=path.encode() + b"\n", timeout=WORKER_TIMEOUT_S)
+            proc.communicate(input=path.encode() + b"\n", timeout=WORKER_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            _kill(proc)
-            _, err = proc.communicate()
-        except BrokenPipeError:  # it exited before reading its job
-            _, err = proc.communicate()
+            pass
         finally:
+            _kill(proc)  # a timed-out worker, or what a finished one left running (its compile pool)
+            proc.wait()
             self._procs.discard(proc)
         if self._closed:
             return None
         if proc.returncode != 0 or not os.path.exists(out + ".json"):
-            tail = err.decode(errors="replace").strip().splitlines()[-3:]
+            with open(self._err_paths[proc.pid], "rb") as f:
+                tail = f.read().decode(errors="replace").strip().splitlines()[-3:]
             logger.warning("build worker for %s failed (exit %d: %s); building it here", job.label, proc.returncode,
                            " | ".join(tail))
             return None

@@ -133,6 +133,22 @@ def test_closing_the_pool_stops_running_workers(tmp_path, monkeypatch) -> None:
     assert all(p.poll() is not None for p in procs)
 
 
+def test_a_worker_that_fails_says_why_and_its_job_comes_back(tmp_path, monkeypatch, caplog) -> None:
+    """A worker that exits with an error: its stderr's last lines are in the warning, and the job is
+    returned unbuilt (None) for the caller to build."""
+    failing = tmp_path / "fail.sh"
+    failing.write_text("#!/bin/sh\nread job\necho \"RuntimeError: boom in $job\" >&2\nexit 3\n")
+    failing.chmod(0o755)
+    monkeypatch.setattr(workers.sys, "executable", str(failing))
+    gm = torch.fx.symbolic_trace(torch.nn.Linear(2, 2))
+    job = workers.EngineJob(gm, [torch.randn(1, 2)], [None], False, None, "job 1", "job 1")
+    with caplog.at_level(logging.WARNING, logger="flexrt"):
+        pool = workers.WorkerPool(flexrt.settings.build_settings({}), workers=2)
+        pool.submit([job])
+        assert pool.results() == [None]
+    assert "build worker for job 1 failed (exit 3: RuntimeError: boom in " in caplog.text
+
+
 @pytest.mark.parametrize("user_threads", [None, "3"])
 def test_each_worker_compiles_with_its_share_of_the_cores(tmp_path, monkeypatch, user_threads) -> None:
     """A worker's Inductor compile pool gets the cores divided among the building processes (not all
