@@ -49,7 +49,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--warm-up-sizes", action="append", default=[], metavar="NAME:DIM=SIZE,...",
         help="sizes a dynamic dim takes in requests (e.g. input_ids:1=32,64,128,256): each replica runs, and captures, "
-        "every batch bucket at each before serving, so that requests never wait for a capture",
+        "every batch bucket at each before serving, so that requests of those sizes do not wait for a capture",
     )
     p.add_argument("--max-queue", type=int, default=256, help="requests waiting for a replica before 503s")
     p.add_argument("--max-ongoing", type=int, default=0, help="requests in a replica at once (default 2x batch, >= 8)")
