@@ -1,7 +1,7 @@
 #!/bin/bash
 # Serving runs on nvidia-h200-x2: the load from several client processes straight to the replicas'
 # own ports (direct ingress, past Ray's one proxy process), one and two replicas.
-# Usage: bash research/runs/serve_x2.sh PART (a, b, e: nvidia-h200-x2; c, d: either)   (carry .whl: scripts/ray_wheels.sh)
+# Usage: bash research/runs/serve_x2.sh PART (a, b, e, f: nvidia-h200-x2; c, d: either)   (carry .whl: scripts/ray_wheels.sh)
 # The 2026-11-30 attempt of an earlier part (handle path, 4 clients) hung in its clients: no figures.
 set -u
 P="python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir"
@@ -34,7 +34,8 @@ case "$1" in
         --search-steps 8 --search-precision 1.06 --budget-s 130
     done ;;
   f)  # nvidia-h200-x2: BERT one and two GPUs at equal p99 again, after 6 s of warm-up load (in run e each
-      # search's first rate paid new shapes' first calls and captures, so it started from a failed rate)
+      # search's first rate paid new shapes' first calls and captures, so it started from a failed rate).
+      # Since its 2026-11-30 run the replicas also warm BERT's request lengths (--warm-up-sizes): rerun it.
     run 140 --model bert --via direct --clients 4 --variants flexrt --rates 100 --warmup-s 6 --p99-ms 100 \
       --search-steps 8 --search-precision 1.06 --budget-s 130
     run 140 --model bert --via direct --clients 4 --replicas 2 --variants flexrt --rates 100 --warmup-s 6 \
