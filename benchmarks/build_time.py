@@ -13,7 +13,7 @@ Variants, each in its own process (the fixed cost of a first build is the point)
   aoti          one AOTInductor package over the range (torch.export + aoti_compile_and_package + load)
 A variant may carry knobs after "+": Inductor settings (`+isa`, `+pch`, `+o0`, see KNOBS) or, for
 the workers of `flexrt_3p` only, `+wthreads` (Inductor's compile pool per worker sized to a quarter of
-the cores, not all of them).
+the cores; without it, flexrt gives each building process an equal share of the cores).
 `ready_s` is what a user waits for: from the model in hand to the first output at the opt shape
 (flexrt's build and first call; torch.compile's first call, which compiles). `total_s` adds the first
 two calls at every other measured shape (the second captures a CUDA graph where the variant uses
@@ -50,7 +50,7 @@ KNOBS: dict[str, dict[str, Any]] = {
 # environment set for the build's worker processes only (the caller's Inductor config is already loaded)
 WORKER_ENV: dict[str, Any] = {
     "wthreads": lambda: {"TORCHINDUCTOR_COMPILE_THREADS": str(max(1, (os.cpu_count() or 4) // 4))},  # Inductor's
-    # compile pool per worker sized to its share of the cores, not all of them (three builds at once)
+    # compile pool per worker: a quarter of the cores (the run that led to flexrt's own per-worker share)
 }
 # cProfile entries worth naming in the breakdown (cumulative seconds), by qualified name fragment
 WATCH = {

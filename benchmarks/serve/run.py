@@ -214,8 +214,22 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
         entry["nvidia_smi"] = _nvidia_smi() if args.device.startswith("cuda") else None
         if len(entry["replicas"]) < args.replicas:
             say(f"{name} {variant}: only {len(entry['replicas'])} of {args.replicas} replicas answered /stats")
-        def measure(rate: float, variant: str = variant, entry: dict[str, Any] = entry, infer: Any = infer,
-                    url: str = url) -> dict[str, Any]:
+        def send(rate: float, duration_s: float, seed: int, variant: str = variant, infer: Any = infer
+                 ) -> tuple[list[Any], float]:
+            """Open-loop load at `rate` for `duration_s`: from several client processes, through a
+            DeploymentHandle, or over HTTP (to every replica's port under direct ingress)."""
+            if args.clients > 1:  # the same load from several client processes
+                target_name = f"bench-{variant}" if args.via == "handle" else infer
+                return load.open_loop_clients(args.clients, args.via, target_name,
+                                              handle_requests if args.via == "handle" else bodies, rate,
+                                              duration_s, args.max_requests, seed=seed, timeout=args.timeout_s)
+            if args.via == "handle":  # no HTTP proxy: Ray's DeploymentHandle straight to the replicas
+                return load.open_loop_handle(serve.get_app_handle(f"bench-{variant}"), handle_requests, rate,
+                                             duration_s, args.max_requests, seed=seed, timeout=args.timeout_s)
+            return load.open_loop(infer, bodies, rate, duration_s, args.max_requests, seed=seed, timeout=args.timeout_s)
+
+        def measure(rate: float, variant: str = variant, entry: dict[str, Any] = entry, url: str = url,
+                    send: Any = send) -> dict[str, Any]:
             """One open-loop rate against this variant: outcomes, latency, and where the time went."""
             if time.monotonic() > deadline:
                 skipped = {"offered_rps": rate, "skipped": True, **{k: float("nan") for k in (
@@ -224,19 +238,7 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
                 entry["rates"].append(skipped)
                 return skipped
             before = _stats(url, name, args.replicas)
-            if args.clients > 1:  # the same load from several client processes
-                target_name = f"bench-{variant}" if args.via == "handle" else infer
-                outcomes, wall = load.open_loop_clients(args.clients, args.via, target_name,
-                                                        handle_requests if args.via == "handle" else bodies, rate,
-                                                        args.duration_s, args.max_requests, seed=int(rate * 1000),
-                                                        timeout=args.timeout_s)
-            elif args.via == "handle":  # no HTTP proxy: Ray's DeploymentHandle straight to the replicas
-                outcomes, wall = load.open_loop_handle(serve.get_app_handle(f"bench-{variant}"), handle_requests, rate,
-                                                       args.duration_s, args.max_requests, seed=int(rate * 1000),
-                                                       timeout=args.timeout_s)
-            else:
-                outcomes, wall = load.open_loop(infer, bodies, rate, args.duration_s, args.max_requests,
-                                                seed=int(rate * 1000), timeout=args.timeout_s)
+            outcomes, wall = send(rate, args.duration_s, int(rate * 1000))
             after = _stats(url, name, args.replicas)
             summary = load.summarize(outcomes, wall, rate)
             served = _delta(before, after, "requests")
@@ -259,7 +261,7 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
             return summary
 
         if args.warmup_s > 0:  # first calls of new shapes (and their CUDA graph captures) before any measured rate
-            entry["warmup"] = load.summarize(*_warm_load(args, bodies, infer, rates[0]), rates[0])
+            entry["warmup"] = load.summarize(*send(rates[0], args.warmup_s, 1), rates[0])
             say(f"{name} {variant}: warm-up at {rates[0]:g}/s for {args.warmup_s:g} s (not counted): "
                 f"p99 {entry['warmup']['p99_ms']:.1f} ms")
         if args.p99_ms:  # the highest rate served within the p99 bound, every request answered
@@ -273,17 +275,6 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
         if not args.together:
             serve.delete(f"bench-{variant}")
     return result
-
-
-def _warm_load(args: argparse.Namespace, bodies: Any, infer: Any, rate: float) -> tuple[Any, float]:
-    """The warm-up load: the first rate for `--warmup-s` seconds over HTTP (every replica's port under
-    direct ingress, else the proxy's), outcomes kept apart from the measured rates'."""
-    from benchmarks.serve import load
-
-    if args.clients > 1 and args.via != "handle":
-        return load.open_loop_clients(args.clients, args.via, infer, bodies, rate, args.warmup_s, args.max_requests,
-                                      seed=1, timeout=args.timeout_s)
-    return load.open_loop(infer, bodies, rate, args.warmup_s, args.max_requests, seed=1, timeout=args.timeout_s)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the search stops when the lowest failing rate is within this factor of the best that held")
     p.add_argument("--warmup-s", type=float, default=0.0,
                    help="seconds of load at the first rate before any measured one, not counted (new shapes' first "
-                   "calls and CUDA graph captures); HTTP only")
+                   "calls and CUDA graph captures)")
     p.add_argument("--distinct", type=int, default=32, help="distinct request bodies (shapes mixed)")
     p.add_argument("--batch-wait-ms", type=float, default=5.0)
     p.add_argument("--pad", default="auto", choices=("auto", "buckets", "opt", "none"),

@@ -18,24 +18,29 @@ from fractions import Fraction
 
 SYMBOL = re.compile(r"[a-z]+[0-9]+")  # s0, u3: a size symbol, as torch names them
 
-_BINARY: dict[type[ast.operator], Callable[[Fraction, Fraction], Fraction]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,  # exact (sympy writes s0/2 for a rational), floor/ceiling round it
-    ast.FloorDiv: lambda a, b: Fraction(a // b),
-    ast.Mod: operator.mod,
-    ast.Pow: lambda a, b: a**b,
-}
+
+def _floor_div(a: Fraction, b: Fraction) -> Fraction:
+    return Fraction(a // b)
 
 
 def _ceil_div(a: Fraction, b: Fraction) -> Fraction:
     return Fraction(-(-a // b))
 
 
+_BINARY: dict[type[ast.operator], Callable[[Fraction, Fraction], Fraction]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,  # exact (sympy writes s0/2 for a rational), floor/ceiling round it
+    ast.FloorDiv: _floor_div,
+    ast.Mod: operator.mod,
+    ast.Pow: lambda a, b: a**b,
+}
+
+
 _FUNCTIONS: dict[str, Callable[..., Fraction]] = {
-    "FloorDiv": lambda a, b: Fraction(a // b),
-    "CleanDiv": lambda a, b: Fraction(a // b),
+    "FloorDiv": _floor_div,
+    "CleanDiv": _floor_div,
     "CeilDiv": _ceil_div,
     "Mod": operator.mod,
     "PythonMod": operator.mod,
