@@ -1,7 +1,7 @@
 #!/bin/bash
 # Serving runs on nvidia-h200-x2: the load from several client processes straight to the replicas'
 # own ports (direct ingress, past Ray's one proxy process), one and two replicas.
-# Usage: bash research/runs/serve_x2.sh PART (a, b, e, f: nvidia-h200-x2; c, d: either)   (carry .whl: scripts/ray_wheels.sh)
+# Usage: bash research/runs/serve_x2.sh PART (a, b, e, f, h: nvidia-h200-x2; c, d: either)   (carry .whl: scripts/ray_wheels.sh)
 # The 2026-11-30 attempt of an earlier part (handle path, 4 clients) hung in its clients: no figures.
 set -u
 P="python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir"
@@ -40,4 +40,12 @@ case "$1" in
       --search-steps 8 --search-precision 1.06 --budget-s 130
     run 140 --model bert --via direct --clients 4 --replicas 2 --variants flexrt --rates 100 --warmup-s 6 \
       --p99-ms 100 --search-steps 8 --search-precision 1.06 --budget-s 130 ;;
+  h)  # nvidia-h200-x2, one of its GPUs (#22): with 32 cores a GPU can take more replicas. Batched with 12
+      # replicas (10 ms wait) against unbatched with 8 (unbatched collapsed at 1000/s with 4 on one H200:
+      # its batch-1 calls fill the GPU), each at its highest rate with p99 <= 50 ms
+    export CUDA_VISIBLE_DEVICES=0
+    run 250 --model resnet50 --via direct --clients 12 --replicas 12 --replicas-per-gpu 12 --variants flexrt \
+      --batch-wait-ms 10 --rates 1000 --p99-ms 50 --search-steps 6 --budget-s 230
+    run 230 --model resnet50 --via direct --clients 12 --replicas 8 --replicas-per-gpu 8 --variants flexrt_nobatch \
+      --rates 500 --p99-ms 50 --search-steps 6 --budget-s 210 ;;
 esac
