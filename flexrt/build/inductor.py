@@ -267,15 +267,33 @@ def inductor_configs(settings: CompileSettings, ep: ExportedProgram | None = Non
     return cfg
 
 
+def process_inductor_config() -> dict[str, Any]:
+    """This process's own Inductor settings, as Inductor counts them in its cache keys (no paths,
+    thread counts or custom passes). A user's `torch._inductor.config` changes shape an engine as
+    flexrt's own patch does: the cache keys cover them, and build workers take the caller's."""
+    import torch._inductor.config as inductor_config
+
+    return inductor_config.save_config_portable()
+
+
+def _build_config(settings: CompileSettings, ep: ExportedProgram | None = None) -> str:
+    """What configures a build, for the cache keys: flexrt's Inductor patch, the process's Inductor
+    settings under it, and TF32."""
+    return "\0".join([
+        repr(sorted(inductor_configs(settings, ep).items())),
+        repr(sorted(process_inductor_config().items())),
+        f"tf32={not settings.disable_tf32}",
+    ])
+
+
 def engine_key(ep: ExportedProgram, settings: CompileSettings) -> str:
     """Content hash of everything that shapes the compiled engine."""
     parts = [
-        "flexrt-engine-1",
+        "flexrt-engine-2",
         __version__,
         torch.__version__,
         _device_key(settings.device),
-        repr(sorted(inductor_configs(settings, ep).items())),
-        f"tf32={not settings.disable_tf32}",
+        _build_config(settings, ep),
         _canonical_symbols(str(ep.graph)),
         _canonical_symbols(repr(sorted((str(k), str(v)) for k, v in ep.range_constraints.items()))),
         repr([(tuple(t.shape), str(t.dtype), tuple(t.stride())) for t in (ep.example_inputs or ((), {}))[0]]),
@@ -325,9 +343,8 @@ def segment_key(module: torch.fx.GraphModule, examples: Sequence[Any], symbols: 
     """Content hash of what a segment's export is made from (its code, constants, example shapes,
     the profile's ranges): with an engine already cached for it, the export is skipped too."""
     parts = [
-        "flexrt-segment-1", __version__, torch.__version__, _device_key(settings.device),
-        repr(sorted(inductor_configs(settings).items())),
-        f"tf32={not settings.disable_tf32}", f"oblivious={oblivious}", module.code,
+        "flexrt-segment-2", __version__, torch.__version__, _device_key(settings.device),
+        _build_config(settings), f"oblivious={oblivious}", module.code,
         repr(sorted((str(k), (v.lo, v.hint, v.hi)) for k, v in symbols.items())),
         repr([(tuple(t.shape), str(t.dtype), tuple(t.stride())) if isinstance(t, torch.Tensor) else repr(t) for t in examples]),
     ]

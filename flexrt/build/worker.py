@@ -2,10 +2,10 @@
 
 The process starts before its job exists: it imports Inductor, starts Inductor's compile pool and
 the device's context, then reads the job's path from stdin (nothing: it exits). JOB holds
-`(EngineJob, CompileSettings)` (torch.save); JOB.out gets the engine's bytes and JOB.out.json its
-cache key, whether it was built or found in the cache, the export and build seconds, and its
-timeline (wall-clock times of its start, imports, warm-up, job and job load), so that the caller
-can say where a worker's time went.
+`(EngineJob, CompileSettings, the caller's Inductor config)` (torch.save); JOB.out gets the
+engine's bytes and JOB.out.json its cache key, whether it was built or found in the cache, the
+export and build seconds, and its timeline (wall-clock times of its start, imports, warm-up, job
+and job load), so that the caller can say where a worker's time went.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from torch._dynamo.utils import compilation_time_metrics  # noqa: E402  (Inducto
 from torch._inductor.async_compile import AsyncCompile  # noqa: E402
 
 from flexrt.build.inductor import compile_engine_keyed, export_with_dims  # noqa: E402
+from flexrt.build.workers import EngineJob  # noqa: E402
 from flexrt.lower.fuse_conv_epilogue import register_shape_functions  # noqa: E402
+from flexrt.settings import CompileSettings  # noqa: E402
 
 
 def warm_up(device: str) -> None:
@@ -36,8 +38,15 @@ def warm_up(device: str) -> None:
         torch.empty(1, device=device)
 
 
+def read_job(job_path: str) -> tuple[EngineJob, CompileSettings]:
+    """The job and its settings; the caller's Inductor settings become this process's."""
+    job, settings, inductor_config = torch.load(job_path, weights_only=False)
+    torch._inductor.config.load_config(inductor_config)
+    return job, settings
+
+
 def build(job_path: str, timeline: dict[str, float]) -> None:
-    job, settings = torch.load(job_path, weights_only=False)
+    job, settings = read_job(job_path)
     timeline["loaded_at"] = time.time()
     start = time.perf_counter()
     register_shape_functions(job.module.graph)

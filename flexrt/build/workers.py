@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from flexrt.build import cache
-from flexrt.build.inductor import DimSpec
+from flexrt.build.inductor import DimSpec, process_inductor_config
 from flexrt.ir.binary import EngineBinary
 from flexrt.settings import CompileSettings
 from flexrt.stage_log import stage_done, stage_started
@@ -93,7 +93,9 @@ class WorkerPool:
         for job in jobs:
             path = os.path.join(self._dir.name, f"job{self._jobs}.pt")
             self._jobs += 1
-            torch.save((job, self._settings), path)  # saved here, before its thread runs
+            # saved here, before its thread runs; with the caller's Inductor settings, which the
+            # worker builds under (a user's `torch._inductor.config` changes apply there too)
+            torch.save((job, self._settings, process_inductor_config()), path)
             stage_started(logger, f"engine {job.stage} (worker)")
             self._futures.append(self._pool.submit(self._run, path, job))
 

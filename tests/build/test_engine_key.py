@@ -1,5 +1,5 @@
 """The engine cache key covers what changes an engine: the graph, every range, the weights, the
-settings and the versions (Torch-TensorRT once shipped a cache that ignored ranges, its #3148)."""
+settings (flexrt's and the process's Inductor config) and the versions (Torch-TensorRT once shipped a cache that ignored ranges, its #3148)."""
 
 from __future__ import annotations
 
@@ -59,6 +59,22 @@ def test_ranges_weights_and_settings_each_change_the_key(key):
     with torch.no_grad():
         other.fc.weight[0, 0] += 1.0
     assert key(other, 1, 16) != base  # one weight changed
+
+
+@pytest.mark.parametrize("key", [_key, _segment_key], ids=["engine", "segment"])
+def test_the_process_inductor_config_changes_the_key(key):
+    """A user's own `torch._inductor.config` change builds another engine: a cached one made under
+    other Inductor settings is not returned for it."""
+    torch.manual_seed(0)
+    model = _Mlp()
+    base = key(model, 1, 16)
+    with torch._inductor.config.patch({"aot_inductor.compile_wrapper_opt_level": "O0"}):
+        assert key(model, 1, 16) != base
+    with torch._inductor.config.patch({"max_autotune_gemm": True}):
+        assert key(model, 1, 16) != base
+    assert key(model, 1, 16) == base  # and back
+    with torch._inductor.config.patch({"compile_threads": 1}):  # how fast it builds, not what
+        assert key(model, 1, 16) == base
 
 
 _WARM = """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 
 import pytest
@@ -147,6 +148,39 @@ def test_a_worker_that_fails_says_why_and_its_job_comes_back(tmp_path, monkeypat
         pool.submit([job])
         assert pool.results() == [None]
     assert "build worker for job 1 failed (exit 3: RuntimeError: boom in " in caplog.text
+
+
+_READ_JOB = """
+import sys, torch
+from flexrt.build.worker import read_job
+job, settings = read_job(sys.argv[1])
+print(job.label, torch._inductor.config.aot_inductor.compile_wrapper_opt_level, torch._inductor.config.max_autotune_gemm)
+"""
+
+
+def test_a_worker_builds_under_the_callers_inductor_config(tmp_path, monkeypatch) -> None:
+    """A user's `torch._inductor.config` changes reach the build workers: the job carries the caller's
+    settings and the worker takes them before building (one profile or three, the same engine)."""
+    import subprocess
+
+    python = sys.executable
+    probe = tmp_path / "probe.sh"  # a worker that only says where its job is
+    probe.write_text(f"#!/bin/sh\nread job\necho \"$job\" > {tmp_path / 'job.tmp'}\nmv {tmp_path / 'job.tmp'} {tmp_path / 'job'}\n")
+    probe.chmod(0o755)
+    monkeypatch.setattr(workers.sys, "executable", str(probe))
+    gm = torch.fx.symbolic_trace(torch.nn.Linear(2, 2))
+    job = workers.EngineJob(gm, [torch.randn(1, 2)], [None], False, None, "job 1", "job 1")
+    with torch._inductor.config.patch({"aot_inductor.compile_wrapper_opt_level": "O0", "max_autotune_gemm": True}):
+        with workers.WorkerPool(flexrt.settings.build_settings({}), workers=2) as pool:
+            pool.submit([job])
+            deadline = time.monotonic() + 30
+            while not (tmp_path / "job").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            path = (tmp_path / "job").read_text().strip()
+            run = subprocess.run([python, "-c", _READ_JOB, path], capture_output=True, text=True, timeout=300)
+            pool.results()
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["job", "1", "O0", "True"]
 
 
 @pytest.mark.parametrize("user_threads", [None, "3"])
