@@ -273,7 +273,11 @@ def process_inductor_config() -> dict[str, Any]:
     flexrt's own patch does: the cache keys cover them, and build workers take the caller's."""
     import torch._inductor.config as inductor_config
 
-    return inductor_config.save_config_portable()
+    config = inductor_config.save_config_portable()
+    # metadata for the package, not the code; AOTInductor also writes into it during a build, so
+    # it changes between a process's first build and its next
+    config.pop("aot_inductor.metadata", None)
+    return config
 
 
 def _build_config(settings: CompileSettings, ep: ExportedProgram | None = None) -> str:

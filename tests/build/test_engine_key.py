@@ -1,11 +1,13 @@
 """The engine cache key covers what changes an engine: the graph, every range, the weights, the
-settings (flexrt's and the process's Inductor config) and the versions (Torch-TensorRT once shipped a cache that ignored ranges, its #3148)."""
+settings (flexrt's and the process's Inductor config) and the versions (Torch-TensorRT once shipped
+a cache that ignored ranges, its #3148)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+import flexrt
 from flexrt.build.inductor import SymbolRange, engine_key, export_segment, segment_key
 from flexrt.settings import build_settings
 
@@ -75,6 +77,23 @@ def test_the_process_inductor_config_changes_the_key(key):
     assert key(model, 1, 16) == base  # and back
     with torch._inductor.config.patch({"compile_threads": 1}):  # how fast it builds, not what
         assert key(model, 1, 16) == base
+
+
+@pytest.mark.slow
+def test_a_build_leaves_the_key_as_it_was():
+    """Inductor writes into its own config during a build (`aot_inductor.metadata`): the same
+    model compiled again in the same process still finds its engine."""
+    from flexrt.build import cache as engine_cache
+
+    torch.manual_seed(0)
+    model = _Mlp().eval()
+    before = _key(model, 1, 16)
+    spec = flexrt.Input(min_shape=(1, 8), opt_shape=(4, 8), max_shape=(16, 8))
+    flexrt.compile(model, ir="dynamo", inputs=[spec])
+    assert _key(model, 1, 16) == before
+    misses = engine_cache.stats()["misses"]
+    flexrt.compile(model, ir="dynamo", inputs=[spec])
+    assert engine_cache.stats()["misses"] == misses
 
 
 _WARM = """
