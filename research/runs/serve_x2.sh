@@ -1,7 +1,7 @@
 #!/bin/bash
 # Serving runs on nvidia-h200-x2: the load from several client processes straight to the replicas'
 # own ports (direct ingress, past Ray's one proxy process), one and two replicas.
-# Usage: bash research/runs/serve_x2.sh PART (a, b, e, f, h: nvidia-h200-x2; c, d: either)   (carry .whl: scripts/ray_wheels.sh)
+# Usage: bash research/runs/serve_x2.sh PART (a, b, e, f, h, i, j: nvidia-h200-x2; c, d: either)   (carry .whl: scripts/ray_wheels.sh)
 # The 2026-11-30 attempt of an earlier part (handle path, 4 clients) hung in its clients: no figures.
 set -u
 P="python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir"
@@ -48,4 +48,17 @@ case "$1" in
       --batch-wait-ms 10 --rates 1000 --p99-ms 50 --search-steps 6 --budget-s 230
     run 230 --model resnet50 --via direct --clients 12 --replicas 8 --replicas-per-gpu 8 --variants flexrt_nobatch \
       --rates 500 --p99-ms 50 --search-steps 6 --budget-s 210 ;;
+  i)  # nvidia-h200-x2, one GPU (#22): unbatched with 4 and with 12 replicas (8 collapsed at 500/s in run h,
+      # its batch-1 calls time-slicing the GPU), the same 12 clients, p99 <= 50 ms
+    export CUDA_VISIBLE_DEVICES=0
+    for r in 4 12; do
+      run 150 --model resnet50 --via direct --clients 12 --replicas $r --replicas-per-gpu $r --variants flexrt_nobatch \
+        --rates 500 --p99-ms 50 --search-steps 6 --budget-s 100
+    done ;;
+  j)  # nvidia-h200-x2 (#23): BERT on one and two GPUs again, now that each replica gets every request body
+      # (in run f two replicas split the bodies odd/even), 8 clients, 4 s per rate (DURATION=4)
+    run 230 --model bert --via direct --clients 8 --variants flexrt --rates 200 --warmup-s 6 --p99-ms 100 \
+      --search-steps 8 --search-precision 1.06 --budget-s 150
+    run 200 --model bert --via direct --clients 8 --replicas 2 --variants flexrt --rates 400 --warmup-s 6 \
+      --p99-ms 100 --search-steps 8 --search-precision 1.06 --budget-s 150 ;;
 esac
