@@ -49,13 +49,11 @@ case "$1" in
       timeout 110 python3 -m benchmarks.build_time --models $m --variants $v --cold-start \
         --peer-shapes opt --out $OUT 2>&1 | grep -v Warning | tail -3
     done ;;
-  h)  # the wrapper at -O0: its build time (each in a new process, cold) and its cost at run time (CUDA
-      # graphs off, where every call runs the wrapper, and on); where a three-profile build's workers spend
-      # their time (the worker timeline: imports, warm-up, job wait, job load, engine back)
-    timeout 230 python3 -m benchmarks.build_time --models bert --variants flexrt,flexrt+o0,flexrt_3p \
-      --peer-shapes opt --out $OUT 2>&1 | grep -v Warning | tail -4
-    python3 -c "import json; [print(s) for r in json.load(open('$OUT/build_time_bert.json')) if r['variant'] == 'flexrt_3p' for s in r['stages'] if 'worker' in s.get('detail', '')]"
-    for m in bert resnet50; do
-      timeout 200 python3 -m research.probes.wrapper_opt --model $m --out $OUT 2>&1 | grep -v Warning | tail -4
-    done ;;
+  h)  # the wrapper at -O0 against -O1 at run time (CUDA graphs off, where every call runs the wrapper, and
+      # on; builds in one process, in turn); where a three-profile build's workers spend their time (the
+      # worker timeline: imports, warm-up, job wait, job load, engine back)
+    timeout 150 python3 -m research.probes.wrapper_opt --model bert --out $OUT 2>&1 | grep -v Warning | tail -4
+    timeout 100 python3 -m benchmarks.build_time --models bert --variants flexrt_3p --peer-shapes opt --out $OUT 2>&1 \
+      | grep -v Warning | tail -2
+    python3 -c "import json; [print(s) for r in json.load(open('$OUT/build_time_bert.json')) if r['variant'] == 'flexrt_3p' for s in r['stages'] if 'worker' in s.get('detail', '')]" ;;
 esac
