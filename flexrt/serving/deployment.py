@@ -11,6 +11,7 @@ Imports Ray: import this module only where Ray is installed (`flexrt serve`, `se
 # annotations at runtime (Request must be a class, not a string, for it to be injected).
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import threading
@@ -137,10 +138,15 @@ class FlexrtDeployment:
         self.module = artifact.module() if self.config.backend == "flexrt" else self._reference()
         self.plan = BatchPlan.resolve(self.signature, dict(self.config.batch_dims)) if self.config.batching else None
         self._lock = threading.Lock()  # one model call at a time per replica (the module keeps state)
+        # Requests' model calls run on one thread of their own, in arrival order: with a thread per
+        # call from asyncio's default pool, unbatched requests queued for the lock in up to 32 threads
+        # (unordered) and each new pool thread first touched CUDA under load.
+        self._calls = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="flexrt-model")
+        self._model_threads: set[int] = set()  # threads that ran the model (warm-up included): /stats
         self._batched.set_max_batch_size(self.config.max_batch_size)
         self._batched.set_batch_wait_timeout_s(self.config.batch_wait_ms / 1000)
         self.metrics = _Metrics(self.config.name)
-        self._warm_up()
+        self._calls.submit(self._warm_up).result()  # captures on the thread that replays them
         self.metrics.stats["model_ms"] = 0.0  # /stats counts requests' model calls, not the warm-up's
         self.identity = _replica_identity(self.device, time.perf_counter() - started)
         self.ready = True
@@ -171,6 +177,7 @@ class FlexrtDeployment:
 
     def _execute(self, inputs: dict[str, torch.Tensor], profile: int) -> dict[str, torch.Tensor]:
         with self._lock, torch.inference_mode():
+            self._model_threads.add(threading.get_ident())
             start = time.perf_counter()  # copies in, the model, copies out (synchronous): the device's share
             args = [inputs[n].to(self.device, non_blocking=True) for n in self.signature.input_names]
             result = self.module(*args)
@@ -191,14 +198,17 @@ class FlexrtDeployment:
         for it in items:
             self.metrics.queue.observe((now - it.enqueued) * 1000, tags=self.metrics.tags)
             self.metrics.stats["queue_ms"] += (now - it.enqueued) * 1000
-        return await asyncio.to_thread(self._run_batch, items)
+        return await self._in_model_thread(items)
+
+    async def _in_model_thread(self, items: list[_Item]) -> list[Any]:
+        return await asyncio.get_running_loop().run_in_executor(self._calls, self._run_batch, items)
 
     async def run(self, request: protocol.InferRequest) -> dict[str, torch.Tensor]:
         """A validated request -> its outputs (raises its chunk's error)."""
         if self.plan is not None:
             result = await self._batched(_Item(request))
         else:
-            result = (await asyncio.to_thread(self._run_batch, [_Item(request)]))[0]
+            result = (await self._in_model_thread([_Item(request)]))[0]
         if isinstance(result, BaseException):
             raise result
         return result
@@ -261,7 +271,8 @@ class FlexrtDeployment:
         """This replica's counts: requests run, model calls, rows, requests per call, profile picks."""
         if model != self.signature.name:
             return _error(404, f"unknown model {model!r}; this server serves {self.signature.name!r}")
-        return JSONResponse({"name": model, "replica": {**self.metrics.stats, **self.identity, **_memory(self.device)}})
+        return JSONResponse({"name": model, "replica": {**self.metrics.stats, "model_threads": len(self._model_threads),
+                                                        **self.identity, **_memory(self.device)}})
 
     @api.post("/v2/models/{model}/infer")
     async def infer(self, model: str, http: Request) -> JSONResponse:

@@ -166,6 +166,7 @@ def test_serve_end_to_end(artifact: tuple[str, torch.nn.Module]) -> None:
         assert stats["requests"] == n_threads * per_thread
         assert stats["calls"] < stats["requests"], stats  # requests were stacked
         assert max(int(k) for k in stats["batch_requests"]) > 1
+        assert stats["model_threads"] == 1  # warm-up and every batch on the replica's one model thread
 
         # -- bad requests: 400 with flexrt's message ---------------------------------------------
         infer = f"{url}/v2/models/tiny/infer"
@@ -315,6 +316,42 @@ def test_two_replicas_both_serve_with_bucket_padding(artifact: tuple[str, torch.
         assert all(r["rows"] >= r["requests"] for r in replicas.values())
         ran = {int(k) for r in replicas.values() for k in r["batch_rows"]}
         assert ran <= {1, 2, 4, 8}, ran  # padded to buckets: requests of 1 and 2 rows stack into any count
+
+
+def test_without_batching_requests_run_alone_on_one_model_thread(artifact: tuple[str, torch.nn.Module]) -> None:
+    """No --batch-dim: each request is its own model call, all of them on the replica's one model
+    thread in arrival order (not a thread each from asyncio's pool, queueing for the model's lock)."""
+    path, model = artifact
+    start = time.monotonic()
+    with local_serve(_free_port()) as url:
+        config = ServeConfig.from_mapping({"artifact": path, "name": "tiny", "num_cpus": 0.5, "graceful_shutdown_timeout_s": 5})
+        serve.run(build_app(config), name="tiny", route_prefix="/", blocking=False)
+        client = InferenceClient(url, "tiny")
+        failures: list[str] = []
+
+        def worker(seed: int) -> None:
+            gen = torch.Generator().manual_seed(seed)
+            for i in range(10):
+                if time.monotonic() - start > DEADLINE_S:
+                    failures.append("deadline")
+                    return
+                x = torch.rand(1 + (seed + i) % MAX_B, 2 + i % (MAX_S - 1), 16, generator=gen) + 0.1
+                try:
+                    out = client.infer({"x": x})
+                    with torch.no_grad():
+                        torch.testing.assert_close(torch.from_numpy(out["y"]), model(x)["y"], rtol=1e-4, atol=1e-5)
+                except Exception as e:  # noqa: BLE001 - collected and asserted below
+                    failures.append(f"{seed}-{i}: {type(e).__name__}: {e}")
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=max(1.0, DEADLINE_S - (time.monotonic() - start)))
+        assert not any(t.is_alive() for t in threads) and not failures, failures[:5]
+        stats = json.loads(urllib.request.urlopen(f"{url}/v2/models/tiny/stats", timeout=30).read())["replica"]
+    assert stats["requests"] == stats["calls"] == 80
+    assert stats["model_threads"] == 1
 
 
 def test_warm_up_sizes_are_checked_before_ray_starts(artifact: tuple[str, torch.nn.Module]) -> None:
