@@ -1,7 +1,7 @@
 #!/bin/bash
 # Serving runs on nvidia-h200-x2: the load from several client processes straight to the replicas'
 # own ports (direct ingress, past Ray's one proxy process), one and two replicas.
-# Usage: bash research/runs/serve_x2.sh PART (a, b, e, f, h, i, j: nvidia-h200-x2; c, d: either)   (carry .whl: scripts/ray_wheels.sh)
+# Usage: bash research/runs/serve_x2.sh PART (a, b, e, f, h, i, j, k: nvidia-h200-x2; c, d: either)   (carry .whl: scripts/ray_wheels.sh)
 # The 2026-11-30 attempt of an earlier part (handle path, 4 clients) hung in its clients: no figures.
 set -u
 P="python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir"
@@ -61,4 +61,13 @@ case "$1" in
       --search-steps 8 --search-precision 1.06 --budget-s 150
     run 200 --model bert --via direct --clients 8 --replicas 2 --variants flexrt --rates 400 --warmup-s 6 \
       --p99-ms 100 --search-steps 8 --search-precision 1.06 --budget-s 150 ;;
+  k)  # nvidia-h200-x2, one GPU (#22), after model calls moved to one thread per replica: unbatched with 4
+      # and 12 replicas, batched with 12 (10 ms wait), 12 clients, p99 <= 50 ms
+    export CUDA_VISIBLE_DEVICES=0
+    for r in 4 12; do
+      run 130 --model resnet50 --via direct --clients 12 --replicas $r --replicas-per-gpu $r --variants flexrt_nobatch \
+        --rates 500 --p99-ms 50 --search-steps 5 --budget-s 90
+    done
+    run 130 --model resnet50 --via direct --clients 12 --replicas 12 --replicas-per-gpu 12 --variants flexrt \
+      --batch-wait-ms 10 --rates 1500 --p99-ms 50 --search-steps 5 --budget-s 90 ;;
 esac
