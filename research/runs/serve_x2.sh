@@ -1,7 +1,7 @@
 #!/bin/bash
 # Serving runs on nvidia-h200-x2: the load from several client processes straight to the replicas'
 # own ports (direct ingress, past Ray's one proxy process), one and two replicas.
-# Usage: bash research/runs/serve_x2.sh PART (a, b, e, f, h, i, j, k: nvidia-h200-x2; c, d: either)   (carry .whl: scripts/ray_wheels.sh)
+# Usage: bash research/runs/serve_x2.sh PART (a, b, e, f, h, i, j, k, l: nvidia-h200-x2; c, d: either)   (carry .whl: scripts/ray_wheels.sh)
 # The 2026-11-30 attempt of an earlier part (handle path, 4 clients) hung in its clients: no figures.
 set -u
 P="python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir"
@@ -70,4 +70,9 @@ case "$1" in
     done
     run 130 --model resnet50 --via direct --clients 12 --replicas 12 --replicas-per-gpu 12 --variants flexrt \
       --batch-wait-ms 10 --rates 1500 --p99-ms 50 --search-steps 5 --budget-s 90 ;;
+  l)  # nvidia-h200-x2 (#23): BERT on one and two GPUs after the model-thread change, shorter (3 s per rate)
+    run 150 --model bert --via direct --clients 8 --variants flexrt --rates 300 --warmup-s 4 --p99-ms 100 \
+      --search-steps 6 --search-precision 1.06 --budget-s 110
+    run 120 --model bert --via direct --clients 8 --replicas 2 --variants flexrt --rates 600 --warmup-s 4 \
+      --p99-ms 100 --search-steps 6 --search-precision 1.06 --budget-s 90 ;;
 esac
