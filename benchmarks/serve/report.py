@@ -31,13 +31,30 @@ def _at_bound(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _own_stem(base: str, run_id: str | None) -> str:
+    """`base`, or `base_2`, `base_3`...: the first that is free or holds this run's own checkpoint. A
+    second run into the same folder (another variant, the same layout) once overwrote the first's."""
+    for k in range(1, 1000):
+        stem = base if k == 1 else f"{base}_{k}"
+        try:
+            with open(stem + ".json") as f:
+                if run_id is not None and json.load(f).get("run_id") == run_id:
+                    return stem
+        except FileNotFoundError:
+            return stem
+        except ValueError:  # not a result file of ours: leave it
+            continue
+    raise FileExistsError(f"{base}: 999 results already in this folder")
+
+
 def write(result: dict[str, Any], out_dir: str) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
     replicas = result.get("replicas", 1)
     per_gpu = result.get("replicas_per_gpu", 1)
     via = {"handle": "_handle", "direct": "_direct"}.get(result.get("via", "http"), "")
-    stem = os.path.join(out_dir, result["model"] + (f"_r{replicas}" if replicas > 1 else "") + (f"_g{per_gpu}" if per_gpu > 1 else "") + via
-                        + ("_p99" if result.get("p99_bound_ms") else "") + ("_smoke" if result.get("smoke") else ""))
+    stem = _own_stem(os.path.join(out_dir, result["model"] + (f"_r{replicas}" if replicas > 1 else "") + (f"_g{per_gpu}" if per_gpu > 1 else "")
+                                  + via + ("_p99" if result.get("p99_bound_ms") else "") + ("_smoke" if result.get("smoke") else "")),
+                     result.get("run_id"))
     with open(stem + ".json", "w") as f:
         json.dump(result, f, indent=1, default=str)
     lines = [

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from typing import Any
 
 import numpy as np
@@ -159,6 +160,7 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
         "distinct_requests": len(bodies), "encoding": "binary" if binary else "json", "variants": [],
         "replicas": args.replicas, "replicas_per_gpu": args.replicas_per_gpu, "warm_up_sizes": list(case.warm_up_sizes),
         "p99_bound_ms": args.p99_ms, "access_log": args.access_log, "via": args.via, "clients": args.clients,
+        "run_id": uuid.uuid4().hex,  # its checkpoints overwrite each other, never another run's files
     }
     port = args.port or _free_port()
     base = f"http://127.0.0.1:{port}"
