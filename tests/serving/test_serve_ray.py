@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -261,6 +261,34 @@ def test_serve_end_to_end(artifact: tuple[str, torch.nn.Module]) -> None:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/live", timeout=5)
 
 
+def _check_concurrently(client: InferenceClient, model: torch.nn.Module, start: float, per_thread: int,
+                        make: Callable[[int, int, torch.Generator], torch.Tensor]) -> None:
+    """8 client threads, `per_thread` requests each (`make(seed, i, gen)` + 0.1), every answer equal to
+    eager; bounded by DEADLINE_S from `start`."""
+    failures: list[str] = []
+
+    def worker(seed: int) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        for i in range(per_thread):
+            if time.monotonic() - start > DEADLINE_S:
+                failures.append("deadline")
+                return
+            x = make(seed, i, gen) + 0.1
+            try:
+                out = client.infer({"x": x})
+                with torch.no_grad():
+                    torch.testing.assert_close(torch.from_numpy(out["y"]), model(x)["y"], rtol=1e-4, atol=1e-5)
+            except Exception as e:  # noqa: BLE001 - collected and asserted below
+                failures.append(f"{seed}-{i}: {type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=max(1.0, DEADLINE_S - (time.monotonic() - start)))
+    assert not any(t.is_alive() for t in threads) and not failures, failures[:5]
+
+
 def test_two_replicas_both_serve_with_bucket_padding(artifact: tuple[str, torch.nn.Module]) -> None:
     """`--replicas 2`: both replicas load the one artifact (no compile), both answer, each reports who it
     is; with bucket padding every model call runs a power-of-two batch and answers stay exact."""
@@ -273,29 +301,8 @@ def test_two_replicas_both_serve_with_bucket_padding(artifact: tuple[str, torch.
             "warm_up_sizes": f"x:1=3,{MAX_S}",  # each bucket at these sequence lengths, before serving
         })
         serve.run(build_app(config), name="tiny", route_prefix="/", blocking=False)
-        client = InferenceClient(url, "tiny")
-        failures: list[str] = []
-
-        def worker(seed: int) -> None:
-            gen = torch.Generator().manual_seed(seed)
-            for i in range(12):
-                if time.monotonic() - start > DEADLINE_S:
-                    failures.append("deadline")
-                    return
-                x = torch.rand(1 + i % 2, 5, 16, generator=gen) + 0.1
-                try:
-                    out = client.infer({"x": x})
-                    with torch.no_grad():
-                        torch.testing.assert_close(torch.from_numpy(out["y"]), model(x)["y"], rtol=1e-4, atol=1e-5)
-                except Exception as e:  # noqa: BLE001 - collected and asserted below
-                    failures.append(f"{seed}-{i}: {type(e).__name__}: {e}")
-
-        threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=max(1.0, DEADLINE_S - (time.monotonic() - start)))
-        assert not any(t.is_alive() for t in threads) and not failures, failures[:5]
+        _check_concurrently(InferenceClient(url, "tiny"), model, start, 12,
+                            lambda seed, i, gen: torch.rand(1 + i % 2, 5, 16, generator=gen))
         replicas: dict[str, dict] = {}
 
         def ask(_: int) -> dict:
@@ -326,29 +333,8 @@ def test_without_batching_requests_run_alone_on_one_model_thread(artifact: tuple
     with local_serve(_free_port()) as url:
         config = ServeConfig.from_mapping({"artifact": path, "name": "tiny", "num_cpus": 0.5, "graceful_shutdown_timeout_s": 5})
         serve.run(build_app(config), name="tiny", route_prefix="/", blocking=False)
-        client = InferenceClient(url, "tiny")
-        failures: list[str] = []
-
-        def worker(seed: int) -> None:
-            gen = torch.Generator().manual_seed(seed)
-            for i in range(10):
-                if time.monotonic() - start > DEADLINE_S:
-                    failures.append("deadline")
-                    return
-                x = torch.rand(1 + (seed + i) % MAX_B, 2 + i % (MAX_S - 1), 16, generator=gen) + 0.1
-                try:
-                    out = client.infer({"x": x})
-                    with torch.no_grad():
-                        torch.testing.assert_close(torch.from_numpy(out["y"]), model(x)["y"], rtol=1e-4, atol=1e-5)
-                except Exception as e:  # noqa: BLE001 - collected and asserted below
-                    failures.append(f"{seed}-{i}: {type(e).__name__}: {e}")
-
-        threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=max(1.0, DEADLINE_S - (time.monotonic() - start)))
-        assert not any(t.is_alive() for t in threads) and not failures, failures[:5]
+        _check_concurrently(InferenceClient(url, "tiny"), model, start, 10,
+                            lambda seed, i, gen: torch.rand(1 + (seed + i) % MAX_B, 2 + i % (MAX_S - 1), 16, generator=gen))
         stats = json.loads(urllib.request.urlopen(f"{url}/v2/models/tiny/stats", timeout=30).read())["replica"]
     assert stats["requests"] == stats["calls"] == 80
     assert stats["model_threads"] == 1
