@@ -42,7 +42,8 @@ case "$1" in
       --p99-ms 100 --search-steps 8 --search-precision 1.06 --budget-s 130 ;;
   h)  # nvidia-h200-x2, one of its GPUs (#22): with 32 cores a GPU can take more replicas. Batched with 12
       # replicas (10 ms wait) against unbatched with 8 (unbatched collapsed at 1000/s with 4 on one H200:
-      # its batch-1 calls fill the GPU), each at its highest rate with p99 <= 50 ms
+      # its batch-1 calls fill the GPU), each at its highest rate with p99 <= 50 ms. (Those unbatched
+      # collapses came from the replica's thread-per-request path, fixed before part k.)
     export CUDA_VISIBLE_DEVICES=0
     run 250 --model resnet50 --via direct --clients 12 --replicas 12 --replicas-per-gpu 12 --variants flexrt \
       --batch-wait-ms 10 --rates 1000 --p99-ms 50 --search-steps 6 --budget-s 230
