@@ -300,7 +300,12 @@ class FlexrtDeployment:
                 logger.exception("inference failed")
                 status = 500
                 return _error(500, f"inference failed: {type(e).__name__}: {e}")
-            return JSONResponse(protocol.encode_infer_response(self.signature, outputs, request.id, request.outputs))
+            body = protocol.encode_infer_response(self.signature, outputs, request.id, request.outputs)
+            try:
+                return JSONResponse(body)
+            except ValueError as e:  # Starlette refuses NaN and infinity: JSON has no numbers for them
+                status = 500
+                return _error(500, f"the model's outputs hold NaN or infinity, which JSON numbers cannot carry ({e})")
         finally:
             self._account(start, status)
 

@@ -184,6 +184,9 @@ def test_serve_end_to_end(artifact: tuple[str, torch.nn.Module]) -> None:
             assert status == 400, (what, status, payload)
             assert text in payload["error"], (what, payload)
         assert _post(f"{url}/v2/models/nope/infer", json.dumps(good).encode())[0] == 404
+        # outputs JSON cannot carry (3e38 overflows the first layer): flexrt's own 500, not a bare one
+        status, payload, _ = _post(infer, json.dumps(encode_request({"x": torch.full((1, 3, 16), 3e38)})).encode())
+        assert status == 500 and "NaN or infinity" in payload["error"], (status, payload)
 
         # -- the DeploymentHandle path -------------------------------------------------------------
         handle = serve.get_app_handle("tiny")
