@@ -263,9 +263,9 @@ def warm_up_symbols(signature: ModelSignature, sizes: WarmUpSizes) -> dict[str, 
         symbol = dims[dim]
         if not isinstance(symbol, str) or not symbol.isidentifier():
             raise ServingError(f"--warm-up-sizes {name}:{dim}: that dim is {symbol!r} in the artifact, not a dynamic dim of its own")
-        allowed = [(int(p[name].min[dim]), int(p[name].max[dim])) for p in signature.profiles]
-        outside = [v for v in values if not any(lo <= v <= hi for lo, hi in allowed)]
+        outside = [v for v in values if not any(_fits_symbol(signature, p, symbol, v) for p in signature.profiles)]
         if outside:
+            allowed = [(int(p[name].min[dim]), int(p[name].max[dim])) for p in signature.profiles]
             raise ServingError(f"--warm-up-sizes {name}:{dim}: {outside} fit no profile; the profiles allow {allowed}")
         symbols[symbol] = tuple(dict.fromkeys(symbols.get(symbol, ()) + values))
     return symbols
