@@ -137,10 +137,10 @@ class FlexrtDeployment:
         self.signature = protocol.ModelSignature.from_artifact(self.config.name, artifact)
         self.module = artifact.module() if self.config.backend == "flexrt" else self._reference()
         self.plan = BatchPlan.resolve(self.signature, dict(self.config.batch_dims)) if self.config.batching else None
-        self._lock = threading.Lock()  # one model call at a time per replica (the module keeps state)
-        # Requests' model calls run on one thread of their own, in arrival order: with a thread per
-        # call from asyncio's default pool, unbatched requests queued for the lock in up to 32 threads
-        # (unordered) and each new pool thread first touched CUDA under load.
+        # Every model call (the warm-up's too) runs on this one thread, in arrival order: one call at a
+        # time per replica (the module keeps state). With a thread per call from asyncio's default pool,
+        # unbatched requests had queued for a lock in up to 32 threads (unordered), and each new pool
+        # thread first touched CUDA under load.
         self._calls = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="flexrt-model")
         self._model_threads: set[int] = set()  # threads that ran the model (warm-up included): /stats
         self._batched.set_max_batch_size(self.config.max_batch_size)
@@ -176,7 +176,7 @@ class FlexrtDeployment:
     # -- running -----------------------------------------------------------------------------------
 
     def _execute(self, inputs: dict[str, torch.Tensor], profile: int) -> dict[str, torch.Tensor]:
-        with self._lock, torch.inference_mode():
+        with torch.inference_mode():
             self._model_threads.add(threading.get_ident())
             start = time.perf_counter()  # copies in, the model, copies out (synchronous): the device's share
             args = [inputs[n].to(self.device, non_blocking=True) for n in self.signature.input_names]
