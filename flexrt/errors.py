@@ -45,5 +45,9 @@ class ServingError(FlexrtError):
     """`flexrt serve` cannot be set up as asked (bad option, Ray missing, an artifact unusable for batching)."""
 
 
+class OutputEncodingError(FlexrtError):
+    """A served model's outputs cannot be written as the request asked (NaN or infinity as JSON numbers): HTTP 500."""
+
+
 class RequestError(InputSpecError):
     """A served request is malformed (not JSON, missing fields, data that does not match its shape): HTTP 400."""

@@ -32,6 +32,7 @@ PACKAGES=(
   jsonschema jsonschema-specifications referencing rpds-py
   opentelemetry-api importlib-metadata zipp  # fastapi >= 0.16x imports opentelemetry
   "grpcio-reflection==${GRPC_REFLECTION_VERSION:-1.60.0}"  # imported by ray.serve; old gencode, loads on protobuf 4.21+ (checked on 7.x)
+  "orjson>=3.10,<4"  # flexrt[serve]: JSON responses
 )
 
 tmp="$(mktemp -d)"

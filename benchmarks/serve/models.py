@@ -47,6 +47,24 @@ class Logits(nn.Module):
         return {"logits": self.net(x)}
 
 
+class TinyImage(nn.Module):
+    """ResNet-50's request path (3x224x224 in, 1000 logits out) with almost no model: on a CPU it
+    measures what a replica's HTTP, decoding and encoding cost per image request."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, 8, 16, stride=16)
+        self.head = nn.Linear(8, 1000)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.head(self.patch(x).mean(dim=(2, 3)))}
+
+
+def image_tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return TinyImage().eval()
+
+
 def tiny() -> nn.Module:
     torch.manual_seed(0)
     return TinyMLP().eval()
@@ -104,7 +122,7 @@ class ServeCase:
     max_batch_size: int
     tolerance: float
     description: str
-    binary: bool = False  # send inputs as raw bytes (v2 binary tensor extension) instead of JSON numbers
+    binary: bool = False  # inputs and outputs as raw bytes (v2 binary tensor extension) instead of JSON numbers
     # the sizes the requests give a dynamic dim (flexrt serve --warm-up-sizes): replicas warm them all
     warm_up_sizes: tuple[str, ...] = ()
 
@@ -151,14 +169,16 @@ def get_case(name: str, device: str) -> ServeCase:
             5e-2 if half else 1e-3, "BertModel(BertConfig()) random weights, pooled output; B 1..16, S 16..256, S in {32,64,128,256}",
             warm_up_sizes=("input_ids:1=32,64,128,256",),  # attention_mask's dim 1 is the same dim of the program
         )
-    if name == "resnet50":
+    if name in ("resnet50", "image_tiny"):
         dtype = np.float16 if half else np.float32
         return ServeCase(
-            "resnet50", f"benchmarks.serve.models:resnet50_{'fp16' if half else 'fp32'}",
+            name, "benchmarks.serve.models:image_tiny" if name == "image_tiny" else f"benchmarks.serve.models:resnet50_{'fp16' if half else 'fp32'}",
             [{"name": "x", "min_shape": (1, 3, 224, 224), "opt_shape": (8, 3, 224, 224), "max_shape": (32, 3, 224, 224),
               "dtype": torch.float16 if half else torch.float32}],
             ("x:0",), _resnet_request(dtype), (50.0, 100.0, 200.0, 400.0) if half else (2.0, 4.0), 32,
-            5e-2 if half else 1e-3, "torchvision resnet50 random weights, batch-1 requests of 3x224x224 (binary tensors)",
+            5e-2 if half else 1e-3,
+            ("a 16x16-patch conv and a linear layer: ResNet-50's requests and outputs at toy cost" if name == "image_tiny"
+             else "torchvision resnet50 random weights") + ", batch-1 requests of 3x224x224 (binary tensors)",
             binary=True,
         )
-    raise SystemExit(f"unknown model {name!r}: tiny, bert_tiny, bert or resnet50")
+    raise SystemExit(f"unknown model {name!r}: tiny, bert_tiny, bert, image_tiny or resnet50")

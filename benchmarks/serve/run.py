@@ -106,11 +106,13 @@ def bench_model(name: str, args: argparse.Namespace, deadline: float) -> dict[st
     from ray import serve
 
     from benchmarks.serve.models import get_case
+    from flexrt.serving import ray_env
 
     case = get_case(name, args.device)
     rates = tuple(args.rates) if args.rates else case.rates
     # Ray starts in the background while the artifact compiles
     say("starting Ray")
+    ray_env.apply()  # the settings flexrt serve starts its Ray with
     ray.init(address="local", include_dashboard=False, log_to_driver=False, **({"num_cpus": os.cpu_count()} if args.device == "cpu" else {}))
     try:
         return _bench_model(case, rates, args, deadline)
@@ -146,7 +148,7 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
         label = "x".join(str(d) for d in next(iter(r.values())).shape)
         handle_requests.append((r, label))
         if binary:
-            data, length = encode_binary_request(r)
+            data, length = encode_binary_request(r, binary_outputs=True)
             bodies.append((data, label, length))
         else:
             bodies.append((json.dumps(encode_request(r)).encode(), label, None))
@@ -281,7 +283,7 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.serve", description=__doc__.split("\n")[0])
-    p.add_argument("--model", nargs="+", default=None, help="tiny, bert_tiny, bert, resnet50 (default: bert resnet50; smoke: tiny)")
+    p.add_argument("--model", nargs="+", default=None, help="tiny, bert_tiny, bert, image_tiny, resnet50 (default: bert resnet50; smoke: tiny)")
     p.add_argument("--smoke", action="store_true", help="CPU, tiny model, short: checks the harness in < 60 s")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--variants", nargs="+", default=None, choices=VARIANTS)
@@ -301,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-wait-ms", type=float, default=5.0)
     p.add_argument("--pad", default="auto", choices=("auto", "buckets", "opt", "none"),
                    help="every variant alike: pad stacked batches (auto: power-of-two buckets on cuda, none on cpu)")
-    p.add_argument("--binary", action="store_true", help="send inputs with the v2 binary tensor extension (resnet50 does)")
+    p.add_argument("--binary", action="store_true", help="send inputs and take outputs as raw bytes, the v2 binary tensor extension (resnet50 does)")
     p.add_argument("--timeout-s", type=float, default=60.0, help="per request")
     p.add_argument("--budget-s", type=float, default=None, help="total time; then the rest is skipped (default 540; smoke 110)")
     p.add_argument("--replicas", type=int, default=1, help="replicas per variant (one GPU each on CUDA)")

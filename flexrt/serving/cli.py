@@ -118,10 +118,12 @@ def run(args: argparse.Namespace) -> int:
     except FlexrtError as e:
         print(f"flexrt: error: {e}", file=sys.stderr)
         return 2
-    from flexrt.serving import ingress
+    from flexrt.serving import ingress, ray_env
     from flexrt.serving.application import build_app
 
     joined = bool(os.environ.get("RAY_ADDRESS"))
+    if not joined:
+        ray_env.apply()  # read by Ray's processes when they start
     if args.direct_ingress and not joined:
         ingress.enable(args.drain_s)  # read by Ray's processes when they start
     elif args.direct_ingress and not ingress.enabled():

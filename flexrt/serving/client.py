@@ -52,7 +52,8 @@ class InferenceClient:
 
     # -- plumbing ----------------------------------------------------------------------------------
 
-    def _send(self, method: str, path: str, body: Any = None, header_length: int | None = None) -> tuple[int, dict[str, Any]]:
+    def _send(self, method: str, path: str, body: Any = None, header_length: int | None = None) -> tuple[int, Any]:
+        """(status, parsed JSON), or (status, (raw body, JSON length)) for a response with binary data."""
         data = None if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method)
         if header_length is not None:
@@ -63,6 +64,9 @@ class InferenceClient:
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 raw = resp.read()
+                binary = resp.headers.get(BINARY_HEADER)
+                if binary is not None:
+                    return resp.status, (raw, int(binary))
                 return resp.status, json.loads(raw) if raw else {}
         except urllib.error.HTTPError as e:
             raw = e.read()
@@ -94,13 +98,17 @@ class InferenceClient:
         return self._get(f"/v2/models/{self.model}")
 
     def infer_raw(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """POST a ready v2 body; returns the v2 response body. Raises InferenceError on 4xx/5xx."""
+        """POST a ready v2 body; returns the v2 response body (parsed JSON; `(raw body, JSON length)` when
+        the body asked for binary outputs: `decode_response(*answer)` reads both). Raises InferenceError on 4xx/5xx."""
         return self._send("POST", f"/v2/models/{self.model}/infer", body)[1]
 
     def infer(self, inputs: Mapping[str, Any], request_id: str | None = None, binary: bool = False) -> dict[str, np.ndarray]:
         """{input name: numpy array or torch tensor} -> {output name: numpy array}. `binary=True` sends
-        the inputs' raw bytes (the v2 binary tensor extension): much cheaper for large inputs."""
+        the inputs' raw bytes and asks for the outputs' (the v2 binary tensor extension): no JSON
+        numbers either way, much cheaper for large tensors, and NaN/infinity come back as they are."""
         if binary:
-            body, length = encode_binary_request(inputs, request_id)
-            return decode_response(self._send("POST", f"/v2/models/{self.model}/infer", body, length)[1])
-        return decode_response(self.infer_raw(encode_request(inputs, request_id)))
+            body, length = encode_binary_request(inputs, request_id, binary_outputs=True)
+            answer = self._send("POST", f"/v2/models/{self.model}/infer", body, length)[1]
+        else:
+            answer = self.infer_raw(encode_request(inputs, request_id))
+        return decode_response(*answer) if isinstance(answer, tuple) else decode_response(answer)

@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from ray import serve
 
 import flexrt
-from flexrt.errors import InputSpecError, RequestError, ServingError
+from flexrt.errors import InputSpecError, OutputEncodingError, RequestError, ServingError
 from flexrt.serving import protocol
 from flexrt.serving.batching import BatchPlan, run_chunks, warm_up_shapes, warm_up_symbols
 from flexrt.serving.config import ServeConfig
@@ -243,7 +243,7 @@ class FlexrtDeployment:
 
     @api.get("/v2")
     def server_metadata(self) -> JSONResponse:
-        return JSONResponse({"name": "flexrt", "version": flexrt.__version__, "extensions": []})
+        return JSONResponse({"name": "flexrt", "version": flexrt.__version__, "extensions": ["binary_tensor_data"]})
 
     @api.get("/v2/models")
     def models(self) -> JSONResponse:
@@ -275,7 +275,7 @@ class FlexrtDeployment:
                                                         **self.identity, **_memory(self.device)}})
 
     @api.post("/v2/models/{model}/infer")
-    async def infer(self, model: str, http: Request) -> JSONResponse:
+    async def infer(self, model: str, http: Request) -> Response:
         start = time.perf_counter()
         status = 200
         try:
@@ -300,12 +300,14 @@ class FlexrtDeployment:
                 logger.exception("inference failed")
                 status = 500
                 return _error(500, f"inference failed: {type(e).__name__}: {e}")
-            body = protocol.encode_infer_response(self.signature, outputs, request.id, request.outputs)
             try:
-                return JSONResponse(body)
-            except ValueError as e:  # Starlette refuses NaN and infinity: JSON has no numbers for them
+                body, header_length = protocol.encode_infer_response(self.signature, outputs, request)
+            except OutputEncodingError as e:
                 status = 500
-                return _error(500, f"the model's outputs hold NaN or infinity, which JSON numbers cannot carry ({e})")
+                return _error(500, str(e))
+            if header_length is None:
+                return Response(body, media_type="application/json")
+            return Response(body, media_type="application/octet-stream", headers={protocol.BINARY_HEADER: str(header_length)})
         finally:
             self._account(start, status)
 

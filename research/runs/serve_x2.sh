@@ -1,7 +1,7 @@
 #!/bin/bash
 # Serving runs on nvidia-h200-x2: the load from several client processes straight to the replicas'
 # own ports (direct ingress, past Ray's one proxy process), one and two replicas.
-# Usage: bash research/runs/serve_x2.sh PART (a, b, e, f, h, i, j, k, l: nvidia-h200-x2; c, d: either)   (carry .whl: scripts/ray_wheels.sh)
+# Usage: bash research/runs/serve_x2.sh PART (a, b, e, f, h-n: nvidia-h200-x2; c, d: either)   (carry .whl: scripts/ray_wheels.sh)
 # The 2026-11-30 attempt of an earlier part (handle path, 4 clients) hung in its clients: no figures.
 set -u
 P="python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir"
@@ -76,4 +76,19 @@ case "$1" in
       --search-steps 6 --search-precision 1.06 --budget-s 110
     run 120 --model bert --via direct --clients 8 --replicas 2 --variants flexrt --rates 600 --warmup-s 4 \
       --p99-ms 100 --search-steps 6 --search-precision 1.06 --budget-s 90 ;;
+  m)  # nvidia-h200-x2 (#23): BERT on one and two GPUs after the request-path changes (user code on Ray's
+      # replica loop, orjson, raw-byte outputs: --binary), 8 clients, 4 s per rate; then the GIL probe
+    for r in 1 2; do
+      run 150 --model bert --via direct --clients 8 --replicas $r --variants flexrt --rates $((300 * r)) --warmup-s 4 \
+        --binary --p99-ms 100 --search-steps 6 --search-precision 1.06 --budget-s 120
+    done
+    timeout 100 python3 research/probes/gil_release.py --device cuda 2>&1 | tail -2 ;;
+  n)  # nvidia-h200-x2, one GPU (#22): ResNet-50 with one replica, batched (10 ms wait) and not, p99 <= 50 ms,
+      # after the request-path changes; then BERT on one GPU with Ray's separate user-code thread back on
+      # and JSON outputs (run l's path: the control for part m)
+    export CUDA_VISIBLE_DEVICES=0
+    run 250 --model resnet50 --via direct --clients 8 --variants flexrt flexrt_nobatch --batch-wait-ms 10 \
+      --rates 400 --p99-ms 50 --search-steps 6 --search-precision 1.06 --budget-s 220
+    RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=1 run 150 --model bert --via direct --clients 8 --variants flexrt \
+      --rates 300 --warmup-s 4 --p99-ms 100 --search-steps 6 --search-precision 1.06 --budget-s 110 ;;
 esac

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from flexrt.errors import InputSpecError, RequestError, ServingError, ShapeOutOfRangeError
+from flexrt.errors import InputSpecError, OutputEncodingError, RequestError, ServingError, ShapeOutOfRangeError
 from flexrt.serving import batching, protocol
 from flexrt.serving.batching import BatchPlan, parse_batch_dims, run_chunks
 from flexrt.serving.protocol import ModelSignature, Range, TensorInfo
@@ -62,12 +62,14 @@ def test_round_trip_flat_row_major() -> None:
     nested = body(x, mask)
     nested["inputs"][0]["data"] = x.tolist()
     torch.testing.assert_close(protocol.parse_infer_request(nested, signature()).inputs["x"], x)
-    out = protocol.encode_infer_response(signature(), model(x, mask), "r1")
+    raw, header_length = protocol.encode_infer_response(signature(), model(x, mask), req)
+    assert header_length is None  # nothing asked as binary: all JSON
+    out = json.loads(raw)
     assert out["model_name"] == "m" and out["id"] == "r1"
     assert [o["name"] for o in out["outputs"]] == ["y", "n"]
     assert out["outputs"][0]["shape"] == [3, 5, 8] and len(out["outputs"][0]["data"]) == 3 * 5 * 8
     decoded = protocol.decode_response(out)
-    np.testing.assert_allclose(decoded["y"], model(x, mask)["y"].numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(decoded["y"], model(x, mask)["y"].numpy())  # float32 values exactly
     assert decoded["y"].dtype == np.float32
 
 
@@ -88,6 +90,10 @@ def test_round_trip_flat_row_major() -> None:
         (lambda b: b["inputs"][0].pop("data"), RequestError, "has no 'data'"),
         (lambda b: b["inputs"][1].update(shape=[3, 4], data=[1.0] * 12), InputSpecError, "must equal input"),
         (lambda b: b.update(outputs=[{"name": "q"}]), InputSpecError, "unknown output(s) ['q']"),
+        (lambda b: b.update(parameters={"binary_data_output": "yes"}), RequestError, "'binary_data_output' must be true or false"),
+        (lambda b: b.update(parameters=[1]), RequestError, "the request: 'parameters' must be an object"),
+        (lambda b: b.update(outputs=[{"name": "y", "parameters": {"binary_data": 1}}]), RequestError,
+         "output 'y': parameter 'binary_data' must be true or false"),
     ],
 )
 def test_malformed_requests_are_refused(mutate, error, text) -> None:
@@ -125,6 +131,72 @@ def test_binary_tensor_extension() -> None:
     wrong_head = json.dumps(wrong).encode()
     with pytest.raises(RequestError, match="takes 640 bytes, binary_data_size is 636"):
         protocol.parse_infer_request(wrong_head + body[n:-4], sig, len(wrong_head))
+
+
+ALL_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32, torch.int8,
+              torch.uint8, torch.bool]
+
+
+def _values(dtype: torch.dtype, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    if dtype == torch.bool:
+        return torch.rand(shape, generator=g) > 0.5
+    if dtype.is_floating_point:
+        return (torch.randn(shape, generator=g) * 100).to(dtype)
+    return torch.randint(-100 if dtype != torch.uint8 else 0, 100, shape, generator=g).to(dtype)
+
+
+@pytest.mark.parametrize("orjson", [True, False], ids=["orjson", "stdlib-json"])
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
+def test_outputs_round_trip_as_json_and_as_binary_data(dtype: torch.dtype, orjson: bool, monkeypatch) -> None:
+    """Every datatype comes back exactly (BF16 as its float32 value), as JSON numbers (orjson or the
+    standard library) and as raw bytes; the binary extension's per-output flag overrides the request's."""
+    if not orjson:
+        monkeypatch.setitem(sys.modules, "orjson", None)  # `import orjson` raises ImportError
+    else:
+        pytest.importorskip("orjson")
+    sig = ModelSignature("m", [TensorInfo("x", torch.float32, ("s0", 16))],
+                         [TensorInfo("a", dtype, ("s0", 3)), TensorInfo("b", dtype, ("s0",))],
+                         [{"x": Range((1, 16), (2, 16), (4, 16))}])
+    outputs = {"a": _values(dtype, (2, 3), 1), "b": _values(dtype, (2,), 2)}
+    want = {n: (t.float() if dtype == torch.bfloat16 else t).numpy() for n, t in outputs.items()}
+    x = torch.rand(2, 16)
+    for params, outs, binary in [
+        (None, None, set()),
+        ({"binary_data_output": True}, None, {"a", "b"}),
+        ({"binary_data_output": True}, [{"name": "b", "parameters": {"binary_data": False}}, {"name": "a"}], {"a"}),
+        (None, [{"name": "a"}, {"name": "b", "parameters": {"binary_data": True}}], {"b"}),
+    ]:
+        req_body = {"inputs": [protocol.encode_tensor("x", x)], "id": "q"}
+        if params is not None:
+            req_body["parameters"] = params
+        if outs is not None:
+            req_body["outputs"] = outs
+        req = protocol.parse_infer_request(json.dumps(req_body).encode(), sig)
+        assert req.binary_outputs == binary
+        raw, header_length = protocol.encode_infer_response(sig, outputs, req)
+        assert (header_length is None) == (not binary)
+        head = json.loads(raw[:header_length] if header_length else raw)
+        assert head["id"] == "q" and [o["name"] for o in head["outputs"]] == [o["name"] for o in outs or [{"name": "a"}, {"name": "b"}]]
+        assert {o["name"] for o in head["outputs"] if "binary_data_size" in o.get("parameters", {})} == binary
+        got = protocol.decode_response(raw, header_length)
+        for name, value in got.items():
+            assert value.dtype == want[name].dtype and value.shape == want[name].shape, (name, value.dtype, value.shape)
+            np.testing.assert_array_equal(value, want[name])
+
+
+def test_non_finite_outputs_refused_as_json_and_carried_as_binary() -> None:
+    sig = signature()
+    x, mask = torch.rand(2, 3, 16), torch.ones(2, 3)
+    outputs = model(x, mask)
+    outputs["n"][1] = float("nan")
+    outputs["y"][0, 0, 0] = float("inf")
+    with pytest.raises(OutputEncodingError, match="output 'y' holds NaN or infinity"):
+        protocol.encode_infer_response(sig, outputs, protocol.parse_infer_request(body(x, mask), sig))
+    req = protocol.parse_infer_request(body(x, mask, parameters={"binary_data_output": True}), sig)
+    got = protocol.decode_response(*protocol.encode_infer_response(sig, outputs, req))
+    assert np.isinf(got["y"][0, 0, 0]) and np.isnan(got["n"][1])
+    np.testing.assert_array_equal(got["y"][1], outputs["y"][1].numpy())
 
 
 def test_not_json_and_not_an_object() -> None:

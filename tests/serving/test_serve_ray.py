@@ -24,7 +24,7 @@ serve = pytest.importorskip("ray.serve")
 
 import flexrt  # noqa: E402
 from flexrt.errors import ServingError  # noqa: E402
-from flexrt.serving import cli  # noqa: E402
+from flexrt.serving import cli, ray_env  # noqa: E402
 from flexrt.serving.application import build_app  # noqa: E402
 from flexrt.serving.client import InferenceClient  # noqa: E402
 from flexrt.serving.config import ServeConfig  # noqa: E402
@@ -60,6 +60,7 @@ def local_serve(port: int, metrics_port: int | None = None) -> Iterator[str]:
     """A local Ray with Serve's HTTP proxy on 127.0.0.1:port (and Ray's Prometheus endpoint on
     `metrics_port`, if given); shut down (Ray included) on exit."""
     extra = {"_metrics_export_port": metrics_port} if metrics_port is not None else {}
+    ray_env.apply()  # as flexrt serve starts its Ray
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, **extra)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -187,6 +188,10 @@ def test_serve_end_to_end(artifact: tuple[str, torch.nn.Module]) -> None:
         # outputs JSON cannot carry (3e38 overflows the first layer): flexrt's own 500, not a bare one
         status, payload, _ = _post(infer, json.dumps(encode_request({"x": torch.full((1, 3, 16), 3e38)})).encode())
         assert status == 500 and "NaN or infinity" in payload["error"], (status, payload)
+        # ... while raw bytes carry them as they are (the binary tensor extension, listed in /v2)
+        assert "binary_tensor_data" in client._get("/v2")["extensions"]
+        out = client.infer({"x": torch.full((1, 3, 16), 3e38)}, binary=True)
+        assert not torch.from_numpy(out["pooled"]).isfinite().all(), out["pooled"]
 
         # -- the DeploymentHandle path -------------------------------------------------------------
         handle = serve.get_app_handle("tiny")
