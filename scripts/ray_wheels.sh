@@ -22,7 +22,7 @@ PIP="${PIP:-python3 -m pip}"
 LIMIT_MIB="${LIMIT_MIB:-55}"
 ABI="cp${PY/./}"
 
-# What ray[serve] needs at run time for flexrt serve that the GPU image (torch 2.11, aiohttp,
+# What ray[serve] (and flexrt[serve]) need at run time for flexrt serve that the GPU image (torch 2.11, aiohttp,
 # grpcio, msgpack, protobuf, pyyaml, requests, prometheus-client, click, filelock, packaging,
 # anyio, h11, httpx, uvloop, attrs, typing-extensions, annotated-doc ...) does not have.
 PACKAGES=(
@@ -33,6 +33,7 @@ PACKAGES=(
   opentelemetry-api importlib-metadata zipp  # fastapi >= 0.16x imports opentelemetry
   "grpcio-reflection==${GRPC_REFLECTION_VERSION:-1.60.0}"  # imported by ray.serve; old gencode, loads on protobuf 4.21+ (checked on 7.x)
   "orjson>=3.10,<4"  # flexrt[serve]: JSON responses
+  "httptools>=0.6,<1"  # uvicorn[standard], which ray[serve] requires: without it uvicorn parses HTTP in pure Python (h11)
 )
 
 tmp="$(mktemp -d)"

@@ -1,13 +1,19 @@
 #!/bin/bash
 # Serving runs on nvidia-h200-x2: the load from several client processes straight to the replicas'
 # own ports (direct ingress, past Ray's one proxy process), one and two replicas.
-# Usage: bash research/runs/serve_x2.sh PART (a, b, e, f, h-n: nvidia-h200-x2; c, d: either)   (carry .whl: scripts/ray_wheels.sh)
+# Usage: bash research/runs/serve_x2.sh PART (a, b, e, f, h-q: nvidia-h200-x2; c, d: either)   (carry .whl: scripts/ray_wheels.sh)
 # The 2026-11-30 attempt of an earlier part (handle path, 4 clients) hung in its clients: no figures.
 set -u
 P="python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir"
 $P --upgrade --target /tmp/site .whl/*.whl >/dev/null 2>&1
 export PYTHONPATH=/tmp/site:$PWD FLEXRT_CACHE_DIR=/tmp/flexrt-cache RAY_USAGE_STATS_ENABLED=0
 nvidia-smi -L
+profile() {  # profile NAME RATE ARGS...: py-spy (carried in .whl) on the replica under a fixed load, 15 s, GIL holders only
+  timeout 150 python3 -m benchmarks.serve "${@:3}" --rates "$2" --duration-s 25 --warmup-s 3 --out /tmp/prof_$1 > /tmp/prof_$1.log 2>&1 &
+  for _ in $(seq 120); do sleep 1; grep -q "warm-up at" /tmp/prof_$1.log && break; done
+  sleep 4; /tmp/site/bin/py-spy record --pid "$(pgrep -f ServeReplica | head -1)" --duration 15 --rate 200 --gil --threads \
+    --format raw -o ${RESULTS:-$OUT}/pyspy_$1.txt > /dev/null 2>&1
+  wait; grep "@" /tmp/prof_$1.log; }
 run() { timeout "$1" python3 -m benchmarks.serve "${@:2}" --duration-s ${DURATION:-4} --timeout-s 10 --out ${RESULTS:-$OUT} 2>&1 | grep "@\|deployed\|rror\|highest\|warm-up" | tail -40; }
 case "$1" in
   a)  # ResNet-50: one replica (flexrt batched and not, torch.compile), then two
@@ -83,12 +89,36 @@ case "$1" in
         --binary --p99-ms 100 --search-steps 6 --search-precision 1.06 --budget-s 120
     done
     timeout 100 python3 research/probes/gil_release.py --device cuda 2>&1 | tail -2 ;;
-  n)  # nvidia-h200-x2, one GPU (#22): ResNet-50 with one replica, batched (10 ms wait) and not, p99 <= 50 ms,
-      # after the request-path changes; then BERT on one GPU with Ray's separate user-code thread back on
-      # and JSON outputs (run l's path: the control for part m)
+  n)  # nvidia-h200-x2: part m's one-GPU BERT search again with room to finish (in m its budget, which counts
+      # the first compile, stopped it between 450/s held and 600/s failed); then (#22) ResNet-50 with one
+      # replica on one GPU, batched (10 ms wait) and not, p99 <= 50 ms, after the request-path changes
+    run 230 --model bert --via direct --clients 8 --variants flexrt --rates 450 --warmup-s 4 \
+      --binary --p99-ms 100 --search-steps 6 --search-precision 1.04 --budget-s 210
     export CUDA_VISIBLE_DEVICES=0
-    run 250 --model resnet50 --via direct --clients 8 --variants flexrt flexrt_nobatch --batch-wait-ms 10 \
-      --rates 400 --p99-ms 50 --search-steps 6 --search-precision 1.06 --budget-s 220
-    RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=1 run 150 --model bert --via direct --clients 8 --variants flexrt \
-      --rates 300 --warmup-s 4 --p99-ms 100 --search-steps 6 --search-precision 1.06 --budget-s 110 ;;
+    run 300 --model resnet50 --via direct --clients 8 --variants flexrt flexrt_nobatch --batch-wait-ms 10 \
+      --rates 400 --p99-ms 50 --search-steps 6 --search-precision 1.06 --budget-s 280 ;;
+  o)  # nvidia-h200-x2 (#23): ResNet-50 on one and two GPUs after the request-path changes (run e's searches,
+      # 8 clients); then (#22) py-spy on a one-GPU ResNet-50 replica, batched (380/s) and not (500/s)
+    for r in 1 2; do
+      run 160 --model resnet50 --via direct --clients 8 --replicas $r --variants flexrt --rates $((300 * r)) --warmup-s 4 \
+        --p99-ms 100 --search-steps 6 --search-precision 1.06 --budget-s 140
+    done
+    export CUDA_VISIBLE_DEVICES=0
+    profile batched 380 --model resnet50 --via direct --clients 8 --variants flexrt --batch-wait-ms 10
+    profile nobatch 500 --model resnet50 --via direct --clients 8 --variants flexrt_nobatch ;;
+  p)  # nvidia-h200-x2 (#23): BERT and ResNet-50 on one and two GPUs with httptools carried (ray[serve]'s
+      # uvicorn[standard] brings it; runs a-o lacked it, so uvicorn parsed HTTP in pure Python, h11)
+    python3 -c "import httptools, uvloop, orjson; print('httptools', httptools.__version__, 'uvloop', uvloop.__version__, 'orjson', orjson.__version__)"
+    for m in bert resnet50; do
+      run 140 --model $m --via direct --clients 8 --variants flexrt --rates 450 --warmup-s 4 --binary \
+        --p99-ms 100 --search-steps 5 --search-precision 1.06 --budget-s 125
+      run 115 --model $m --via direct --clients 8 --replicas 2 --variants flexrt --rates 900 --warmup-s 4 --binary \
+        --p99-ms 100 --search-steps 5 --search-precision 1.06 --budget-s 100
+    done ;;
+  q)  # nvidia-h200-x2 (#23): ResNet-50's knee on one and two GPUs at fixed rates, 6 s each (DURATION=6),
+      # since its searches in parts o and p met intermittent tails (two GPUs: 1012.5/s p99 303 ms, 1125/s 188 ms)
+    for r in 1 2; do
+      run 150 --model resnet50 --via direct --clients 8 --replicas $r --variants flexrt --binary --warmup-s 4 \
+        --rates $((480 * r)) $((520 * r)) $((560 * r)) --budget-s 130
+    done ;;
 esac
