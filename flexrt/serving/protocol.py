@@ -478,8 +478,8 @@ def _as_list(value: Any) -> Any:
 
 
 def _dumps(body: Mapping[str, Any]) -> bytes:
-    """JSON with numpy arrays as lists. orjson (flexrt[serve]) writes them natively, about 20x faster
-    than the standard library's float repr, which took 10% of a replica's time per BERT request."""
+    """JSON with numpy arrays as lists. orjson (flexrt[serve]) writes them natively: BERT's pooled
+    output (768 float32) in 12.5 us against the standard library's 344 us on the 2-core CPU."""
     try:
         import orjson
     except ImportError:
