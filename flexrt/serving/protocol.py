@@ -452,9 +452,8 @@ def encode_infer_response(
     for name in names:
         t = outputs[name].detach().cpu().contiguous()
         if name in request.binary_outputs:
-            raw = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
-            entries.append({"name": name, "shape": list(t.shape), "datatype": v2_datatype(t.dtype),
-                            "parameters": {"binary_data_size": len(raw)}})
+            entry, raw = _binary_entry(name, t)
+            entries.append(entry)
             blobs.append(raw)
             continue
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
@@ -469,6 +468,14 @@ def encode_infer_response(
         body["id"] = request.id
     head = _dumps(body)
     return (head + b"".join(blobs), len(head)) if blobs else (head, None)
+
+
+def _binary_entry(name: str, t: torch.Tensor) -> tuple[dict[str, Any], bytes]:
+    """A tensor's entry for the binary tensor extension (request input or response output) and its
+    raw little-endian bytes (a 0-dim tensor is flattened first: it cannot be viewed as bytes)."""
+    raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+    return {"name": name, "shape": list(t.shape), "datatype": v2_datatype(t.dtype),
+            "parameters": {"binary_data_size": len(raw)}}, raw
 
 
 def _as_list(value: Any) -> Any:
@@ -517,10 +524,8 @@ def encode_binary_request(inputs: Mapping[str, Any], request_id: str | None = No
     entries, blobs = [], []
     for name, value in inputs.items():
         t = torch.from_numpy(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else torch.as_tensor(value)
-        t = t.detach().cpu().contiguous()
-        raw = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        entries.append({"name": name, "shape": list(t.shape), "datatype": v2_datatype(t.dtype),
-                        "parameters": {"binary_data_size": len(raw)}})
+        entry, raw = _binary_entry(name, t.detach().cpu().contiguous())
+        entries.append(entry)
         blobs.append(raw)
     header: dict[str, Any] = {"inputs": entries}
     if request_id is not None:
@@ -535,10 +540,10 @@ def decode_response(body: Mapping[str, Any] | bytes, header_length: int | None =
     """A v2 infer response -> {output name: numpy array of its datatype and shape}. `body` is the
     parsed JSON, or the raw bytes with `header_length` (its Inference-Header-Content-Length) when
     outputs came back as binary data."""
-    blob = b""
+    blob = memoryview(b"")
     if isinstance(body, (bytes, bytearray)):
         cut = len(body) if header_length is None else header_length
-        body, blob = json.loads(body[:cut]), bytes(body[cut:])
+        body, blob = json.loads(body[:cut]), memoryview(body)[cut:]
     result = {}
     offset = 0
     for out in body["outputs"]:
@@ -547,10 +552,8 @@ def decode_response(body: Mapping[str, Any] | bytes, header_length: int | None =
         if size is None:
             arr = np.asarray(out["data"], dtype=_NUMPY[dtype])
         else:
-            if dtype == torch.bfloat16:
-                arr = torch.frombuffer(bytearray(blob[offset : offset + size]), dtype=dtype).float().numpy()
-            else:
-                arr = np.frombuffer(blob, dtype=_NUMPY[dtype], count=size // np.dtype(_NUMPY[dtype]).itemsize, offset=offset).copy()
+            t = _from_bytes(blob[offset : offset + size], dtype, tuple(out["shape"]), f"output {out['name']!r}")
+            arr = (t.float() if dtype == torch.bfloat16 else t).numpy()
             offset += size
         result[out["name"]] = arr.reshape(out["shape"])
     return result

@@ -185,6 +185,17 @@ def test_outputs_round_trip_as_json_and_as_binary_data(dtype: torch.dtype, orjso
             np.testing.assert_array_equal(value, want[name])
 
 
+def test_a_scalar_output_as_binary_data() -> None:
+    """A 0-dim output (a scalar score) goes back as raw bytes as well as JSON."""
+    sig = ModelSignature("m", [TensorInfo("x", torch.float32, ("s0", 16))], [TensorInfo("s", torch.float32, ())],
+                         [{"x": Range((1, 16), (2, 16), (4, 16))}])
+    for flag in (False, True):
+        request = {"inputs": [protocol.encode_tensor("x", torch.rand(2, 16))], "parameters": {"binary_data_output": flag}}
+        req = protocol.parse_infer_request(request, sig)
+        got = protocol.decode_response(*protocol.encode_infer_response(sig, {"s": torch.tensor(2.5)}, req))
+        assert got["s"].shape == () and got["s"] == np.float32(2.5), (flag, got)
+
+
 def test_non_finite_outputs_refused_as_json_and_carried_as_binary() -> None:
     sig = signature()
     x, mask = torch.rand(2, 3, 16), torch.ones(2, 3)
