@@ -9,6 +9,9 @@ Variants, each in its own process (the fixed cost of a first build is the point)
                 built side by side in worker processes (build_workers=0: automatic)
   flexrt_3p_seq the three profiles built one after another in this process (build_workers=1)
   flexrt_warm   flexrt again in a new process, with the engine cache the `flexrt` run left on disk
+                (its module-cache entry finds the engines without a trace)
+  flexrt_warm_segments  the same without the module-cache entry (removed first): the trace runs and
+                each segment finds its engine by its segment key, as a warm compile did before
   torch_compile torch.compile default, first call at opt (the compile a user waits for)
   aoti          one AOTInductor package over the range (torch.export + aoti_compile_and_package + load)
 A variant may carry knobs after "+": Inductor settings (`+isa`, `+pch`, `+o0`, see KNOBS) or, for
@@ -40,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-VARIANTS = ("flexrt", "flexrt_3p", "flexrt_3p_seq", "flexrt_warm", "torch_compile", "aoti")
+VARIANTS = ("flexrt", "flexrt_3p", "flexrt_3p_seq", "flexrt_warm", "flexrt_warm_segments", "torch_compile", "aoti")
 # Inductor settings tried on top of a flexrt variant, named after a "+" (e.g. flexrt+isa+pch)
 KNOBS: dict[str, dict[str, Any]] = {
     "isa": {"cpp.vec_isa_ok": False},  # no CPU vector-ISA probe compiles (a CUDA engine has no CPU kernels)
@@ -188,6 +191,10 @@ def _child(variant: str, model_name: str, smoke: bool, device_name: str, cache_d
     if prof is not None:
         prof.disable()
     total = time.perf_counter() - start
+    from benchmarks.timing import as_tensor, rel_error
+
+    with torch.no_grad():  # every build is checked against eager at each shape it ran (after the clock)
+        errors = {str(s): rel_error(fn(*inputs[s]), as_tensor(model(*inputs[s]))) for s in shapes}
     cold = _cold_start(fn, inputs[case.opt], dev) if cold_start and variant == "flexrt" else None
     from torch._dynamo.utils import compilation_time_metrics
 
@@ -197,7 +204,7 @@ def _child(variant: str, model_name: str, smoke: bool, device_name: str, cache_d
         "variant": "+".join([variant, *knobs]), "model": model_name, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "torch": torch.__version__, "flexrt": flexrt.__version__, "import_s": round(import_s, 3),
         "compile_s": round(compile_s, 3), "ready_s": round(ready_s, 3), "first_calls_s": first_calls,
-        "total_s": round(total, 3), "shapes_timed": [str(s) for s in shapes],
+        "total_s": round(total, 3), "shapes_timed": [str(s) for s in shapes], "rel_err_vs_eager": errors,
         "stages": handler.stages, "warnings": handler.warnings, **(_profile_rows(prof) if prof is not None else {}),
         **({"cold_start": cold} if cold is not None else {}),
     }
@@ -213,6 +220,9 @@ def run(models: list[str], variants: list[str], smoke: bool, device: str, out: P
             # each variant builds with an empty engine cache; flexrt_warm reuses the one flexrt filled
             owner = "flexrt" if variant.startswith("flexrt_warm") else variant
             cache = caches.setdefault(owner, tempfile.mkdtemp(prefix="flexrt-build-cache-"))
+            if variant.startswith("flexrt_warm_segments"):
+                for entry in Path(cache).glob("module-*.engine"):
+                    entry.unlink()
             inductor = tempfile.mkdtemp(prefix="inductor-")  # cold Inductor cache for every variant alike
             env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": inductor, "PYTHONUNBUFFERED": "1"}
             cmd = [sys.executable, "-m", "benchmarks.build_time", "--child", variant, "--models", model,
@@ -228,7 +238,8 @@ def run(models: list[str], variants: list[str], smoke: bool, device: str, out: P
             results.append(row)
             cold = row.get("cold_start", {})
             print(f"{model:16s} {variant:14s} process {wall:6.1f} s  compile {row.get('compile_s', '-')} s  "
-                  f"ready {row.get('ready_s', '-')} s  total {row.get('total_s', '-')} s"
+                  f"ready {row.get('ready_s', '-')} s  total {row.get('total_s', '-')} s  "
+                  f"max rel err {max(row.get('rel_err_vs_eager', {}).values(), default=float('nan')):.1e}"
                   + (f"  cold start {cold['cold_start_s']:.2f} s (loader import {cold['import_loader_s']:.2f} s)" if cold else ""),
                   flush=True)
             (out / f"build_time_{model}.json").write_text(json.dumps([r for r in results if r["model"] == model], indent=1))

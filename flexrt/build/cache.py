@@ -27,9 +27,10 @@ def record(hit: bool) -> None:
         _stats["hits" if hit else "misses"] += 1
 
 
-def get(key: str, cache_dir: str | None, count: bool = True) -> bytes | None:
+def get(key: str, cache_dir: str | None, count: bool = True, keep: bool = True) -> bytes | None:
     """The blob stored under `key`, from memory or the cache directory; `count=False` for lookups that
-    are not engine builds (a segment's engine key) and stay out of the hit/miss counts."""
+    are not engine builds (a segment's engine key) and stay out of the hit/miss counts; `keep=False`
+    for blobs read once (a module-cache entry), not kept in memory."""
     with _lock:
         if key in _memory:
             _stats["hits"] += count
@@ -45,7 +46,8 @@ def get(key: str, cache_dir: str | None, count: bool = True) -> bytes | None:
             digest, data = blob[:64].decode("ascii", "replace"), blob[64:]
             if hashlib.sha256(data).hexdigest() == digest:
                 with _lock:
-                    _memory[key] = data
+                    if keep:
+                        _memory[key] = data
                     _stats["hits"] += count
                 return data
             logger.warning("engine cache: %s is corrupt; rebuilding it", path)
@@ -54,9 +56,11 @@ def get(key: str, cache_dir: str | None, count: bool = True) -> bytes | None:
     return None
 
 
-def put(key: str, data: bytes, cache_dir: str | None) -> None:
-    with _lock:
-        _memory[key] = data
+def put(key: str, data: bytes, cache_dir: str | None, keep: bool = True) -> None:
+    """Store `data` under `key` in memory (unless `keep=False`) and in the cache directory, if set."""
+    if keep:
+        with _lock:
+            _memory[key] = data
     if not cache_dir:
         return
     try:

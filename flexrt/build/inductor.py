@@ -218,7 +218,7 @@ def _canonical_symbols(text: str) -> str:
     return re.sub(r"\b[su]\d+\b", sub, text)
 
 
-def _device_key(device: torch.device) -> str:
+def device_key(device: torch.device) -> str:
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
         return f"cuda-sm{major}{minor}"
@@ -280,7 +280,7 @@ def process_inductor_config() -> dict[str, Any]:
     return config
 
 
-def _build_config(settings: CompileSettings, ep: ExportedProgram | None = None) -> str:
+def build_config(settings: CompileSettings, ep: ExportedProgram | None = None) -> str:
     """What configures a build, for the cache keys: flexrt's Inductor patch, the process's Inductor
     settings under it, and TF32."""
     return "\0".join([
@@ -296,8 +296,8 @@ def engine_key(ep: ExportedProgram, settings: CompileSettings) -> str:
         "flexrt-engine-2",
         __version__,
         torch.__version__,
-        _device_key(settings.device),
-        _build_config(settings, ep),
+        device_key(settings.device),
+        build_config(settings, ep),
         _canonical_symbols(str(ep.graph)),
         _canonical_symbols(repr(sorted((str(k), str(v)) for k, v in ep.range_constraints.items()))),
         repr([(tuple(t.shape), str(t.dtype), tuple(t.stride())) for t in (ep.example_inputs or ((), {}))[0]]),
@@ -315,11 +315,11 @@ def _digest(parts: Sequence[str], tensors: Sequence[tuple[str, Any]]) -> str:
     for name, t in tensors:
         if isinstance(t, torch.Tensor):
             h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(_tensor_bytes(t))
+            h.update(tensor_bytes(t))
     return h.hexdigest()
 
 
-def _tensor_bytes(t: torch.Tensor) -> Any:
+def tensor_bytes(t: torch.Tensor) -> Any:
     """A constant's bytes for the cache key, as a buffer (no copy beyond the one to the host): 0-dim
     tensors (BatchNorm's num_batches_tracked, a scalar scale) flattened first, since a 0-dim tensor
     cannot be viewed as bytes of another size."""
@@ -347,8 +347,8 @@ def segment_key(module: torch.fx.GraphModule, examples: Sequence[Any], symbols: 
     """Content hash of what a segment's export is made from (its code, constants, example shapes,
     the profile's ranges): with an engine already cached for it, the export is skipped too."""
     parts = [
-        "flexrt-segment-2", __version__, torch.__version__, _device_key(settings.device),
-        _build_config(settings), f"oblivious={oblivious}", module.code,
+        "flexrt-segment-2", __version__, torch.__version__, device_key(settings.device),
+        build_config(settings), f"oblivious={oblivious}", module.code,
         repr(sorted((str(k), (v.lo, v.hint, v.hi)) for k, v in symbols.items())),
         repr([(tuple(t.shape), str(t.dtype), tuple(t.stride())) if isinstance(t, torch.Tensor) else repr(t) for t in examples]),
     ]
@@ -363,7 +363,7 @@ def cached_engine(segment: str, settings: CompileSettings, label: str) -> Engine
     if blob is None:
         return None
     logger.info("engine %s: reused from cache (%s), no re-export", label, key.decode("ascii")[:12])
-    return EngineBinary.from_bytes(blob)
+    return EngineBinary.from_bytes(blob, key=key.decode("ascii"))
 
 
 def compile_engine(ep: ExportedProgram, settings: CompileSettings, label: str, segment: str | None = None) -> EngineBinary:
@@ -382,7 +382,7 @@ def compile_engine_keyed(
     blob = cache.get(key, settings.cache_dir)
     if blob is not None:
         logger.info("engine %s: reused from cache (%s)", label, key[:12])
-        return key, EngineBinary.from_bytes(blob), False
+        return key, EngineBinary.from_bytes(blob, key=key), False
     start = time.perf_counter()
     # Inductor's Triton GEMM templates read the TF32 flag when they are generated
     policy = tf32_policy(not settings.disable_tf32) if settings.device.type == "cuda" else contextlib.nullcontext()
@@ -402,7 +402,7 @@ def compile_engine_keyed(
             extern = sos[0][: -len(".so")] + ".json"
             if extern in names:  # ops called through the dispatcher (see binary.EXTERN_NODES)
                 kernels[EXTERN_NODES] = z.read(extern)
-            binary = EngineBinary(z.read(sos[0]), kernels)
+            binary = EngineBinary(z.read(sos[0]), kernels, key=key)
     seconds = time.perf_counter() - start
     logger.info("engine %s: built in %.1f s (%.1f MB)", label, seconds, binary.size / 1e6)
     cache.put(key, binary.to_bytes(), settings.cache_dir)

@@ -189,7 +189,7 @@ class WorkerPool:
             meta = json.load(f)
         with open(out, "rb") as f:
             blob = f.read()  # EngineBinary.to_bytes(), as the worker wrote it
-        engine = EngineBinary.from_bytes(blob)
+        engine = EngineBinary.from_bytes(blob, key=meta["key"])
         if job.segment is not None:  # the worker wrote the disk cache; this process remembers it in memory
             cache.put(job.segment, meta["key"].encode("ascii"), None)
         cache.put(meta["key"], blob, None)

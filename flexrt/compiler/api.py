@@ -13,6 +13,9 @@ import torch
 from torch.export import ExportedProgram
 
 from flexrt.build.workers import prestarted
+from flexrt.compiler import module_cache
+from flexrt.compiler.fallback import CompilerFallback
+from flexrt.compiler.fingerprint import module_key
 from flexrt.compiler.graph_breaks import compile_with_graph_breaks
 from flexrt.compiler.pipeline import (
     bind_program,
@@ -25,7 +28,7 @@ from flexrt.compiler.pipeline import (
 )
 from flexrt.compiler.split import compile_split
 from flexrt.errors import DataDependentBranchError, InputSpecError
-from flexrt.runtime import Engine
+from flexrt.runtime import CompiledModule, Engine
 from flexrt.settings import CompileSettings
 from flexrt.spec import Input, Profile
 from flexrt.trace import normalize_inputs, trace
@@ -58,10 +61,18 @@ def compile_module(
         raise InputSpecError(f"flexrt.compile expects a torch.nn.Module or an ExportedProgram, got {type(module).__name__}")
     flat = normalize_inputs(module.forward, inputs, arg_inputs, kwarg_inputs)
     settings, runtime = resolve_options(options, module_device(module), tensors_device((flat.args, flat.kwargs)))
+    key = module_key(module, flat, profiles, settings) if settings.cache_dir and not settings.dryrun else None
+    if key is not None and (state := module_cache.lookup(key, settings)) is not None:
+        return CompiledModule(Engine(state, runtime), CompilerFallback.deferred(
+            lambda: trace_module(module, flat, profiles, settings)[0], settings))
     try:
         with _workers(settings, profiles) as pool:
             traced, resolved = trace_module(module, flat, profiles, settings)
-            return finish(traced, resolved, settings, runtime, pool)
+            files = module_cache.source_files(module) if key is not None else []
+            compiled = finish(traced, resolved, settings, runtime, pool)
+            if key is not None:
+                module_cache.store(key, compiled.engine.state, files, settings)
+            return compiled
     except RangeSplitNeeded as split:
         if profiles or settings.dryrun:  # the user's own profiles are kept as given; a dry run reports the guard
             raise

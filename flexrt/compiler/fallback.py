@@ -6,6 +6,7 @@ imports none of this. `from_artifact` rebuilds it for an artifact saved with its
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,15 +26,30 @@ class CompilerFallback:
 
     def __init__(
         self,
-        traced: TracedProgram,
+        traced: TracedProgram | None,
         settings: CompileSettings,
         gm: torch.fx.GraphModule | None = None,
         plan: PartitionPlan | None = None,
+        trace: Callable[[], TracedProgram] | None = None,
     ) -> None:
-        self.traced = traced
+        self._traced = traced
+        self._trace = trace
         self.settings = settings
         self._gm = gm
         self._plan = plan
+
+    @classmethod
+    def deferred(cls, trace: Callable[[], TracedProgram], settings: CompileSettings) -> CompilerFallback:
+        """For a module whose engine came from the module cache: the model is traced only when a
+        fallback needs it (an out-of-range shape, a save that keeps the source program)."""
+        return cls(None, settings, trace=trace)
+
+    @property
+    def traced(self) -> TracedProgram:
+        if self._traced is None:
+            assert self._trace is not None
+            self._traced = self._trace()
+        return self._traced
 
     @property
     def exported(self) -> ExportedProgram:

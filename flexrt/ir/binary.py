@@ -98,6 +98,7 @@ class EngineBinary:
     so: bytes | None
     kernels: dict[str, bytes] = dataclasses.field(default_factory=dict)
     origin: ArchiveRef | None = None
+    key: str | None = dataclasses.field(default=None, compare=False)  # its engine-cache key, if it has one
 
     def so_bytes(self) -> bytes:
         if self.so is not None:
@@ -115,14 +116,14 @@ class EngineBinary:
         return buf.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> EngineBinary:
+    def from_bytes(cls, data: bytes, key: str | None = None) -> EngineBinary:
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as z:
                 so = z.read("engine.so")
                 kernels = {n.split("/", 1)[1]: z.read(n) for n in z.namelist() if n.startswith("kernels/")}
         except (zipfile.BadZipFile, KeyError) as e:
             raise ArtifactError(f"a cached engine is damaged ({e}); it will be rebuilt") from e
-        return cls(so, kernels)
+        return cls(so, kernels, key=key)
 
     @property
     def size(self) -> int:

@@ -56,4 +56,13 @@ case "$1" in
     timeout 100 python3 -m benchmarks.build_time --models bert --variants flexrt_3p --peer-shapes opt --out $OUT 2>&1 \
       | grep -v Warning | tail -2
     python3 -c "import json; [print(s) for r in json.load(open('$OUT/build_time_bert.json')) if r['variant'] == 'flexrt_3p' for s in r['stages'] if 'worker' in s.get('detail', '')]" ;;
+  i)  # the module cache (2026-11-30): every model's one-profile build, then a new process with the warm
+      # engine cache (module-cache hit: no trace), the same without the module entry (segment keys, as
+      # before), torch.compile's first compile; every build's output checked against eager. Models as args.
+    shift
+    for m in "$@"; do
+      timeout 280 python3 -m benchmarks.build_time --models $m \
+        --variants flexrt,flexrt_warm,flexrt_warm_segments,torch_compile --peer-shapes opt --out $OUT 2>&1 \
+        | grep -v Warning | tail -4
+    done ;;
 esac

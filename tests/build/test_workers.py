@@ -55,7 +55,8 @@ def test_profiles_built_in_workers_match_eager(caplog) -> None:
 @pytest.mark.slow
 def test_workers_start_before_the_trace_and_stop_when_unused(caplog, tmp_path) -> None:
     """Workers start before the trace (their imports overlap it); a second compile that finds every
-    engine in the cache gives them no job, and none outlives the compile."""
+    engine in the cache gives them no job, and none outlives the compile; one that finds the whole
+    module in the module cache starts none."""
     def started() -> list[tuple[int, int]]:  # (record index, pid) of each worker start
         return [(i, int(r.getMessage().rsplit(" ", 1)[1].rstrip(")"))) for i, r in enumerate(caplog.records)
                 if r.getMessage().startswith("build worker started")]
@@ -64,15 +65,21 @@ def test_workers_start_before_the_trace_and_stop_when_unused(caplog, tmp_path) -
         _compile(build_workers=2, seed=5, cache_dir=str(tmp_path))
         trace = next(i for i, r in enumerate(caplog.records) if getattr(r, "stage_started", None) == "trace")
         assert [i for i, _ in started()] and started()[0][0] < trace
+        for entry in tmp_path.glob("module-*.engine"):
+            entry.unlink()  # the engines stay; the trace runs again
         caplog.clear()
         before = engine_cache.stats()
         compiled, model, specs = _compile(build_workers=2, seed=5, cache_dir=str(tmp_path))
-    assert engine_cache.stats()["misses"] == before["misses"]  # both engines from the cache
-    pids = [pid for _, pid in started()]
-    assert pids  # started, then stopped unused
-    for pid in pids:
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
+        assert engine_cache.stats()["misses"] == before["misses"]  # both engines from the cache
+        pids = [pid for _, pid in started()]
+        assert pids  # started, then stopped unused
+        for pid in pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+        assert sweep(compiled, model, specs) >= 5
+        caplog.clear()
+        compiled, model, specs = _compile(build_workers=2, seed=5, cache_dir=str(tmp_path))
+        assert not started() and "reused from the module cache" in caplog.text
     assert sweep(compiled, model, specs) >= 5
 
 

@@ -1,0 +1,229 @@
+"""What a compile of an nn.Module is made from, hashed before any tracing: the key of the module cache.
+
+A warm compile (`module_cache`) finds its engine from this key alone, so the key must see everything
+that can change what the trace and the build produce: the module tree (classes, their methods' code,
+every attribute, parameters, buffers and hooks, the weights' bytes), the inputs and profiles, the
+settings, the process's Inductor configuration and the global torch flags that steer tracing, and the
+versions of torch, flexrt and Python. The Python files the model's code lives in are checked
+separately (`module_cache.source_files`), since they are only known after the first trace.
+
+Anything it cannot describe exactly (an attribute holding a lock, a C object, a class defined at an
+interactive prompt) makes `module_key` return None: that compile traces as usual, never guesses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import hashlib
+import inspect
+import logging
+import platform
+import sys
+import types
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+
+from flexrt._version import __version__
+from flexrt.build.inductor import build_config, device_key, tensor_bytes
+from flexrt.settings import CompileSettings
+from flexrt.spec import Input, Profile
+from flexrt.trace import FlatInputs
+
+logger = logging.getLogger(__name__)
+
+_MAX_DEPTH = 8  # nesting of plain objects (a config inside a module inside a list...) described
+_HOOKS = "hook"  # nn.Module's hook dicts all have it in their names
+_TREE = frozenset({"_parameters", "_buffers", "_modules"})
+
+
+class Undescribable(Exception):
+    """A value the key cannot describe exactly; the compile traces instead."""
+
+
+def module_key(model: torch.nn.Module, flat: FlatInputs, profiles: Sequence[Profile] | None,
+               settings: CompileSettings) -> str | None:
+    """The module cache's key for compiling `model` over `flat`/`profiles` with `settings`, or None
+    (with the reason at DEBUG) when something in the model cannot be described."""
+    h = hashlib.sha256()
+    try:
+        for part in _parts(model, flat, profiles, settings):
+            h.update(part.encode())
+            h.update(b"\0")
+        for name, t in _tensors(model):
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}:{tuple(t.stride())}:{t.device.type}:{t.requires_grad}".encode())
+            h.update(tensor_bytes(t))
+    except Undescribable as e:
+        logger.debug("module cache: not used for %s: %s", type(model).__qualname__, e)
+        return None
+    return "module-" + h.hexdigest()
+
+
+def _parts(model: torch.nn.Module, flat: FlatInputs, profiles: Sequence[Profile] | None,
+           settings: CompileSettings) -> list[str]:
+    described = {k: v for k, v in settings.describe().items() if k not in ("cache_dir", "build_workers")}
+    return [
+        "flexrt-module-1", __version__, torch.__version__, platform.python_version(),
+        device_key(settings.device), build_config(settings), repr(sorted(described.items())), _torch_flags(),
+        _inputs(flat), repr([repr(p) for p in profiles or ()]),
+        *(_module(path, m) for path, m in model.named_modules(remove_duplicate=False)),
+        *_class_code(model),
+    ]
+
+
+def _torch_flags() -> str:
+    """Process-wide torch state that a trace reads."""
+    cuda = torch.backends.cuda
+    return repr([
+        torch.is_grad_enabled(), torch.get_default_dtype(), torch.are_deterministic_algorithms_enabled(),
+        torch.get_float32_matmul_precision(), cuda.flash_sdp_enabled(), cuda.mem_efficient_sdp_enabled(),
+        cuda.math_sdp_enabled(), torch.backends.cudnn.enabled, torch.backends.mkldnn.enabled,
+    ])
+
+
+def _inputs(flat: FlatInputs) -> str:
+    def leaf(x: Any) -> str:
+        if isinstance(x, Input):
+            return f"{x!r} domain={x.tensor_domain}"
+        return f"tensor {tuple(x.shape)} {x.dtype} {tuple(x.stride())} {x.device.type}"
+
+    structure = pytree.tree_structure((flat.args, flat.kwargs), is_leaf=lambda x: isinstance(x, (Input, torch.Tensor)))
+    return repr([str(structure), flat.names, [repr(s) for s in flat.specs], [leaf(x) for x in pytree.tree_leaves(
+        (flat.args, flat.kwargs), is_leaf=lambda x: isinstance(x, (Input, torch.Tensor)))]])
+
+
+def _module(path: str, m: torch.nn.Module) -> str:
+    """One module of the tree: its class, its attributes and hooks, which tensors it holds (their
+    bytes are hashed by `_tensors`)."""
+    state = {}
+    for k, v in vars(m).items():
+        if k in _TREE:
+            continue
+        # hook dicts are keyed by handle ids, which differ between processes: their hooks, in order
+        state[k] = describe(list(v.values()) if _HOOKS in k and isinstance(v, dict) else v)
+    return repr([path, _class_name(type(m)), sorted(m._parameters), sorted(m._buffers), sorted(m._modules),
+                 sorted(state.items())])
+
+
+def _tensors(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """Every parameter and buffer, and tensors held as plain attributes, by name."""
+    out = [(f"p:{n}", t) for n, t in model.named_parameters(remove_duplicate=False)]
+    out += [(f"b:{n}", t) for n, t in model.named_buffers(remove_duplicate=False) if t is not None]
+    for path, m in model.named_modules(remove_duplicate=False):
+        out += [(f"a:{path}.{k}", v) for k, v in vars(m).items() if isinstance(v, torch.Tensor) and k not in _TREE]
+    return out
+
+
+def _class_code(model: torch.nn.Module) -> list[str]:
+    """The code of every method of the classes in the tree (and their bases below nn.Module), and of
+    the functions their own modules define: a method or helper patched in this process changes it."""
+    classes = {c for m in model.modules() for c in type(m).__mro__ if c not in (object, torch.nn.Module)}
+    modules = {c.__module__ for c in classes}
+    out = []
+    for c in sorted(classes, key=_class_name):
+        out.append(repr([_class_name(c), sorted((k, _code_id(v)) for k, v in vars(c).items() if _is_code(v))]))
+    for name in sorted(modules):
+        mod = sys.modules.get(name)
+        if mod is None or not getattr(mod, "__file__", None):
+            raise Undescribable(f"the model's class module {name!r} has no source file (defined interactively?)")
+        if name.startswith("torch."):
+            continue  # torch's own layers: its version is in the key
+        out.append(repr([name, sorted((k, _code_id(v)) for k, v in vars(mod).items()
+                                      if isinstance(v, types.FunctionType) and v.__module__ == name)]))
+    return out
+
+
+def _code_id(v: Any) -> str:
+    """Which function a method or helper is (name and code; what it closes over is the file's)."""
+    if isinstance(v, (staticmethod, classmethod)):
+        return _code_id(v.__func__)
+    if isinstance(v, property):
+        return repr([_code_id(v.fget), _code_id(v.fset)])
+    if isinstance(v, functools.partialmethod):
+        return _code_id(v.func)
+    if isinstance(v, types.FunctionType):
+        return f"{v.__module__}.{v.__qualname__}:{_code(v.__code__)}"
+    return f"{type(v).__name__}:{getattr(v, '__qualname__', '')}"
+
+
+def _is_code(v: Any) -> bool:
+    return isinstance(v, (types.FunctionType, staticmethod, classmethod, property, functools.partialmethod))
+
+
+def _class_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def describe(value: Any, depth: int = 0, seen: frozenset[int] = frozenset()) -> str:
+    """An exact, address-free text for a value the model holds; Undescribable if there is none."""
+    if depth > _MAX_DEPTH:
+        raise Undescribable(f"a value nested more than {_MAX_DEPTH} deep ({type(value).__name__})")
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        return f"{type(value).__name__}:{value!r}"
+    if isinstance(value, (torch.dtype, torch.device, torch.Size, torch.memory_format, torch.layout, enum.Enum)):
+        return f"{type(value).__name__}:{value}"
+    if isinstance(value, torch.Tensor):
+        return f"tensor:{value.dtype}:{tuple(value.shape)}"  # its bytes are hashed with the weights
+    if isinstance(value, type):
+        return f"class:{_class_name(value)}"
+    if id(value) in seen:
+        return "cycle"
+    seen = seen | {id(value)}
+    nested = functools.partial(describe, depth=depth + 1, seen=seen)
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__}[{','.join(nested(v) for v in value)}]"
+    if isinstance(value, (set, frozenset)):
+        return f"{type(value).__name__}[{','.join(sorted(nested(v) for v in value))}]"
+    if isinstance(value, dict):
+        return f"{type(value).__name__}{{{','.join(sorted(f'{nested(k)}:{nested(v)}' for k, v in value.items()))}}}"
+    if isinstance(value, torch.nn.Module):
+        return f"module:{_class_name(type(value))}"  # a submodule: described in the tree walk
+    if isinstance(value, (types.FunctionType, types.MethodType, types.BuiltinFunctionType, functools.partial,
+                          staticmethod, classmethod, property, functools.partialmethod)):
+        return _callable(value, nested)
+    if dataclasses.is_dataclass(value) or hasattr(value, "__dict__"):
+        if inspect.ismodule(value):
+            return f"pymodule:{value.__name__}"
+        fields = vars(value) if hasattr(value, "__dict__") else {}
+        slots = {s: getattr(value, s) for c in type(value).__mro__ for s in getattr(c, "__slots__", ()) if hasattr(value, s)}
+        return f"object:{_class_name(type(value))}{{{','.join(sorted(f'{k}:{nested(v)}' for k, v in {**fields, **slots}.items()))}}}"
+    raise Undescribable(f"an attribute of type {_class_name(type(value))} (no exact description)")
+
+
+def _callable(value: Any, nested: Any) -> str:
+    if isinstance(value, functools.partial):
+        return f"partial:{nested(value.func)}:{nested(value.args)}:{nested(value.keywords)}"
+    if isinstance(value, (staticmethod, classmethod)):
+        return f"{type(value).__name__}:{nested(value.__func__)}"
+    if isinstance(value, property):
+        return f"property:{nested(value.fget)}:{nested(value.fset)}"
+    if isinstance(value, functools.partialmethod):
+        return f"partialmethod:{nested(value.func)}:{nested(value.args)}:{nested(value.keywords)}"
+    if isinstance(value, types.MethodType):
+        return f"method:{nested(value.__func__)}:of:{_class_name(type(value.__self__))}"
+    if isinstance(value, types.BuiltinFunctionType):
+        return f"builtin:{getattr(value, '__module__', None)}.{value.__qualname__}"
+    code = value.__code__
+    cells = [c.cell_contents for c in value.__closure__ or () if _filled(c)]
+    return (f"function:{value.__module__}.{value.__qualname__}:{_code(code)}:{nested(value.__defaults__)}:"
+            f"{nested(value.__kwdefaults__)}:{nested(cells)}")
+
+
+def _filled(cell: types.CellType) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 - an empty cell raises
+    except ValueError:
+        return False
+    return True
+
+
+def _code(code: types.CodeType) -> str:
+    """A code object's bytecode, names and constants (nested functions' code included)."""
+    consts = [_code(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+    h = hashlib.sha256(code.co_code)
+    h.update(repr([code.co_names, code.co_varnames, code.co_freevars, consts]).encode())
+    return h.hexdigest()[:32]
