@@ -19,6 +19,7 @@ import functools
 import hashlib
 import inspect
 import logging
+import os
 import platform
 import sys
 import types
@@ -29,7 +30,7 @@ import torch
 import torch.utils._pytree as pytree
 
 from flexrt._version import __version__
-from flexrt.build.inductor import build_config, device_key, tensor_bytes
+from flexrt.build.inductor import device_key, process_inductor_config, tensor_bytes
 from flexrt.settings import CompileSettings
 from flexrt.spec import Input, Profile
 from flexrt.trace import FlatInputs
@@ -39,6 +40,8 @@ logger = logging.getLogger(__name__)
 _MAX_DEPTH = 8  # nesting of plain objects (a config inside a module inside a list...) described
 _HOOKS = "hook"  # nn.Module's hook dicts all have it in their names
 _TREE = frozenset({"_parameters", "_buffers", "_modules"})
+# Inductor's environment variables that change no engine (where its caches live, its compile pool)
+_INDUCTOR_ENV_KEPT_OUT = frozenset({"TORCHINDUCTOR_CACHE_DIR", "TORCHINDUCTOR_COMPILE_THREADS"})
 
 
 class Undescribable(Exception):
@@ -68,11 +71,25 @@ def _parts(model: torch.nn.Module, flat: FlatInputs, profiles: Sequence[Profile]
     described = {k: v for k, v in settings.describe().items() if k not in ("cache_dir", "build_workers")}
     return [
         "flexrt-module-1", __version__, torch.__version__, platform.python_version(),
-        device_key(settings.device), build_config(settings), repr(sorted(described.items())), _torch_flags(),
+        device_key(settings.device), _inductor_state(), repr(sorted(described.items())), _torch_flags(),
         _inputs(flat), repr([repr(p) for p in profiles or ()]),
         *(_module(path, m) for path, m in model.named_modules(remove_duplicate=False)),
         *_class_code(model),
     ]
+
+
+def _inductor_state() -> str:
+    """The process's Inductor settings that differ from Inductor's defaults. Without importing
+    Inductor (seconds of a warm compile) when nothing can have changed them: its config not imported
+    and none of its environment variables set. flexrt's own Inductor patch follows from the settings
+    and flexrt's code, both in the key."""
+    env = sorted(k for k in os.environ if k.startswith("TORCHINDUCTOR_") and k not in _INDUCTOR_ENV_KEPT_OUT)
+    if "torch._inductor.config" not in sys.modules and not env:
+        return "inductor: defaults"
+    import torch._inductor.config as inductor_config
+
+    changed = sorted((k, repr(v)) for k, v in process_inductor_config().items() if not inductor_config._is_default(k))
+    return f"inductor: {changed}" if changed else "inductor: defaults"
 
 
 def _torch_flags() -> str:
@@ -223,7 +240,18 @@ def _filled(cell: types.CellType) -> bool:
 
 def _code(code: types.CodeType) -> str:
     """A code object's bytecode, names and constants (nested functions' code included)."""
-    consts = [_code(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
     h = hashlib.sha256(code.co_code)
-    h.update(repr([code.co_names, code.co_varnames, code.co_freevars, consts]).encode())
+    h.update(repr([code.co_names, code.co_varnames, code.co_freevars, [_const(c) for c in code.co_consts]]).encode())
     return h.hexdigest()[:32]
+
+
+def _const(c: Any) -> str:
+    """A code constant as text that is the same in every process (a frozenset's repr follows string
+    hashing, which each process seeds anew: `x in {"a", "b"}` compiles to one)."""
+    if isinstance(c, types.CodeType):
+        return _code(c)
+    if isinstance(c, frozenset):
+        return f"frozenset({sorted(_const(x) for x in c)})"
+    if isinstance(c, tuple):
+        return f"({','.join(_const(x) for x in c)})"
+    return repr(c)

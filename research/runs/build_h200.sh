@@ -65,4 +65,11 @@ case "$1" in
         --variants flexrt,flexrt_warm,flexrt_warm_segments,torch_compile --peer-shapes opt --out $OUT 2>&1 \
         | grep -v Warning | tail -4
     done ;;
+  j)  # after run i: the module key no longer imports Inductor (the seed's warm compile paid it) and
+      # describes code constants in order (ResNet-50's and ViT's keys differed between processes)
+    shift
+    for m in "$@"; do
+      timeout 200 python3 -m benchmarks.build_time --models $m --variants flexrt,flexrt_warm --peer-shapes opt \
+        --out $OUT 2>&1 | grep -v Warning | tail -2
+    done ;;
 esac

@@ -211,3 +211,50 @@ def test_a_new_process_reuses_the_module_until_its_source_changes(tmp_path, devi
     out = run()
     assert HIT not in out and "acts.py changed" in out, out[-2000:]
     assert HIT in run()
+
+
+_KEY_SCRIPT = """
+import sys, torch, flexrt
+sys.path.insert(0, sys.argv[1])
+from netdef import Net
+from flexrt.compiler.fingerprint import module_key
+from flexrt.settings import parse_options
+from flexrt.trace import normalize_inputs
+torch.manual_seed(0)
+model = Net().eval()
+model.modes = {"fast", "exact", "tiled", "wide"}
+model.table = {"b": frozenset({"x", "y", "z"}), "a": 1}
+settings, _ = parse_options({"cache_dir": "/unused"}, device=torch.device("cpu"))
+spec = flexrt.Input(min_shape=(1, 8), opt_shape=(4, 8), max_shape=(16, 8))
+print(module_key(model, normalize_inputs(model.forward, [spec]), None, settings))
+"""
+
+_NET_WITH_SETS = """
+import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Linear(8, 4)
+        self.mode = "fast"
+
+    def forward(self, x):
+        if self.mode in {"fast", "exact", "tiled", "wide", "narrow"}:
+            return torch.relu(self.a(x))
+        return self.a(x)
+"""
+
+
+def test_the_key_is_the_same_in_every_process(tmp_path):
+    """String hashing is seeded per process: set constants in code and set attributes must not move
+    the key (ResNet-50 and ViT missed the module cache on the H200 before their code's frozensets
+    were described in order)."""
+    (tmp_path / "netdef.py").write_text(_NET_WITH_SETS)
+    keys = set()
+    for seed in ("1", "2", "3"):
+        r = subprocess.run([sys.executable, "-c", _KEY_SCRIPT, str(tmp_path)], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "PYTHONHASHSEED": seed})
+        assert r.returncode == 0, r.stderr[-3000:]
+        keys.add(r.stdout.strip().splitlines()[-1])
+    assert len(keys) == 1 and next(iter(keys)).startswith("module-"), keys
