@@ -30,6 +30,7 @@ from torch.utils._sympy.value_ranges import ValueRanges, bound_sympy
 from flexrt._version import __version__
 from flexrt.build import cache
 from flexrt.build.failure import describe_build_failure
+from flexrt.build.keys import device_key, process_inductor_config, tensor_bytes
 from flexrt.errors import CompilationError
 from flexrt.ir.binary import EXTERN_NODES, EngineBinary
 from flexrt.settings import CompileSettings
@@ -218,13 +219,6 @@ def _canonical_symbols(text: str) -> str:
     return re.sub(r"\b[su]\d+\b", sub, text)
 
 
-def device_key(device: torch.device) -> str:
-    if device.type == "cuda":
-        major, minor = torch.cuda.get_device_capability(device)
-        return f"cuda-sm{major}{minor}"
-    return "cpu"
-
-
 _CONVOLUTIONS = {
     torch.ops.aten.convolution.default,
     torch.ops.aten.conv1d.default,
@@ -267,19 +261,6 @@ def inductor_configs(settings: CompileSettings, ep: ExportedProgram | None = Non
     return cfg
 
 
-def process_inductor_config() -> dict[str, Any]:
-    """This process's own Inductor settings, as Inductor counts them in its cache keys (no paths,
-    thread counts or custom passes). A user's `torch._inductor.config` changes shape an engine as
-    flexrt's own patch does: the cache keys cover them, and build workers take the caller's."""
-    import torch._inductor.config as inductor_config
-
-    config = inductor_config.save_config_portable()
-    # metadata for the package, not the code; AOTInductor also writes into it during a build, so
-    # it changes between a process's first build and its next
-    config.pop("aot_inductor.metadata", None)
-    return config
-
-
 def build_config(settings: CompileSettings, ep: ExportedProgram | None = None) -> str:
     """What configures a build, for the cache keys: flexrt's Inductor patch, the process's Inductor
     settings under it, and TF32."""
@@ -317,15 +298,6 @@ def _digest(parts: Sequence[str], tensors: Sequence[tuple[str, Any]]) -> str:
             h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
             h.update(tensor_bytes(t))
     return h.hexdigest()
-
-
-def tensor_bytes(t: torch.Tensor) -> Any:
-    """A constant's bytes for the cache key, as a buffer (no copy beyond the one to the host): 0-dim
-    tensors (BatchNorm's num_batches_tracked, a scalar scale) flattened first, since a 0-dim tensor
-    cannot be viewed as bytes of another size."""
-    if t.numel() == 0:
-        return b""
-    return t.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy()
 
 
 @contextlib.contextmanager

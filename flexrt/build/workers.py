@@ -29,7 +29,8 @@ from typing import Any
 import torch
 
 from flexrt.build import cache
-from flexrt.build.inductor import DimSpec, process_inductor_config
+from flexrt.build.inductor import DimSpec
+from flexrt.build.keys import process_inductor_config
 from flexrt.ir.binary import EngineBinary
 from flexrt.settings import CompileSettings
 from flexrt.stage_log import stage_done, stage_started

@@ -1,5 +1,9 @@
 """The entry points: `compile`, `dynamo.compile`, `dynamo.trace` and `build_engine`, as Torch-TensorRT
 names them. Each normalises its arguments and hands them to the pipeline (`pipeline.py`).
+
+The pipeline's stages are imported by the functions that run them, not here: a compile that finds
+its module in the module cache never traces, and importing the tracer and the builder (sympy among
+them) would cost it seconds.
 """
 
 from __future__ import annotations
@@ -12,27 +16,15 @@ from typing import Any
 import torch
 from torch.export import ExportedProgram
 
-from flexrt.build.workers import prestarted
 from flexrt.compiler import module_cache
 from flexrt.compiler.fallback import CompilerFallback
 from flexrt.compiler.fingerprint import module_key
-from flexrt.compiler.graph_breaks import compile_with_graph_breaks
-from flexrt.compiler.pipeline import (
-    bind_program,
-    build_from_traced,
-    finish,
-    module_device,
-    resolve_options,
-    tensors_device,
-    trace_module,
-)
-from flexrt.compiler.split import compile_split
+from flexrt.compiler.options import module_device, resolve_options, tensors_device
 from flexrt.errors import DataDependentBranchError, InputSpecError
 from flexrt.runtime import CompiledModule, Engine
-from flexrt.settings import CompileSettings
+from flexrt.settings import CompileSettings, RuntimeOptions
 from flexrt.spec import Input, Profile
-from flexrt.trace import normalize_inputs, trace
-from flexrt.trace.split import RangeSplitNeeded
+from flexrt.spec.flat import FlatInputs, normalize_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +55,23 @@ def compile_module(
     settings, runtime = resolve_options(options, module_device(module), tensors_device((flat.args, flat.kwargs)))
     key = module_key(module, flat, profiles, settings) if settings.cache_dir and not settings.dryrun else None
     if key is not None and (state := module_cache.lookup(key, settings)) is not None:
+        from flexrt.compiler.pipeline import trace_module
+
         return CompiledModule(Engine(state, runtime), CompilerFallback.deferred(
             lambda: trace_module(module, flat, profiles, settings)[0], settings))
+    return _compile_traced(module, ir, flat, profiles, settings, runtime, key, options)
+
+
+def _compile_traced(
+    module: torch.nn.Module, ir: str, flat: FlatInputs, profiles: Sequence[Profile] | None, settings: CompileSettings,
+    runtime: RuntimeOptions, key: str | None, options: Mapping[str, Any],
+) -> Any:
+    """Trace, lower, partition and build; the module cache gets an entry under `key`, if given."""
+    from flexrt.compiler.graph_breaks import compile_with_graph_breaks
+    from flexrt.compiler.pipeline import finish, trace_module
+    from flexrt.compiler.split import compile_split
+    from flexrt.trace.split import RangeSplitNeeded
+
     try:
         with _workers(settings, profiles) as pool:
             traced, resolved = trace_module(module, flat, profiles, settings)
@@ -93,6 +100,8 @@ def dynamo_compile(
     **options: Any,
 ) -> Any:
     """`flexrt.dynamo.compile`: compile a user's ExportedProgram over its own or the given ranges."""
+    from flexrt.compiler.pipeline import bind_program, finish
+
     if not isinstance(exported_program, ExportedProgram):
         raise InputSpecError(
             f"flexrt.dynamo.compile expects a torch.export.ExportedProgram, got {type(exported_program).__name__}; "
@@ -115,6 +124,8 @@ def dynamo_trace(
     **options: Any,
 ) -> ExportedProgram:
     """`flexrt.dynamo.trace`: Input ranges -> torch.export.Dims -> ExportedProgram."""
+    from flexrt.trace import trace
+
     flat = normalize_inputs(module.forward, inputs, arg_inputs, kwarg_inputs)
     settings, runtime = resolve_options(options, module_device(module), tensors_device((flat.args, flat.kwargs)))
     return trace(module, flat, settings.device).exported
@@ -129,6 +140,8 @@ def build_engine(
     **options: Any,
 ) -> Engine:
     """`flexrt.build_engine`: an Engine with one program per profile (the engine-level API)."""
+    from flexrt.compiler.pipeline import bind_program, build_from_traced, trace_module
+
     if isinstance(model, ExportedProgram):
         traced, resolved = bind_program(model, inputs, arg_inputs, kwarg_inputs, profiles)
         state = list(model.state_dict.values())
@@ -153,6 +166,8 @@ def _workers(settings: CompileSettings, profiles: Sequence[Profile] | None) -> A
     (a null context when one process builds everything; a dry run builds nothing)."""
     if settings.dryrun:
         return contextlib.nullcontext()
+    from flexrt.build.workers import prestarted
+
     return prestarted(settings, len(profiles or ()))
 
 

@@ -7,18 +7,18 @@ imports none of this. `from_artifact` rebuilds it for an artifact saved with its
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch.export import ExportedProgram
-
-from flexrt.build.program import build_program
-from flexrt.ir import ProgramState
-from flexrt.lower import lower
-from flexrt.partition import PartitionPlan, partition
 from flexrt.settings import CompileSettings
 from flexrt.spec import Input, Profile, union_specs
-from flexrt.trace import TracedProgram, bind
+
+if TYPE_CHECKING:  # the stages are imported when a fallback is first used (a warm compile may never)
+    import torch
+    from torch.export import ExportedProgram
+
+    from flexrt.ir import ProgramState
+    from flexrt.partition import PartitionPlan
+    from flexrt.trace import TracedProgram
 
 
 class CompilerFallback:
@@ -58,12 +58,16 @@ class CompilerFallback:
     @property
     def graph_module(self) -> torch.fx.GraphModule:
         if self._gm is None:
+            from flexrt.lower import lower
+
             self._gm = lower(self.traced.exported, self.settings)
         return self._gm
 
     @property
     def plan(self) -> PartitionPlan:
         if self._plan is None:
+            from flexrt.partition import partition
+
             self._plan = partition(self.graph_module, self.settings)
         return self._plan
 
@@ -71,11 +75,15 @@ class CompilerFallback:
         return self.graph_module(*args, **kwargs)
 
     def build_profile(self, profile: Profile, index: int) -> ProgramState:
+        from flexrt.build.program import build_program
+
         return build_program(self.plan, self.traced, profile, index, self.settings)
 
 
 def from_artifact(ep: ExportedProgram, engine: Any) -> CompilerFallback:
     """Bind a saved source program to a loaded engine's inputs and profiles."""
+    from flexrt.trace import bind
+
     specs = [Input(shape=engine.profiles[0][s.name].opt, dtype=s.dtype, format=s.format, name=s.name) for s in engine.inputs]
     union = union_specs(engine.input_names, specs, engine.profiles)
     return CompilerFallback(bind(ep, engine.input_names, union), engine.settings)

@@ -30,10 +30,10 @@ import torch
 import torch.utils._pytree as pytree
 
 from flexrt._version import __version__
-from flexrt.build.inductor import device_key, process_inductor_config, tensor_bytes
+from flexrt.build.keys import device_key, process_inductor_config, tensor_bytes
 from flexrt.settings import CompileSettings
 from flexrt.spec import Input, Profile
-from flexrt.trace import FlatInputs
+from flexrt.spec.flat import FlatInputs
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -23,37 +23,12 @@ from flexrt.ir import EngineState, TensorSpec
 from flexrt.lower import lower
 from flexrt.partition import PartitionPlan, partition
 from flexrt.runtime import CompiledModule, Engine
-from flexrt.settings import CompileSettings, RuntimeOptions, parse_options
+from flexrt.settings import CompileSettings, RuntimeOptions
 from flexrt.spec import Input, Profile, resolve_profiles, union_specs
 from flexrt.stage_log import stage_done, stage_started
 from flexrt.trace import FlatInputs, TracedProgram, bind, normalize_inputs, specs_from_exported, trace, user_input_nodes
 
 logger = logging.getLogger(__name__)
-
-
-def module_device(model: torch.nn.Module) -> torch.device | None:
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
-    return None
-
-
-def tensors_device(values: Any) -> torch.device | None:
-    for leaf in pytree.tree_leaves(values):
-        if isinstance(leaf, torch.Tensor):
-            return leaf.device
-    return None
-
-
-def resolve_options(options: Mapping[str, Any], *devices: torch.device | None) -> tuple[CompileSettings, RuntimeOptions]:
-    """Settings and run-time options, the device defaulting to where the model (or its example tensors) lives."""
-    found = next((d for d in devices if d is not None), None)
-    settings, runtime = parse_options(options, device=found)
-    if found is not None and devices[0] is not None and found.type != settings.device.type:
-        raise InputSpecError(
-            f"the model is on {found} but device={str(settings.device)!r} was requested; move the model with "
-            f".to({str(settings.device)!r}) first, or leave device= unset"
-        )
-    return settings, runtime
 
 
 def build_from_traced(

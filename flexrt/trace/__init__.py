@@ -1,12 +1,11 @@
 """Stage 2, trace: `Input` ranges -> `torch.export` with one `Dim` per dynamic axis -> `TracedProgram`."""
 
+from flexrt.spec.flat import FlatInputs, normalize_inputs
 from flexrt.trace.export import (
-    FlatInputs,
     InputBinding,
     TracedProgram,
     bind,
     example_inputs,
-    normalize_inputs,
     specs_from_exported,
     suggested_fixes,
     trace,

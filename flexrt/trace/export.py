@@ -15,7 +15,7 @@ import inspect
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import sympy
@@ -26,6 +26,7 @@ from torch.export import Dim, ExportedProgram
 import flexrt.trace.guards as trace_guards
 from flexrt.errors import CompilationError, FlexrtError, InputSpecError
 from flexrt.spec import UNBOUNDED, Input, ShapeRange, finite_or, random_tensor
+from flexrt.spec.flat import FlatInputs, is_leaf, param_names
 from flexrt.trace.split import RangeSplitNeeded
 from flexrt.trace.train_mode import eval_semantics
 from flexrt.trace.verify import SizeOneMismatch, needs_check, verify_small_end
@@ -63,29 +64,7 @@ class TracedProgram:
 
 
 # ---------------------------------------------------------------------------------------------
-# Specs given by the user -> flat, named inputs
-
-
-@dataclasses.dataclass(frozen=True)
-class FlatInputs:
-    """The user's inputs flattened in the order the program takes them."""
-
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    names: list[str]
-    specs: list[Input]
-
-
-def _is_leaf(x: Any) -> bool:
-    return isinstance(x, (Input, torch.Tensor))
-
-
-def _param_names(fn: Any) -> list[str]:
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return []
-    return [p.name for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+# The user's flat inputs (`flexrt.spec.flat`) -> example tensors and Dims
 
 
 def _var_positional(fn: Any) -> str | None:
@@ -94,60 +73,6 @@ def _var_positional(fn: Any) -> str | None:
     except (TypeError, ValueError):
         return None
     return next((p.name for p in params if p.kind == p.VAR_POSITIONAL), None)
-
-
-def _path_name(path: tuple[Any, ...], arg_names: list[str]) -> str:
-    head, rest = path[0], path[1:]
-    if getattr(head, "idx", None) == 0:  # positional args
-        i = rest[0].idx
-        name = arg_names[i] if i < len(arg_names) else f"arg{i}"
-        rest = rest[1:]
-    else:
-        name = str(rest[0].key)
-        rest = rest[1:]
-    for key in rest:
-        name += f"_{getattr(key, 'idx', getattr(key, 'key', getattr(key, 'name', '')))}"
-    return name
-
-
-def normalize_inputs(
-    forward: Any,
-    inputs: Any = None,
-    arg_inputs: Any = None,
-    kwarg_inputs: Mapping[str, Any] | None = None,
-) -> FlatInputs:
-    """Accept Torch-TensorRT's forms (one Input, a list, tensors, arg_inputs + kwarg_inputs) and name every leaf."""
-    if inputs is not None and arg_inputs is not None:
-        raise InputSpecError("give inputs= or arg_inputs=, not both (they mean the same)")
-    args = arg_inputs if arg_inputs is not None else inputs
-    if args is None and not kwarg_inputs:
-        raise InputSpecError("no inputs given: pass inputs=[flexrt.Input(...)] (or tensors), or arg_inputs=/kwarg_inputs=")
-    if args is None:
-        args = ()
-    if _is_leaf(args):
-        args = (args,)
-    args = tuple(args)
-    kwargs = dict(kwarg_inputs or {})
-    leaves_with_path, _ = pytree.tree_flatten_with_path((args, kwargs), is_leaf=_is_leaf)
-    names: list[str] = []
-    specs: list[Input] = []
-    arg_names = _param_names(forward)
-    for path, leaf in leaves_with_path:
-        where = _path_name(path, arg_names)
-        if isinstance(leaf, torch.Tensor):
-            spec = Input.from_tensor(leaf, name=where)
-        elif isinstance(leaf, Input):
-            spec = leaf if leaf.name else leaf.with_name(where)
-        else:
-            raise InputSpecError(
-                f"input {where!r}: expected a flexrt.Input or a torch.Tensor, got {type(leaf).__name__}"
-            )
-        names.append(spec.name or where)
-        specs.append(spec)
-    dupes = {n for n in names if names.count(n) > 1}
-    if dupes:
-        raise InputSpecError(f"input names must be unique; {sorted(dupes)} appear more than once")
-    return FlatInputs(args, kwargs, names, specs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,7 +97,7 @@ def example_inputs(flat: FlatInputs, device: torch.device, at_min: bool = False)
         shape = [trace_hint(spec.range, d) if d in spec.range.dynamic_dims else spec.range.opt[d] for d in range(spec.range.rank)]
         return random_tensor(shape, spec.dtype, device, spec.format, spec.tensor_domain)
 
-    args, kwargs = pytree.tree_map(make, (flat.args, flat.kwargs), is_leaf=_is_leaf)
+    args, kwargs = pytree.tree_map(make, (flat.args, flat.kwargs), is_leaf=is_leaf)
     return args, kwargs
 
 
@@ -231,12 +156,12 @@ def _dynamic_shapes(
         dyn = flat.specs[i].range.dynamic_dims
         return {axis: dims[groups.find(keys[(i, axis)])] for axis in dyn} if dyn else None
 
-    args_ds, kwargs_ds = pytree.tree_map(spec_for, (flat.args, flat.kwargs), is_leaf=_is_leaf)
+    args_ds, kwargs_ds = pytree.tree_map(spec_for, (flat.args, flat.kwargs), is_leaf=is_leaf)
     if _var_positional(forward):  # forward(*tensors): export matches dynamic_shapes[0] to the whole tuple
         return (tuple(args_ds),) if not kwargs_ds else {**{_var_positional(forward): tuple(args_ds)}, **kwargs_ds}
     if not kwargs_ds:
         return tuple(args_ds)
-    names = _param_names(forward)
+    names = param_names(forward)
     if len(names) < len(args_ds):
         raise InputSpecError("cannot name the positional inputs of this model for export; pass them as kwarg_inputs")
     out = dict(zip(names, args_ds))

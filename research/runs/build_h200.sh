@@ -72,4 +72,9 @@ case "$1" in
       timeout 200 python3 -m benchmarks.build_time --models $m --variants flexrt,flexrt_warm --peer-shapes opt \
         --out $OUT 2>&1 | grep -v Warning | tail -2
     done ;;
+  k)  # after run j: a warm compile imports neither the tracer nor the builder (sympy: 2 s of the seed's
+      # warm compile in run j); then the module cache's cuda test
+    bash "$0" j "${@:2}"
+    PYTHONPATH=/tmp/site:$PWD timeout 120 python3 -m pytest -q -m cuda -p no:cacheprovider tests/compiler/test_module_cache.py \
+      2>&1 | tail -2 ;;
 esac

@@ -56,7 +56,8 @@ def test_ir_names():
         flexrt.compile(_tiny(), ir="fx", inputs=[TINY])
 
 
-def test_default_ir_logging_and_eager_fallback(caplog):
+def test_default_ir_logging_and_eager_fallback(caplog, monkeypatch):
+    monkeypatch.delenv("FLEXRT_CACHE_DIR", raising=False)  # the default: no on-disk cache, no module-cache step
     model = _tiny()
     with caplog.at_level(logging.DEBUG, logger="flexrt"):
         m = flexrt.compile(model, inputs=[TINY], on_out_of_range="eager")
