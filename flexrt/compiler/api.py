@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.export import ExportedProgram
@@ -25,6 +25,9 @@ from flexrt.runtime import CompiledModule, Engine
 from flexrt.settings import CompileSettings, RuntimeOptions
 from flexrt.spec import Input, Profile
 from flexrt.spec.flat import FlatInputs, normalize_inputs
+
+if TYPE_CHECKING:
+    from flexrt.trace import TracedProgram
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +58,12 @@ def compile_module(
     settings, runtime = resolve_options(options, module_device(module), tensors_device((flat.args, flat.kwargs)))
     key = module_key(module, flat, profiles, settings) if settings.cache_dir and not settings.dryrun else None
     if key is not None and (state := module_cache.lookup(key, settings)) is not None:
-        from flexrt.compiler.pipeline import trace_module
+        def trace_when_needed() -> TracedProgram:
+            from flexrt.compiler.pipeline import trace_module
 
-        return CompiledModule(Engine(state, runtime), CompilerFallback.deferred(
-            lambda: trace_module(module, flat, profiles, settings)[0], settings))
+            return trace_module(module, flat, profiles, settings)[0]
+
+        return CompiledModule(Engine(state, runtime), CompilerFallback.deferred(trace_when_needed, settings))
     return _compile_traced(module, ir, flat, profiles, settings, runtime, key, options)
 
 

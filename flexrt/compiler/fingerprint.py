@@ -88,7 +88,8 @@ def _inductor_state() -> str:
         return "inductor: defaults"
     import torch._inductor.config as inductor_config
 
-    changed = sorted((k, repr(v)) for k, v in process_inductor_config().items() if not inductor_config._is_default(k))
+    # by value: a patch that Inductor undoes by assigning the old value back leaves it "overridden"
+    changed = sorted((k, repr(v)) for k, v in process_inductor_config().items() if v != inductor_config._config[k].default)
     return f"inductor: {changed}" if changed else "inductor: defaults"
 
 

@@ -93,6 +93,11 @@ def test_what_changes_the_engine_changes_the_key():
     assert _key(model) != base
     model.eval()
     assert _key(model) == base
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch(max_autotune=True):  # a user's Inductor setting shapes the engine
+        assert _key(model) != base
+    assert _key(model) == base  # and a setting patched back (by value) does not
 
 
 def test_a_method_patched_in_this_process_changes_the_key(monkeypatch):
@@ -157,6 +162,7 @@ device = sys.argv[3]
 model = Net().eval().to(device)
 compiled = flexrt.compile(model, ir="dynamo", inputs=[flexrt.Input(min_shape=(1, 8), opt_shape=(4, 8), max_shape=(16, 8))],
                           cache_dir=sys.argv[1], disable_tf32=True)
+print("sympy imported:", "sympy" in sys.modules)  # a warm compile imports neither the tracer nor the builder
 for b in (1, 3, 4, 11, 16, 11):  # 11 twice: a CUDA graph replay on the GPU
     x = torch.randn(b, 8, device=device)
     with torch.no_grad():
@@ -205,7 +211,8 @@ def test_a_new_process_reuses_the_module_until_its_source_changes(tmp_path, devi
         return r.stdout
 
     assert HIT not in run()
-    assert HIT in run()
+    warm = run()
+    assert HIT in warm and "sympy imported: False" in warm, warm[-2000:]
     # a helper in a file of its own (not in the key: only the recorded files see it) changes
     (code / "acts.py").write_text(_ACTS.format(act="tanh"))
     out = run()
