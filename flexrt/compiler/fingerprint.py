@@ -69,11 +69,12 @@ def module_key(model: torch.nn.Module, flat: FlatInputs, profiles: Sequence[Prof
 def _parts(model: torch.nn.Module, flat: FlatInputs, profiles: Sequence[Profile] | None,
            settings: CompileSettings) -> list[str]:
     described = {k: v for k, v in settings.describe().items() if k not in ("cache_dir", "build_workers")}
+    tree = frozenset(id(m) for m in model.modules())
     return [
         "flexrt-module-1", __version__, torch.__version__, platform.python_version(),
         device_key(settings.device), _inductor_state(), repr(sorted(described.items())), _torch_flags(),
         _inputs(flat), repr([repr(p) for p in profiles or ()]),
-        *(_module(path, m) for path, m in model.named_modules(remove_duplicate=False)),
+        *(_module(path, m, tree) for path, m in model.named_modules(remove_duplicate=False)),
         *_class_code(model),
     ]
 
@@ -114,26 +115,23 @@ def _inputs(flat: FlatInputs) -> str:
         (flat.args, flat.kwargs), is_leaf=lambda x: isinstance(x, (Input, torch.Tensor)))]])
 
 
-def _module(path: str, m: torch.nn.Module) -> str:
-    """One module of the tree: its class, its attributes and hooks, which tensors it holds (their
-    bytes are hashed by `_tensors`)."""
+def _module(path: str, m: torch.nn.Module, tree: frozenset[int]) -> str:
+    """One module of the tree: its class, its attributes and hooks, which parameters and buffers it
+    holds (their bytes are hashed by `_tensors`)."""
     state = {}
     for k, v in vars(m).items():
         if k in _TREE:
             continue
         # hook dicts are keyed by handle ids, which differ between processes: their hooks, in order
-        state[k] = describe(list(v.values()) if _HOOKS in k and isinstance(v, dict) else v)
+        state[k] = describe(list(v.values()) if _HOOKS in k and isinstance(v, dict) else v, tree)
     return repr([path, _class_name(type(m)), sorted(m._parameters), sorted(m._buffers), sorted(m._modules),
                  sorted(state.items())])
 
 
 def _tensors(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """Every parameter and buffer, and tensors held as plain attributes, by name."""
+    """Every parameter and buffer, by name (tensors held otherwise are hashed where `describe` meets them)."""
     out = [(f"p:{n}", t) for n, t in model.named_parameters(remove_duplicate=False)]
-    out += [(f"b:{n}", t) for n, t in model.named_buffers(remove_duplicate=False) if t is not None]
-    for path, m in model.named_modules(remove_duplicate=False):
-        out += [(f"a:{path}.{k}", v) for k, v in vars(m).items() if isinstance(v, torch.Tensor) and k not in _TREE]
-    return out
+    return out + [(f"b:{n}", t) for n, t in model.named_buffers(remove_duplicate=False) if t is not None]
 
 
 def _class_code(model: torch.nn.Module) -> list[str]:
@@ -176,22 +174,24 @@ def _class_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def describe(value: Any, depth: int = 0, seen: frozenset[int] = frozenset()) -> str:
-    """An exact, address-free text for a value the model holds; Undescribable if there is none."""
+def describe(value: Any, tree: frozenset[int], depth: int = 0, seen: frozenset[int] = frozenset()) -> str:
+    """An exact, address-free text for a value the model holds; Undescribable if there is none.
+    `tree`: the ids of the model's registered modules (described by the tree walk)."""
     if depth > _MAX_DEPTH:
         raise Undescribable(f"a value nested more than {_MAX_DEPTH} deep ({type(value).__name__})")
     if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
         return f"{type(value).__name__}:{value!r}"
     if isinstance(value, (torch.dtype, torch.device, torch.Size, torch.memory_format, torch.layout, enum.Enum)):
         return f"{type(value).__name__}:{value}"
-    if isinstance(value, torch.Tensor):
-        return f"tensor:{value.dtype}:{tuple(value.shape)}"  # its bytes are hashed with the weights
+    if isinstance(value, torch.Tensor):  # a plain tensor attribute, or one in a list or a dict
+        h = hashlib.sha256(tensor_bytes(value))
+        return f"tensor:{value.dtype}:{tuple(value.shape)}:{tuple(value.stride())}:{value.device.type}:{h.hexdigest()}"
     if isinstance(value, type):
         return f"class:{_class_name(value)}"
     if id(value) in seen:
         return "cycle"
     seen = seen | {id(value)}
-    nested = functools.partial(describe, depth=depth + 1, seen=seen)
+    nested = functools.partial(describe, tree=tree, depth=depth + 1, seen=seen)
     if isinstance(value, (list, tuple)):
         return f"{type(value).__name__}[{','.join(nested(v) for v in value)}]"
     if isinstance(value, (set, frozenset)):
@@ -199,7 +199,9 @@ def describe(value: Any, depth: int = 0, seen: frozenset[int] = frozenset()) -> 
     if isinstance(value, dict):
         return f"{type(value).__name__}{{{','.join(sorted(f'{nested(k)}:{nested(v)}' for k, v in value.items()))}}}"
     if isinstance(value, torch.nn.Module):
-        return f"module:{_class_name(type(value))}"  # a submodule: described in the tree walk
+        if id(value) not in tree:  # its weights are nobody's parameters: not hashed
+            raise Undescribable(f"an nn.Module ({_class_name(type(value))}) held outside the module tree")
+        return f"module:{_class_name(type(value))}"  # a registered one: described in the tree walk
     if isinstance(value, (types.FunctionType, types.MethodType, types.BuiltinFunctionType, functools.partial,
                           staticmethod, classmethod, property, functools.partialmethod)):
         return _callable(value, nested)

@@ -93,6 +93,12 @@ def test_what_changes_the_engine_changes_the_key():
     assert _key(model) != base
     model.eval()
     assert _key(model) == base
+    model.anchors = [torch.ones(3), torch.zeros(2)]  # tensors held in a plain list: their values count
+    with_anchors = _key(model)
+    model.anchors[0][1] = 5.0
+    assert _key(model) not in (base, with_anchors)
+    del model.anchors
+    assert _key(model) == base
     import torch._inductor.config as inductor_config
 
     with inductor_config.patch(max_autotune=True):  # a user's Inductor setting shapes the engine
@@ -113,6 +119,11 @@ def test_an_attribute_it_cannot_describe_leaves_the_cache_out(caplog):
     with caplog.at_level(logging.DEBUG, logger="flexrt.compiler.fingerprint"):
         assert _key(model) is None
     assert "_thread.lock" in caplog.text
+    model = _Net().eval()
+    model.helpers = [torch.nn.Linear(4, 4)]  # a module whose weights are no parameter of the model
+    assert _key(model) is None
+    model.helpers = [model.a]  # one of its own, registered: described by the tree walk
+    assert _key(model) is not None
 
 
 def test_a_changed_source_file_a_damaged_entry_or_a_lost_engine_is_a_miss(warm, tmp_path, caplog):
