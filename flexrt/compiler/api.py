@@ -20,7 +20,7 @@ from flexrt.compiler import module_cache
 from flexrt.compiler.fallback import CompilerFallback
 from flexrt.compiler.fingerprint import module_key
 from flexrt.compiler.options import module_device, resolve_options, tensors_device
-from flexrt.errors import DataDependentBranchError, InputSpecError
+from flexrt.errors import DataDependentBranchError, FlexrtError, InputSpecError
 from flexrt.runtime import CompiledModule, Engine
 from flexrt.settings import CompileSettings, RuntimeOptions
 from flexrt.spec import Input, Profile
@@ -63,7 +63,10 @@ def compile_module(
 
             return trace_module(module, flat, profiles, settings)[0]
 
-        return CompiledModule(Engine(state, runtime), CompilerFallback.deferred(trace_when_needed, settings))
+        try:
+            return CompiledModule(Engine(state, runtime), CompilerFallback.deferred(trace_when_needed, settings))
+        except FlexrtError as e:  # an engine the cache holds but this process cannot load: build it again
+            logger.warning("module cache: the cached engines of %s cannot be loaded (%s); compiling as usual", key[:19], e)
     return _compile_traced(module, ir, flat, profiles, settings, runtime, key, options)
 
 

@@ -276,3 +276,24 @@ def test_the_key_is_the_same_in_every_process(tmp_path):
         assert r.returncode == 0, r.stderr[-3000:]
         keys.add(r.stdout.strip().splitlines()[-1])
     assert len(keys) == 1 and next(iter(keys)).startswith("module-"), keys
+
+
+def test_cached_engines_this_process_cannot_load_are_built_again(warm, monkeypatch, caplog):
+    """Nothing lost: a hit whose engines fail to load (here: made to) compiles as usual."""
+    import flexrt.compiler.api as api
+    from flexrt.errors import ArtifactError
+
+    model, cache_dir = warm
+    real, failed = api.Engine, []
+
+    def engine(state, runtime):
+        if not failed:
+            failed.append(True)
+            raise ArtifactError("made to fail")
+        return real(state, runtime)
+
+    monkeypatch.setattr(api, "Engine", engine)
+    with caplog.at_level(logging.WARNING, logger="flexrt"):
+        compiled = flexrt.compile(model, ir="dynamo", inputs=[SPEC], cache_dir=cache_dir)
+    assert failed and "made to fail" in caplog.text and compiled.fallback._traced is not None
+    _check(compiled, model)
