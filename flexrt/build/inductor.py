@@ -261,7 +261,7 @@ def inductor_configs(settings: CompileSettings, ep: ExportedProgram | None = Non
     return cfg
 
 
-def build_config(settings: CompileSettings, ep: ExportedProgram | None = None) -> str:
+def _build_config(settings: CompileSettings, ep: ExportedProgram | None = None) -> str:
     """What configures a build, for the cache keys: flexrt's Inductor patch, the process's Inductor
     settings under it, and TF32."""
     return "\0".join([
@@ -278,7 +278,7 @@ def engine_key(ep: ExportedProgram, settings: CompileSettings) -> str:
         __version__,
         torch.__version__,
         device_key(settings.device),
-        build_config(settings, ep),
+        _build_config(settings, ep),
         _canonical_symbols(str(ep.graph)),
         _canonical_symbols(repr(sorted((str(k), str(v)) for k, v in ep.range_constraints.items()))),
         repr([(tuple(t.shape), str(t.dtype), tuple(t.stride())) for t in (ep.example_inputs or ((), {}))[0]]),
@@ -320,7 +320,7 @@ def segment_key(module: torch.fx.GraphModule, examples: Sequence[Any], symbols: 
     the profile's ranges): with an engine already cached for it, the export is skipped too."""
     parts = [
         "flexrt-segment-2", __version__, torch.__version__, device_key(settings.device),
-        build_config(settings), f"oblivious={oblivious}", module.code,
+        _build_config(settings), f"oblivious={oblivious}", module.code,
         repr(sorted((str(k), (v.lo, v.hint, v.hi)) for k, v in symbols.items())),
         repr([(tuple(t.shape), str(t.dtype), tuple(t.stride())) if isinstance(t, torch.Tensor) else repr(t) for t in examples]),
     ]
