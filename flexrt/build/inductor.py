@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import operator
 import os
@@ -30,7 +29,7 @@ from torch.utils._sympy.value_ranges import ValueRanges, bound_sympy
 from flexrt._version import __version__
 from flexrt.build import cache
 from flexrt.build.failure import describe_build_failure
-from flexrt.build.keys import device_key, process_inductor_config, tensor_bytes
+from flexrt.build.keys import device_key, digest, process_inductor_config
 from flexrt.errors import CompilationError
 from flexrt.ir.binary import EXTERN_NODES, EngineBinary
 from flexrt.settings import CompileSettings
@@ -284,20 +283,7 @@ def engine_key(ep: ExportedProgram, settings: CompileSettings) -> str:
         repr([(tuple(t.shape), str(t.dtype), tuple(t.stride())) for t in (ep.example_inputs or ((), {}))[0]]),
     ]
     tensors = {**ep.state_dict, **ep.constants}
-    return _digest(parts, [(name, tensors[name]) for name in sorted(tensors)])
-
-
-def _digest(parts: Sequence[str], tensors: Sequence[tuple[str, Any]]) -> str:
-    """sha256 of the text parts, then of each named tensor's dtype, shape and bytes (engine and segment keys)."""
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(p.encode())
-        h.update(b"\0")
-    for name, t in tensors:
-        if isinstance(t, torch.Tensor):
-            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(tensor_bytes(t))
-    return h.hexdigest()
+    return digest(parts, [(name, tensors[name]) for name in sorted(tensors)])
 
 
 @contextlib.contextmanager
@@ -325,7 +311,7 @@ def segment_key(module: torch.fx.GraphModule, examples: Sequence[Any], symbols: 
         repr([(tuple(t.shape), str(t.dtype), tuple(t.stride())) if isinstance(t, torch.Tensor) else repr(t) for t in examples]),
     ]
     constants = [(str(n.target), operator.attrgetter(str(n.target))(module)) for n in module.graph.find_nodes(op="get_attr")]
-    return _digest(parts, constants)
+    return digest(parts, constants)
 
 
 def cached_engine(segment: str, settings: CompileSettings, label: str) -> EngineBinary | None:

@@ -1,10 +1,12 @@
 """What the cache keys are made of that a warm compile needs before any build: the device, a tensor's
-bytes, the process's Inductor settings. Apart from `inductor.py` so that computing a module-cache
+bytes, the hash of text parts and named tensors, the process's Inductor settings. Apart from `inductor.py` so that computing a module-cache
 key imports neither sympy nor Inductor.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -24,6 +26,20 @@ def tensor_bytes(t: torch.Tensor) -> Any:
     if t.numel() == 0:
         return b""
     return t.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy()
+
+
+def digest(parts: Sequence[str], tensors: Sequence[tuple[str, Any]]) -> str:
+    """sha256 of the text parts, then of each named tensor's dtype, shape and bytes (the engine,
+    segment and module keys)."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode())
+        h.update(b"\0")
+    for name, t in tensors:
+        if isinstance(t, torch.Tensor):
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(tensor_bytes(t))
+    return h.hexdigest()
 
 
 def process_inductor_config() -> dict[str, Any]:

@@ -30,10 +30,10 @@ import torch
 import torch.utils._pytree as pytree
 
 from flexrt._version import __version__
-from flexrt.build.keys import device_key, process_inductor_config, tensor_bytes
+from flexrt.build.keys import device_key, digest, process_inductor_config, tensor_bytes
 from flexrt.settings import CompileSettings
 from flexrt.spec import Input, Profile
-from flexrt.spec.flat import FlatInputs
+from flexrt.spec.flat import FlatInputs, is_leaf
 
 logger = logging.getLogger(__name__)
 
@@ -52,18 +52,14 @@ def module_key(model: torch.nn.Module, flat: FlatInputs, profiles: Sequence[Prof
                settings: CompileSettings) -> str | None:
     """The module cache's key for compiling `model` over `flat`/`profiles` with `settings`, or None
     (with the reason at DEBUG) when something in the model cannot be described."""
-    h = hashlib.sha256()
     try:
-        for part in _parts(model, flat, profiles, settings):
-            h.update(part.encode())
-            h.update(b"\0")
-        for name, t in _tensors(model):
-            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}:{tuple(t.stride())}:{t.device.type}:{t.requires_grad}".encode())
-            h.update(tensor_bytes(t))
+        parts = _parts(model, flat, profiles, settings)
     except Undescribable as e:
         logger.debug("module cache: not used for %s: %s", type(model).__qualname__, e)
         return None
-    return "module-" + h.hexdigest()
+    tensors = _tensors(model)
+    layouts = repr([(name, tuple(t.stride()), t.device.type, t.requires_grad) for name, t in tensors])
+    return "module-" + digest([*parts, layouts], tensors)
 
 
 def _parts(model: torch.nn.Module, flat: FlatInputs, profiles: Sequence[Profile] | None,
@@ -110,9 +106,8 @@ def _inputs(flat: FlatInputs) -> str:
             return f"{x!r} domain={x.tensor_domain}"
         return f"tensor {tuple(x.shape)} {x.dtype} {tuple(x.stride())} {x.device.type}"
 
-    structure = pytree.tree_structure((flat.args, flat.kwargs), is_leaf=lambda x: isinstance(x, (Input, torch.Tensor)))
-    return repr([str(structure), flat.names, [repr(s) for s in flat.specs], [leaf(x) for x in pytree.tree_leaves(
-        (flat.args, flat.kwargs), is_leaf=lambda x: isinstance(x, (Input, torch.Tensor)))]])
+    leaves, structure = pytree.tree_flatten((flat.args, flat.kwargs), is_leaf=is_leaf)
+    return repr([str(structure), flat.names, [repr(s) for s in flat.specs], [leaf(x) for x in leaves]])
 
 
 def _module(path: str, m: torch.nn.Module, tree: frozenset[int]) -> str:

@@ -18,19 +18,18 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 import zipfile
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from flexrt.build import cache
 from flexrt.errors import FlexrtError
-from flexrt.format import MANIFEST, build_members, state_from
-from flexrt.ir import EngineBinary, EngineState
+from flexrt.format import MANIFEST, build_members, state_from, write_zip
+from flexrt.ir import EngineBinary, EngineState, SegmentState
 from flexrt.settings import CompileSettings
 from flexrt.stage_log import stage_done
 
@@ -78,12 +77,20 @@ def source_files(model: torch.nn.Module) -> list[SourceFile]:
 
 
 def _generated_dirs() -> tuple[str, ...]:
-    """Where Inductor and Triton write the modules they generate (not the model's code)."""
-    dirs = [os.path.join(tempfile.gettempdir(), "torchinductor_")]
-    for var in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
-        if os.environ.get(var):
-            dirs.append(os.environ[var])
-    return tuple(dirs)
+    """Where Inductor and Triton write the modules they generate (not the model's code), as they
+    say themselves; neither is imported here: one not loaded has generated nothing."""
+    dirs = []
+    inductor = sys.modules.get("torch._inductor.runtime.cache_dir_utils")
+    if inductor is not None:
+        # Inductor's cache_dir() without its side effects (it creates the folder, sets the variable);
+        # its Triton caches live beneath it
+        dirs.append(os.path.abspath(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or inductor.default_cache_dir()))
+    knobs = getattr(sys.modules.get("triton"), "knobs", None)
+    if knobs is not None:
+        dirs.append(knobs.cache.dir)
+    if os.environ.get("TRITON_CACHE_DIR"):
+        dirs.append(os.environ["TRITON_CACHE_DIR"])
+    return tuple(os.path.join(d, "") for d in dirs if d)
 
 
 def _file_sha256(path: str) -> str:
@@ -108,34 +115,33 @@ def _changed(files: Sequence[SourceFile]) -> str | None:
     return None
 
 
+def _engine_segments(state: EngineState, manifest: dict[str, Any]) -> Iterator[tuple[SegmentState, dict[str, Any]]]:
+    """Each engine segment of `state` with its entry in the artifact manifest written for it."""
+    for program, program_json in zip(state.programs, manifest["programs"]):
+        for seg, seg_json in zip(program.segments, program_json["segments"]):
+            if seg.kind == "engine":
+                yield seg, seg_json
+
+
 def store(key: str, state: EngineState, files: list[SourceFile], settings: CompileSettings) -> None:
     """Write the entry for a compiled module whose engines are all in the engine cache."""
-    engines: dict[str, str] = {}
-    for k, program in enumerate(state.programs):
-        for i, seg in enumerate(program.segments):
-            if seg.kind == "engine":
-                if seg.engine is None or seg.engine.key is None:
-                    logger.debug("module cache: not stored, segment %d of profile %d has no engine-cache key", i, k)
-                    return
-                engines[f"engines/p{k}_s{i}.so"] = seg.engine.key
     try:
         manifest, members = build_members(state)
     except _ERRORS as e:
         logger.debug("module cache: not stored (%s)", e)
         return
-    for program in manifest["programs"]:
-        for seg in program["segments"]:
-            if seg["kind"] == "engine":
-                for name in [seg["member"], *seg["kernels"]]:
-                    members.pop(name, None)  # in the engine cache already
-                seg["kernels"] = []
+    engines: dict[str, str] = {}
+    for seg, seg_json in _engine_segments(state, manifest):
+        if seg.engine is None or seg.engine.key is None:
+            logger.debug("module cache: not stored, engine %s has no engine-cache key", seg_json["member"])
+            return
+        engines[seg_json["member"]] = seg.engine.key
+        for name in [seg_json["member"], *seg_json["kernels"]]:
+            members.pop(name, None)  # in the engine cache already
+        seg_json["kernels"] = []
+    members[_ENTRY] = ModuleEntry(version=1, engines=engines, files=files).model_dump_json().encode()
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
-        entry = ModuleEntry(version=1, engines=engines, files=files).model_dump_json()
-        z.writestr(_ENTRY, entry, compress_type=zipfile.ZIP_DEFLATED)
-        z.writestr(MANIFEST, json.dumps(manifest), compress_type=zipfile.ZIP_DEFLATED)
-        for name, data in members.items():
-            z.writestr(name, data)
+    write_zip(buf, manifest, members)
     cache.put(key, buf.getvalue(), settings.cache_dir, keep=False)
     logger.debug("module cache: stored %s (%d engines, %d source files)", key[:19], len(engines), len(files))
 
@@ -168,10 +174,8 @@ def _read(key: str, settings: CompileSettings) -> tuple[EngineState | None, str]
                 return None, f"miss: engine {engine_key[:12]} is no longer cached; tracing again"
             engines[member] = EngineBinary.from_bytes(data, key=engine_key)
         state = state_from(os.path.join(settings.cache_dir or "", key), manifest, members, settings.device)
-        for k, program in enumerate(state.programs):
-            for i, seg in enumerate(program.segments):
-                if seg.kind == "engine":
-                    seg.engine = engines[f"engines/p{k}_s{i}.so"]
+        for seg, seg_json in _engine_segments(state, manifest):
+            seg.engine = engines[seg_json["member"]]
     except _ERRORS as e:
         logger.warning("module cache: entry %s cannot be used (%s: %s); compiling as usual", key[:19], type(e).__name__, e)
         return None, "miss: entry unusable"
