@@ -362,7 +362,7 @@ def _requested_outputs(body: Mapping[str, Any], signature: ModelSignature) -> tu
 
 def _binary_inputs(entries: list[Any], binary: bytes | memoryview) -> dict[str, bytes | memoryview]:
     """Cut the binary part of a request into each input's bytes, in request order."""
-    blobs: dict[str, bytes] = {}
+    blobs: dict[str, bytes | memoryview] = {}
     offset = 0
     for entry in entries:
         size = (entry.get("parameters") or {}).get("binary_data_size")
