@@ -4,6 +4,7 @@ bounded in count and time; every request is accounted for (answered, refused, fa
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 import random
@@ -19,6 +20,7 @@ class Outcome:
     status: int  # HTTP status; 0 = connection error, -1 = timed out
     latency_s: float
     shape: str
+    detail: str = ""  # an error's first words: the body of a 4xx/5xx, or the client's exception
 
 
 Body = tuple[bytes, str, int | None]  # body, shape label, binary header length (None: JSON)
@@ -35,12 +37,13 @@ async def _one(session: object, url: str, body: Body, timeout: float) -> Outcome
     try:
         async with session.post(url, data=data, headers=headers,  # type: ignore[attr-defined]
                                 timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-            await resp.read()
-            return Outcome(resp.status, time.perf_counter() - start, shape)
+            answer = await resp.read()
+            detail = "" if resp.status in (200, 503) else answer[:300].decode(errors="replace")
+            return Outcome(resp.status, time.perf_counter() - start, shape, detail)
     except asyncio.TimeoutError:
         return Outcome(-1, time.perf_counter() - start, shape)
-    except aiohttp.ClientError:
-        return Outcome(0, time.perf_counter() - start, shape)
+    except aiohttp.ClientError as e:
+        return Outcome(0, time.perf_counter() - start, shape, f"{type(e).__name__}: {e}"[:300])
 
 
 async def _schedule(send: Callable[[int], Awaitable[Outcome]], rate: float, duration_s: float, max_requests: int,
@@ -207,4 +210,7 @@ def summarize(outcomes: Sequence[Outcome], wall_s: float, rate: float) -> dict[s
         "p90_ms": pct(90),
         "p99_ms": pct(99),
         "mean_ms": sum(ok) / len(ok) * 1000 if ok else float("nan"),
+        # what went wrong, when something did: counts by status, and a few distinct messages
+        "error_statuses": dict(collections.Counter(str(o.status) for o in outcomes if o.status not in (200, 503))),
+        "error_samples": list(dict.fromkeys(o.detail for o in outcomes if o.detail))[:3],
     }

@@ -51,15 +51,17 @@ def write(result: dict[str, Any], out_dir: str) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
     replicas = result.get("replicas", 1)
     per_gpu = result.get("replicas_per_gpu", 1)
+    fronts = result.get("frontends", 0)
     via = {"handle": "_handle", "direct": "_direct"}.get(result.get("via", "http"), "")
     stem = _own_stem(os.path.join(out_dir, result["model"] + (f"_r{replicas}" if replicas > 1 else "") + (f"_g{per_gpu}" if per_gpu > 1 else "")
-                                  + via + ("_p99" if result.get("p99_bound_ms") else "") + ("_smoke" if result.get("smoke") else "")),
+                                  + (f"_f{fronts}" if fronts else "") + via + ("_p99" if result.get("p99_bound_ms") else "") + ("_smoke" if result.get("smoke") else "")),
                      result.get("run_id"))
     with open(stem + ".json", "w") as f:
         json.dump(result, f, indent=1, default=str)
     lines = [
         f"# flexrt serve: {result['model']} ({result['device']}, {replicas} replica{'s' if replicas > 1 else ''} per variant"
         f"{', ' + str(per_gpu) + ' per GPU' if per_gpu > 1 else ''}"
+        f"{', behind ' + str(fronts) + ' CPU front ends' if fronts else ''}"
         f"{VIA_TITLES.get(result.get('via', 'http'), '')}"
         f"{', load from ' + str(result['clients']) + ' client processes' if result.get('clients', 1) > 1 else ''})",
         "",
@@ -87,10 +89,11 @@ def write(result: dict[str, Any], out_dir: str) -> list[str]:
               "|---|---|---|---|---|---|"]
     for v in result["variants"]:
         for r in v.get("replicas", []):
-            gpu = r.get("gpu") or {}
+            m = r.get("model_tier") or r  # behind front ends: the model replica that answered this one's /stats
+            gpu = m.get("gpu") or {}
             lines.append(f"| {v['variant']} | {r.get('replica_id', '?')} | {gpu.get('pci_bus_id') or gpu.get('name') or '-'} | "
-                         f"{r.get('cuda_visible_devices')} | {_f(r.get('startup_s', float('nan')), 2)} | "
-                         f"{_f(r.get('gpu_memory_reserved_mib', float('nan')), 0)} |")
+                         f"{m.get('cuda_visible_devices')} | {_f(r.get('startup_s', float('nan')), 2)} | "
+                         f"{_f(m.get('gpu_memory_reserved_mib', float('nan')), 0)} |")
     lines.append("")
     with open(stem + ".md", "w") as f:
         f.write("\n".join(lines))

@@ -160,7 +160,7 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
         "torch": torch.__version__, "ray": ray.__version__, "compile_s": compile_s, "duration_s": args.duration_s,
         "max_batch_size": case.max_batch_size, "batch_wait_ms": args.batch_wait_ms, "batch_dims": list(case.batch_dims),
         "distinct_requests": len(bodies), "encoding": "binary" if binary else "json", "variants": [],
-        "replicas": args.replicas, "replicas_per_gpu": args.replicas_per_gpu, "warm_up_sizes": list(case.warm_up_sizes),
+        "replicas": args.replicas, "replicas_per_gpu": args.replicas_per_gpu, "frontends": args.frontends, "warm_up_sizes": list(case.warm_up_sizes),
         "p99_bound_ms": args.p99_ms, "access_log": args.access_log, "via": args.via, "clients": args.clients,
         "run_id": uuid.uuid4().hex,  # its checkpoints overwrite each other, never another run's files
     }
@@ -176,12 +176,13 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
             "batch_dims": list(case.batch_dims) if variant != "flexrt_nobatch" else [],
             "max_batch_size": case.max_batch_size, "batch_wait_ms": args.batch_wait_ms, "pad": args.pad,
             "max_queue": 100000, "max_ongoing": max(64, 4 * case.max_batch_size), "replicas": args.replicas,
-            "replicas_per_gpu": args.replicas_per_gpu,
+            "replicas_per_gpu": args.replicas_per_gpu, "frontends": args.frontends,
             "num_cpus": 1.0 / len(args.variants) if args.together else 1.0, "graceful_shutdown_timeout_s": 5,
             "access_log": args.access_log, "warm_up_sizes": list(case.warm_up_sizes),
         })
         return build_app(config)
 
+    http_replicas = args.frontends or args.replicas  # the replicas that answer HTTP (and /stats)
     entries = {v: {"variant": v, "rates": [], "check": "skipped"} for v in args.variants}
     result["variants"] = list(entries.values())
     if args.together:  # smoke: every variant deployed at once (replicas start in parallel), one route each
@@ -208,16 +209,16 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
         entry["max_rel_err"] = worst
         entry["check"] = f"ok ({worst:.1e})" if worst <= case.tolerance else f"FAILED ({worst:.1e})"
         say(f"{name} {variant}: deployed in {entry['deploy_s']:.1f} s, check {entry['check']}")
-        entry["replicas"] = _replica_stats(url, name, args.replicas)  # identity, GPU, start-up s, memory
+        entry["replicas"] = _replica_stats(url, name, http_replicas)  # identity, GPU, start-up s, memory
         if args.via == "direct":  # each replica's own HTTP port, requests in turn: no proxy
             prefix = f"/{variant}" if args.together else ""
             infer: str | list[str] = [f"{u}{prefix}/v2/models/{name}/infer"
-                                      for u in ingress.replica_urls(f"bench-{variant}", args.replicas, "127.0.0.1")]
+                                      for u in ingress.replica_urls(f"bench-{variant}", http_replicas, "127.0.0.1")]
         else:
             infer = f"{url}/v2/models/{name}/infer"
         entry["nvidia_smi"] = _nvidia_smi() if args.device.startswith("cuda") else None
-        if len(entry["replicas"]) < args.replicas:
-            say(f"{name} {variant}: only {len(entry['replicas'])} of {args.replicas} replicas answered /stats")
+        if len(entry["replicas"]) < http_replicas:
+            say(f"{name} {variant}: only {len(entry['replicas'])} of {http_replicas} replicas answered /stats")
         def send(rate: float, duration_s: float, seed: int, variant: str = variant, infer: Any = infer
                  ) -> tuple[list[Any], float]:
             """Open-loop load at `rate` for `duration_s`: from several client processes, through a
@@ -241,9 +242,9 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
                     "errors": 0, "timeouts": 0}
                 entry["rates"].append(skipped)
                 return skipped
-            before = _stats(url, name, args.replicas)
+            before = _stats(url, name, http_replicas)
             outcomes, wall = send(rate, args.duration_s, int(rate * 1000))
-            after = _stats(url, name, args.replicas)
+            after = _stats(url, name, http_replicas)
             summary = load.summarize(outcomes, wall, rate)
             served = _delta(before, after, "requests")
             summary["calls_per_request"] = _delta(before, after, "calls") / served if served else float("nan")
@@ -262,6 +263,8 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
                 f"p50 {summary['p50_ms']:.1f} p99 {summary['p99_ms']:.1f} ms, {summary['calls_per_request']:.2f} calls/req; "
                 f"per request: client mean {summary['client_mean_ms']:.1f} ms, in replica {summary['replica_ms_per_request']:.1f} "
                 f"(queued {summary['queue_ms_per_request']:.1f}), model calls {summary['model_ms_per_request']:.1f} ms")
+            if summary["errors"]:
+                say(f"{name} {variant} @ {rate:g}/s: errors by status {summary['error_statuses']}: {summary['error_samples']}")
             return summary
 
         if args.warmup_s > 0:  # first calls of new shapes (and their CUDA graph captures) before any measured rate
@@ -308,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, default=None, help="total time; then the rest is skipped (default 540; smoke 110)")
     p.add_argument("--replicas", type=int, default=1, help="replicas per variant (one GPU each on CUDA)")
     p.add_argument("--replicas-per-gpu", type=int, default=1, help="replicas sharing one GPU (Ray's num_gpus = 1/K)")
+    p.add_argument("--frontends", type=int, default=0,
+                   help="every variant alike: CPU front ends answering HTTP and batching before the model's replicas")
     p.add_argument("--no-access-log", dest="access_log", action="store_false", help="every variant without Ray's access log")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--via", default="http", choices=("http", "handle", "direct"),

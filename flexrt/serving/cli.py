@@ -35,6 +35,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-replicas", type=int, default=4, help="with --replicas auto")
     p.add_argument("--replicas-per-gpu", type=int, default=1,
                    help="replicas sharing one GPU (each its own process: more CPU for request handling)")
+    p.add_argument(
+        "--frontends", type=int, default=0, metavar="N",
+        help="N CPU replicas answer HTTP, validate and batch, and send one call per batch to the model's replicas "
+        "(default 0: each model replica answers HTTP itself); more front ends, more requests/s per GPU",
+    )
     p.add_argument("--max-batch-size", type=int, default=8, help="requests per model call (with --batch-dim)")
     p.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits to fill")
     p.add_argument(
@@ -78,6 +83,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         "min_replicas": args.min_replicas,
         "max_replicas": args.max_replicas,
         "replicas_per_gpu": args.replicas_per_gpu,
+        "frontends": args.frontends,
         "max_batch_size": args.max_batch_size,
         "batch_wait_ms": args.batch_wait_ms,
         "batch_dims": list(args.batch_dim),
@@ -140,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         url = f"http://{args.host}:{args.port}/v2/models/{config.name}"
         print(f"flexrt: serving {config.artifact} at {url} (infer: POST {url}/infer); Ctrl-C to stop", flush=True)
         if args.direct_ingress:
-            replicas = config.min_replicas if config.replicas == "auto" else int(config.replicas)
+            replicas = config.frontends or (config.min_replicas if config.replicas == "auto" else int(config.replicas))
             for replica in ingress.replica_urls(config.name, replicas, args.host):
                 print(f"flexrt: replica at {replica}/v2/models/{config.name} (direct ingress)", flush=True)
         while not stop.wait(1.0):

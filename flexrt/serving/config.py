@@ -71,6 +71,10 @@ class ServeConfig:
     # replicas sharing one GPU (Ray's fractional num_gpus = 1/K): a replica's Python request handling
     # (HTTP, decoding, batching) is one process's worth of CPU, so K processes keep one GPU busier
     replicas_per_gpu: int = 1
+    # CPU replicas in front of the model's (0: each model replica answers HTTP itself). They take HTTP,
+    # validate and batch, and send one call per stacked batch to a model replica: request handling
+    # then grows with CPU cores instead of model replicas, and a GPU sees one call per batch
+    frontends: int = 0
     max_batch_size: int = 8  # requests per call (Ray's @serve.batch counts requests)
     batch_wait_ms: float = 5.0
     batch_dims: tuple[tuple[str, int], ...] = ()
@@ -99,6 +103,7 @@ class ServeConfig:
             raise ServingError(f"--device must be cpu or cuda, got {self.device!r}")
         if self.replicas != "auto":
             _int(self.replicas, "--replicas", 1)
+        _int(self.frontends, "--frontends", 0)
         if self.backend not in BACKENDS:
             raise ServingError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.backend != "flexrt" and ":" not in self.reference_model:
@@ -137,6 +142,7 @@ class ServeConfig:
             min_replicas=_int(args.get("min_replicas", 1), "min_replicas", 0),
             max_replicas=_int(args.get("max_replicas", 4), "max_replicas", 1),
             replicas_per_gpu=_int(args.get("replicas_per_gpu", 1), "replicas_per_gpu", 1),
+            frontends=_int(args.get("frontends", 0), "frontends", 0),
             max_batch_size=_int(args.get("max_batch_size", 8), "max_batch_size", 1),
             batch_wait_ms=_float(args.get("batch_wait_ms", 5.0), "batch_wait_ms", 0.0),
             batch_dims=tuple(dims.items()),

@@ -1,9 +1,17 @@
-"""The Ray Serve deployment: a FastAPI ingress speaking Open Inference Protocol v2 over one artifact.
+"""The Ray Serve deployments: a FastAPI ingress speaking Open Inference Protocol v2 over one artifact.
 
 Per request: parse and validate in full (400 on any error, before batching), then either run alone
 (no --batch-dim) or wait in Ray's `@serve.batch` queue, where `batching.run_chunks` groups the batch
 by shape, stacks, runs and splits. Every request gets exactly one answer: its rows, or its chunk's
 error. Backpressure (503 + Retry-After) is Ray Serve's `max_queued_requests`.
+
+Two layouts. Single tier (default): each replica answers HTTP and runs the model. Two tiers
+(`--frontends N`): N CPU replicas answer HTTP, validate and batch, and send each stacked call to the
+model replicas (`FlexrtModel`, one per GPU) through a DeploymentHandle. Why: a replica's Python
+request path (HTTP, parsing, the batch queue, the response) costs more per request than a GPU call
+of a small batch, so one replica per GPU saturated its event loop, not its GPU, and batching there
+saved nothing (`benchmarks/results/serve/h200-2026-11-30e`); with front ends, request handling
+scales with CPU cores while each GPU sees one call per batch.
 Imports Ray: import this module only where Ray is installed (`flexrt serve`, `serve run`).
 """
 
@@ -13,8 +21,6 @@ Imports Ray: import this module only where Ray is installed (`flexrt serve`, `se
 import asyncio
 import concurrent.futures
 import logging
-import os
-import threading
 import time
 from typing import Any
 
@@ -24,10 +30,11 @@ from fastapi.responses import JSONResponse, Response
 from ray import serve
 
 import flexrt
-from flexrt.errors import InputSpecError, OutputEncodingError, RequestError, ServingError
-from flexrt.serving import protocol
-from flexrt.serving.batching import BatchPlan, run_chunks, warm_up_shapes, warm_up_symbols
+from flexrt.errors import InputSpecError, OutputEncodingError, RequestError
+from flexrt.serving import protocol, ray_env
+from flexrt.serving.batching import BatchPlan, run_chunks
 from flexrt.serving.config import ServeConfig
+from flexrt.serving.host import ModelHost, replica_identity
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +42,17 @@ LATENCY_MS = [0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
 BATCH_BUCKETS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128]
 
 api = FastAPI(title="flexrt", description="Open Inference Protocol v2 over a flexrt artifact")
+
+
+def _model_handle(model: Any) -> Any:
+    """The model tier's handle: over Serve's gRPC transport between replicas (values pickled into the
+    message, no object store) where the replicas accept messages as large as a batch can be
+    (`ray_env` sets that before flexrt starts Ray); else over Ray actor calls, which have no such
+    limit. gRPC's default of 4 MiB refused ResNet-50 batches of 16 (4.8 MB) with RESOURCE_EXHAUSTED."""
+    if ray_env.grpc_limit() >= ray_env.GRPC_MESSAGE_BYTES:
+        return model.options(_by_reference=False, request_serialization="pickle", response_serialization="pickle")
+    logger.info("the model tier's calls go over Ray actor calls (%s is below %d)", ray_env.GRPC_LIMIT, ray_env.GRPC_MESSAGE_BYTES)
+    return model
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -96,95 +114,57 @@ class _Metrics:
         self.profiles.inc(1, tags={**self.tags, "profile": str(profile)})
 
 
-def _replica_identity(device: torch.device, startup_s: float) -> dict[str, Any]:
-    """Which replica answered /stats and on which GPU: with several replicas, a client tells them
-    apart (and checks that each has its own device) from this."""
-    try:
-        replica = serve.get_replica_context().replica_id.unique_id
-    except Exception:  # noqa: BLE001 - outside a Serve replica (tests calling the class directly)
-        replica = f"pid-{os.getpid()}"
-    identity: dict[str, Any] = {"replica_id": replica, "pid": os.getpid(), "startup_s": startup_s,
-                                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        identity["gpu"] = {"name": props.name, "uuid": str(getattr(props, "uuid", "")),
-                           "pci_bus_id": getattr(props, "pci_bus_id", None)}
-    return identity
-
-
-def _memory(device: torch.device) -> dict[str, Any]:
-    """This replica's GPU memory now (PyTorch's allocator: engines, CUDA graphs, buffers)."""
-    if device.type != "cuda":
-        return {}
-    return {"gpu_memory_allocated_mib": torch.cuda.memory_allocated(device) / 2**20,
-            "gpu_memory_reserved_mib": torch.cuda.memory_reserved(device) / 2**20,
-            "gpu_max_memory_reserved_mib": torch.cuda.max_memory_reserved(device) / 2**20}
-
-
 @serve.deployment(name="flexrt")
 @serve.ingress(api)
 class FlexrtDeployment:
-    """One replica: loads the artifact, warms each profile at its opt shape, serves v2."""
+    """One replica speaking v2: runs the model itself (single tier), or, given the handle of the
+    model tier (`model`), validates and batches here and sends each stacked call there."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], model: Any = None) -> None:
         started = time.perf_counter()
         self.config = ServeConfig.from_mapping(config)
         self.ready = False
-        self.device = torch.device(self.config.device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ServingError("--device cuda: this replica sees no CUDA device (is num_gpus=1 granted?)")
-        artifact = flexrt.load(self.config.artifact)
-        self.signature = protocol.ModelSignature.from_artifact(self.config.name, artifact)
-        self.module = artifact.module() if self.config.backend == "flexrt" else self._reference()
+        self.model = _model_handle(model) if model is not None else None
+        if model is None:
+            self.host: ModelHost | None = ModelHost(self.config)
+            self.signature = self.host.signature
+            self.device = self.host.device
+            # the model thread: every call in order, one at a time
+            self._calls = self.host.pool
+        else:
+            self.host = None
+            self.signature = protocol.ModelSignature.from_file(self.config.name, self.config.artifact)
+            self.device = torch.device("cpu")  # this front end's own; the model tier's is the config's
+            # threads that wait on the model tier (their calls are ordered there); several, so that
+            # unbatched requests and chunks of different shapes travel at once
+            self._calls = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="flexrt-front")
+        self._loop: asyncio.AbstractEventLoop | None = None  # where requests are handled: the handle is used there
         self.plan = BatchPlan.resolve(self.signature, dict(self.config.batch_dims)) if self.config.batching else None
-        # Every model call (the warm-up's too) runs on this one thread, in arrival order: one call at a
-        # time per replica (the module keeps state). With a thread per call from asyncio's default pool,
-        # unbatched requests had queued for a lock in up to 32 threads (unordered), and each new pool
-        # thread first touched CUDA under load.
-        self._calls = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="flexrt-model")
-        self._model_threads: set[int] = set()  # threads that ran the model (warm-up included): /stats
         self._batched.set_max_batch_size(self.config.max_batch_size)
         self._batched.set_batch_wait_timeout_s(self.config.batch_wait_ms / 1000)
         self.metrics = _Metrics(self.config.name)
-        self._calls.submit(self._warm_up).result()  # captures on the thread that replays them
-        self.metrics.stats["model_ms"] = 0.0  # /stats counts requests' model calls, not the warm-up's
-        self.identity = _replica_identity(self.device, time.perf_counter() - started)
+        self.identity = {**replica_identity(self.device), "startup_s": time.perf_counter() - started,
+                         "role": "frontend" if model is not None else "replica"}
         self.ready = True
-        logger.info("serving %s as %r (batch dims %s)", self.config.artifact, self.config.name, dict(self.config.batch_dims))
-
-    def _reference(self) -> Any:
-        """The A/B peer: the same model in PyTorch (eager) or torch.compile'd, on this device."""
-        import importlib
-
-        module_name, _, attr = self.config.reference_model.partition(":")
-        model = getattr(importlib.import_module(module_name), attr)().eval().to(self.device)
-        if self.config.backend == "torch_compile":
-            model = torch.compile(model, dynamic=True)
-        return model
-
-    def _warm_up(self) -> None:
-        """Run the shapes `warm_up_shapes` picks, so that engines load and CUDA graphs are captured now,
-        not on requests, and start-up fails if the artifact cannot run on this device."""
-        sizes = warm_up_symbols(self.signature, self.config.warm_up_sizes)
-        for k, shapes in enumerate(warm_up_shapes(self.signature, self.plan, self.config.padding, sizes)):
-            try:
-                for shape in shapes:
-                    self._execute({s.name: torch.zeros(shape[s.name], dtype=s.dtype) for s in self.signature.inputs}, k)
-            except Exception as e:
-                raise ServingError(f"warm-up of profile {k} failed: {e}") from e
+        logger.info("serving %s as %r (batch dims %s%s)", self.config.artifact, self.config.name, dict(self.config.batch_dims),
+                    ", front end of the model tier" if model is not None else "")
 
     # -- running -----------------------------------------------------------------------------------
 
     def _execute(self, inputs: dict[str, torch.Tensor], profile: int) -> dict[str, torch.Tensor]:
-        with torch.inference_mode():
-            self._model_threads.add(threading.get_ident())
-            start = time.perf_counter()  # copies in, the model, copies out (synchronous): the device's share
-            args = [inputs[n].to(self.device, non_blocking=True) for n in self.signature.input_names]
-            result = self.module(*args)
-            outputs = protocol.outputs_by_name(result, self.signature)
-            outputs = {n: t.to("cpu") for n, t in outputs.items()}
-            self.metrics.stats["model_ms"] += (time.perf_counter() - start) * 1000
+        """One (stacked) call, on a thread of `_calls`: here, or a round trip to the model tier."""
+        start = time.perf_counter()
+        if self.host is not None:
+            outputs = self.host.execute(inputs, profile)
+        else:
+            assert self._loop is not None  # set by _in_model_thread before this thread was given work
+            outputs = asyncio.run_coroutine_threadsafe(self._remote(inputs, profile), self._loop).result()
+        self.metrics.stats["model_ms"] += (time.perf_counter() - start) * 1000
         return outputs
+
+    async def _remote(self, inputs: dict[str, torch.Tensor], profile: int) -> dict[str, torch.Tensor]:
+        """On the replica's loop, where its handle lives."""
+        return await self.model.execute.remote(inputs, profile)
 
     def _run_batch(self, items: list[_Item]) -> list[dict[str, torch.Tensor] | BaseException]:
         return run_chunks(
@@ -192,6 +172,9 @@ class FlexrtDeployment:
             self._execute, pad=self.config.padding, on_chunk=self.metrics.chunk,
         )
 
+    # One batch at a time, also in a front end: requests gather while the last batch runs, so batches
+    # grow with the load. With 8 at once, a front end's batches stayed small and the model tier, whose
+    # cost is per call, took more calls (H200 run t, benchmarks/results/serve/h200-2026-11-30f).
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
     async def _batched(self, items: list[_Item]) -> list[Any]:
         now = time.perf_counter()
@@ -201,7 +184,14 @@ class FlexrtDeployment:
         return await self._in_model_thread(items)
 
     async def _in_model_thread(self, items: list[_Item]) -> list[Any]:
-        return await asyncio.get_running_loop().run_in_executor(self._calls, self._run_batch, items)
+        self._loop = asyncio.get_running_loop()
+        return await self._loop.run_in_executor(self._calls, self._run_batch, items)
+
+    async def _model_stats(self) -> dict[str, Any]:
+        """The model's own counts: this replica's, or (front end) those of one model replica."""
+        if self.host is not None:
+            return self.host.stats()
+        return {"model_tier": await self.model.stats.remote()}
 
     async def run(self, request: protocol.InferRequest) -> dict[str, torch.Tensor]:
         """A validated request -> its outputs (raises its chunk's error)."""
@@ -258,7 +248,7 @@ class FlexrtDeployment:
             "max_batch_size": self.config.max_batch_size if self.plan else 1,
             "batch_wait_ms": self.config.batch_wait_ms,
         }
-        return JSONResponse(self.signature.metadata({"parameters": {"batching": batching, "device": str(self.device)}}))
+        return JSONResponse(self.signature.metadata({"parameters": {"batching": batching, "device": self.config.device}}))
 
     @api.get("/v2/models/{model}/ready")
     def model_ready(self, model: str) -> JSONResponse:
@@ -267,12 +257,11 @@ class FlexrtDeployment:
         return JSONResponse({"name": model, "ready": self.ready}, status_code=200 if self.ready else 503)
 
     @api.get("/v2/models/{model}/stats")
-    def model_stats(self, model: str) -> JSONResponse:
+    async def model_stats(self, model: str) -> JSONResponse:
         """This replica's counts: requests run, model calls, rows, requests per call, profile picks."""
         if model != self.signature.name:
             return _error(404, f"unknown model {model!r}; this server serves {self.signature.name!r}")
-        return JSONResponse({"name": model, "replica": {**self.metrics.stats, "model_threads": len(self._model_threads),
-                                                        **self.identity, **_memory(self.device)}})
+        return JSONResponse({"name": model, "replica": {**self.metrics.stats, **self.identity, **(await self._model_stats())}})
 
     @api.post("/v2/models/{model}/infer")
     async def infer(self, model: str, http: Request) -> Response:
@@ -321,26 +310,36 @@ class FlexrtDeployment:
         self.metrics.stats["replica_ms"] += elapsed_ms
 
 
-def deployment_options(config: ServeConfig) -> dict[str, Any]:
-    """Ray Serve options from a ServeConfig: resources, replicas or autoscaling, queue bounds, drain."""
-    gpu = config.device.startswith("cuda")
-    options: dict[str, Any] = {
-        "name": f"flexrt-{config.name}",
-        "ray_actor_options": {"num_cpus": config.num_cpus, "num_gpus": 1 / config.replicas_per_gpu if gpu else 0},
-        "max_ongoing_requests": config.ongoing,
-        "max_queued_requests": config.max_queue,
+@serve.deployment(name="flexrt-model")
+class FlexrtModel:
+    """The model tier of a two-tier deployment: runs the (stacked) calls its front ends send."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.host = ModelHost(ServeConfig.from_mapping(config))
+        self.identity = replica_identity(self.host.device)
+        logger.info("model tier of %s ready on %s", self.host.config.name, self.host.device)
+
+    async def execute(self, inputs: dict[str, torch.Tensor], profile: int) -> dict[str, torch.Tensor]:
+        return await self.host.run(self.host.execute, inputs, profile)
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.identity, **self.host.stats()}
+
+
+def _options(config: ServeConfig, name: str, resources: dict[str, float], ongoing: int, queue: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "ray_actor_options": resources,
+        "max_ongoing_requests": ongoing,
+        "max_queued_requests": queue,
         "graceful_shutdown_timeout_s": config.graceful_shutdown_timeout_s,
         "graceful_shutdown_wait_loop_s": 0.5,
         "logging_config": {"enable_access_log": config.access_log},
     }
-    if config.replicas == "auto":
-        options["autoscaling_config"] = {
-            "min_replicas": config.min_replicas,
-            "max_replicas": config.max_replicas,
-            "target_ongoing_requests": max(1, config.max_batch_size if config.batching else 2),
-        }
-    else:
-        options["num_replicas"] = int(config.replicas)
+
+
+def _backpressure(options: dict[str, Any], config: ServeConfig) -> dict[str, Any]:
+    """503 + Retry-After past the queue bound, where this Ray can say it."""
     try:
         from ray.serve.config import BackpressureConfig
     except ImportError:  # Ray < 2.5x: 503 without Retry-After
@@ -350,6 +349,37 @@ def deployment_options(config: ServeConfig) -> dict[str, Any]:
     return options
 
 
+def deployment_options(config: ServeConfig) -> dict[str, Any]:
+    """Ray Serve options of the model's replicas: resources, replicas or autoscaling, queue bounds, drain.
+    Behind front ends, their queue is the front ends' (each holds at most `ongoing` requests) and
+    they take every call sent (the model thread orders them)."""
+    gpu = config.device.startswith("cuda")
+    resources = {"num_cpus": config.num_cpus, "num_gpus": 1 / config.replicas_per_gpu if gpu else 0}
+    if config.frontends:
+        options = _options(config, f"flexrt-{config.name}-model", resources, max(64, config.frontends * config.ongoing), -1)
+    else:
+        options = _backpressure(_options(config, f"flexrt-{config.name}", resources, config.ongoing, config.max_queue), config)
+    if config.replicas == "auto":
+        options["autoscaling_config"] = {
+            "min_replicas": config.min_replicas,
+            "max_replicas": config.max_replicas,
+            "target_ongoing_requests": max(1, config.max_batch_size if config.batching else 2),
+        }
+    else:
+        options["num_replicas"] = int(config.replicas)
+    return options
+
+
+def frontend_options(config: ServeConfig) -> dict[str, Any]:
+    """Ray Serve options of the front ends (`--frontends N`): CPU replicas, the queue bound and drain."""
+    options = _options(config, f"flexrt-{config.name}", {"num_cpus": config.num_cpus, "num_gpus": 0},
+                       config.ongoing, config.max_queue)
+    return {**_backpressure(options, config), "num_replicas": config.frontends}
+
+
 def build(config: ServeConfig) -> Any:
     """The bound Ray Serve application for `serve.run` (or `serve run`/`serve deploy` via flexrt.serving:app)."""
-    return FlexrtDeployment.options(**deployment_options(config)).bind(config.to_mapping())
+    if not config.frontends:
+        return FlexrtDeployment.options(**deployment_options(config)).bind(config.to_mapping())
+    model = FlexrtModel.options(**deployment_options(config)).bind(config.to_mapping())
+    return FlexrtDeployment.options(**frontend_options(config)).bind(config.to_mapping(), model)

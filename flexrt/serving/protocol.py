@@ -129,13 +129,32 @@ class ModelSignature:
     def from_artifact(cls, name: str, artifact: Any) -> ModelSignature:
         """From what `flexrt.load` returns (public API: engine.inputs, .outputs, .profiles)."""
         engine = artifact.engine
-        inputs = [TensorInfo(s.name, s.dtype, tuple(s.dims)) for s in engine.inputs]
-        outputs = [TensorInfo(s.name, s.dtype, tuple(s.dims)) for s in engine.outputs]
-        profiles = [
-            {n: Range(tuple(p[n].min), tuple(p[n].opt), tuple(p[n].max)) for n in engine.input_names}
-            for p in engine.profiles
-        ]
-        return cls(name, inputs, outputs, profiles)
+        return cls._from_specs(name, engine.inputs, engine.outputs, engine.profiles)
+
+    @classmethod
+    def from_file(cls, name: str, path: str) -> ModelSignature:
+        """From an artifact's manifest alone: no engine is loaded (a CPU front end of a GPU model)."""
+        from flexrt.format import read_manifest
+
+        manifest, z = read_manifest(path)
+        z.close()
+        try:
+            inputs = [TensorSpec.from_json(d) for d in manifest["inputs"]]
+            outputs = [TensorSpec.from_json(d) for d in manifest["outputs"]]
+            profiles = [Profile.from_json(p) for p in manifest["profiles"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputSpecError(f"{path!r}: the manifest's inputs, outputs or profiles cannot be read ({e})") from e
+        return cls._from_specs(name, inputs, outputs, profiles)
+
+    @classmethod
+    def _from_specs(cls, name: str, inputs: Sequence[Any], outputs: Sequence[Any], profiles: Sequence[Profile]) -> ModelSignature:
+        names = [s.name for s in inputs]
+        return cls(
+            name,
+            [TensorInfo(s.name, s.dtype, tuple(s.dims)) for s in inputs],
+            [TensorInfo(s.name, s.dtype, tuple(s.dims)) for s in outputs],
+            [{n: Range(tuple(p[n].min), tuple(p[n].opt), tuple(p[n].max)) for n in names} for p in profiles],
+        )
 
     # -- metadata ----------------------------------------------------------------------------------
 

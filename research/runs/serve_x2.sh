@@ -121,4 +121,33 @@ case "$1" in
       run 150 --model resnet50 --via direct --clients 8 --replicas $r --variants flexrt --binary --warmup-s 4 \
         --rates $((480 * r)) $((520 * r)) $((560 * r)) --budget-s 130
     done ;;
+  r)  # nvidia-h200-x2, one GPU (#22): two tiers, 8 CPU front ends (HTTP, checks, batching) before one model
+      # replica, ResNet-50 batched (10 ms wait) and not, p99 <= 50 ms, 16 client processes; then the single
+      # tier (one replica answering HTTP itself) unbatched, on the same host
+    export CUDA_VISIBLE_DEVICES=0
+    run 320 --model resnet50 --via direct --clients 16 --frontends 8 --variants flexrt flexrt_nobatch --batch-wait-ms 10 \
+      --binary --max-requests 24000 --rates 800 --warmup-s 3 --p99-ms 50 --search-steps 6 --search-precision 1.1 --budget-s 300
+    run 200 --model resnet50 --via direct --clients 16 --variants flexrt_nobatch --binary --max-requests 24000 --rates 400 \
+      --warmup-s 3 --p99-ms 50 --search-steps 5 --search-precision 1.1 --budget-s 180 ;;
+  s)  # part r again after the front ends moved to Serve's gRPC transport for the model tier (pickled values,
+      # no object store) and the router onto the request loop: 8 front ends batched and not, then 4 batched
+    export CUDA_VISIBLE_DEVICES=0
+    run 320 --model resnet50 --via direct --clients 16 --frontends 8 --variants flexrt flexrt_nobatch --batch-wait-ms 10 \
+      --binary --max-requests 24000 --rates 800 --warmup-s 3 --p99-ms 50 --search-steps 6 --search-precision 1.1 --budget-s 300
+    run 220 --model resnet50 --via direct --clients 16 --frontends 4 --variants flexrt --batch-wait-ms 10 \
+      --binary --max-requests 24000 --rates 800 --warmup-s 3 --p99-ms 50 --search-steps 6 --search-precision 1.1 --budget-s 200 ;;
+  t)  # part s with the front ends' batches overlapping (several at the model tier at once), 8 and 4 front
+      # ends batched; errors by status and message now recorded; then the replicas' logged failures
+    export CUDA_VISIBLE_DEVICES=0
+    for f in 8 4; do
+      run 250 --model resnet50 --via direct --clients 16 --frontends $f --variants flexrt --batch-wait-ms 10 \
+        --binary --max-requests 24000 --rates 1000 --warmup-s 3 --p99-ms 50 --search-steps 6 --search-precision 1.1 --budget-s 230
+    done
+    grep -h "failed\|Error" /tmp/ray/session_*/logs/serve/*.log 2>/dev/null | sort | uniq -c | sort -rn | head -20 ;;
+  u)  # part s again after the fix of run t's failures (the model replicas' gRPC server refused messages over
+      # 4 MiB: a batch of 16 images), one batch at a time per front end as in s: 8 front ends, batched and not
+    export CUDA_VISIBLE_DEVICES=0
+    run 330 --model resnet50 --via direct --clients 16 --frontends 8 --variants flexrt flexrt_nobatch --batch-wait-ms 10 \
+      --binary --max-requests 24000 --rates 800 --warmup-s 3 --p99-ms 50 --search-steps 6 --search-precision 1.1 --budget-s 310
+    grep -h "failed\|Error" /tmp/ray/session_*/logs/serve/*.log 2>/dev/null | sort | uniq -c | sort -rn | head -10 ;;
 esac

@@ -348,6 +348,71 @@ def test_without_batching_requests_run_alone_on_one_model_thread(artifact: tuple
     assert stats["model_threads"] == 1
 
 
+def test_front_ends_batch_and_the_model_tier_runs_one_call_per_chunk(artifact: tuple[str, torch.nn.Module]) -> None:
+    """`--frontends 2`: two CPU replicas answer HTTP and batch, the one model replica runs what they send
+    (one call per stacked chunk); answers equal eager; bad requests are refused by the front end."""
+    path, model = artifact
+    start = time.monotonic()
+    with local_serve(_free_port()) as url:
+        config = ServeConfig.from_mapping({
+            "artifact": path, "name": "tiny", "batch_dims": "x:0", "max_batch_size": 8, "batch_wait_ms": 20,
+            "frontends": 2, "num_cpus": 0.5, "graceful_shutdown_timeout_s": 5,
+        })
+        serve.run(build_app(config), name="tiny", route_prefix="/", blocking=False)
+        client = InferenceClient(url, "tiny")
+        assert client.metadata()["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, -1, 16]}]
+        _check_concurrently(client, model, start, 12, lambda seed, i, gen: torch.rand(1 + i % 3, 5, 16, generator=gen))
+        status, payload, _ = _post(f"{url}/v2/models/tiny/infer", json.dumps(encode_request({"x": torch.rand(1, 99, 16)})).encode())
+        assert status == 400 and "dim 1" in payload["error"], payload
+        fronts: dict[str, dict] = {}
+        for _ in range(40):  # Ray routes each GET to one front end: ask until both answered (bounded)
+            stats = json.loads(urllib.request.urlopen(f"{url}/v2/models/tiny/stats", timeout=30).read())["replica"]
+            fronts[stats["replica_id"]] = stats
+            if len(fronts) == 2:
+                break
+    assert len(fronts) == 2, fronts
+    assert all(f["role"] == "frontend" and "gpu" not in f for f in fronts.values()), fronts
+    requests = sum(f["requests"] for f in fronts.values())
+    calls = sum(f["calls"] for f in fronts.values())
+    assert requests == 8 * 12 and calls < requests, (requests, calls)  # stacked in the front ends
+    model_tier = max((f["model_tier"] for f in fronts.values()), key=lambda m: m["model_calls"])
+    assert model_tier["model_calls"] == calls  # every chunk one call there, the warm-up not counted
+    assert model_tier["model_threads"] == 1
+
+
+def test_front_ends_send_calls_larger_than_grpcs_default_message(tmp_path) -> None:
+    """One request of 5 MB through a front end: the model tier's gRPC server takes it (Ray's default
+    limit, 4 MiB, refused ResNet-50 batches of 16 with a 500 on the H200)."""
+    torch.manual_seed(1)
+    model = torch.nn.Linear(16, 4).eval()
+    inputs = [flexrt.Input(min_shape=(1, 2, 16), opt_shape=(2, 64, 16), max_shape=(4, 50000, 16), name="x")]
+    path = str(tmp_path / "wide.ep")
+    flexrt.save(flexrt.compile(model, ir="dynamo", arg_inputs=inputs, device="cpu"), path, arg_inputs=inputs)
+    with local_serve(_free_port()) as url:
+        config = ServeConfig.from_mapping({"artifact": path, "name": "wide", "batch_dims": "x:0", "frontends": 1,
+                                           "num_cpus": 0.5, "graceful_shutdown_timeout_s": 5})
+        serve.run(build_app(config), name="wide", route_prefix="/", blocking=False)
+        x = torch.rand(2, 40000, 16) + 0.1  # 5.1 MB of float32
+        out = InferenceClient(url, "wide", timeout=60).infer({"x": x}, binary=True)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(out["output_0"] if "output_0" in out else next(iter(out.values()))),
+                                   model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_the_model_tier_is_called_over_grpc_only_where_replicas_take_large_messages(monkeypatch) -> None:
+    from flexrt.serving import deployment
+
+    class Handle:
+        def options(self, **kw: object) -> dict:
+            return kw
+
+    monkeypatch.setenv(ray_env.GRPC_LIMIT, str(ray_env.GRPC_MESSAGE_BYTES))
+    assert deployment._model_handle(Handle())["_by_reference"] is False
+    monkeypatch.delenv(ray_env.GRPC_LIMIT)
+    handle = Handle()
+    assert deployment._model_handle(handle) is handle  # Ray's 4 MiB: actor calls, no size limit
+
+
 def test_warm_up_sizes_are_checked_before_ray_starts(artifact: tuple[str, torch.nn.Module]) -> None:
     path, _ = artifact
     with pytest.raises(ServingError, match=r"x:1: \[999\] fit no profile"):
@@ -372,6 +437,22 @@ def test_deployment_options_resources_autoscaling_and_backpressure() -> None:
     assert cpu["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 0}
     assert cpu["num_replicas"] == 2 and cpu["max_queued_requests"] == 7
     assert cpu["backpressure_config"].status_code == 503 and cpu["backpressure_config"].retry_after_s == 1.0
+
+
+def test_two_tier_options_put_the_queue_bound_on_the_front_ends() -> None:
+    from flexrt.serving.deployment import deployment_options, frontend_options
+
+    config = ServeConfig.from_mapping({"artifact": "m.ep", "device": "cuda", "frontends": 6, "max_queue": 9,
+                                       "batch_dims": "x:0", "max_batch_size": 32})
+    front, model = frontend_options(config), deployment_options(config)
+    assert front["num_replicas"] == 6 and front["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 0}
+    assert front["max_queued_requests"] == 9 and front["backpressure_config"].status_code == 503
+    assert front["name"] == "flexrt-m" and model["name"] == "flexrt-m-model"
+    assert model["ray_actor_options"]["num_gpus"] == 1 and model["num_replicas"] == 1
+    assert model["max_queued_requests"] == -1 and "backpressure_config" not in model
+    assert model["max_ongoing_requests"] >= 6 * config.ongoing  # every front end's calls at once
+    with pytest.raises(ServingError, match="frontends must be >= 0"):
+        ServeConfig.from_mapping({"artifact": "m.ep", "frontends": -1})
 
 
 def test_direct_ingress_each_replica_answers_on_its_own_port(artifact: tuple[str, torch.nn.Module], monkeypatch) -> None:
