@@ -150,4 +150,8 @@ case "$1" in
     run 330 --model resnet50 --via direct --clients 16 --frontends 8 --variants flexrt flexrt_nobatch --batch-wait-ms 10 \
       --binary --max-requests 24000 --rates 800 --warmup-s 3 --p99-ms 50 --search-steps 6 --search-precision 1.1 --budget-s 310
     grep -h "failed\|Error" /tmp/ray/session_*/logs/serve/*.log 2>/dev/null | sort | uniq -c | sort -rn | head -10 ;;
+  v)  # the shipped settings (router back in its own loop): 8 front ends, batched, as part u
+    export CUDA_VISIBLE_DEVICES=0
+    run 250 --model resnet50 --via direct --clients 16 --frontends 8 --variants flexrt --batch-wait-ms 10 \
+      --binary --max-requests 24000 --rates 700 --warmup-s 3 --p99-ms 50 --search-steps 5 --search-precision 1.1 --budget-s 210 ;;
 esac
