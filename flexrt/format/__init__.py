@@ -10,7 +10,7 @@ import io
 import tempfile
 
 from flexrt.format.layout import FORMAT_VERSION, MAGIC, MANIFEST, device_info
-from flexrt.format.read import open_artifact, read_manifest, runtime_options, state_from
+from flexrt.format.read import io_specs, open_artifact, read_manifest, runtime_options, state_from
 from flexrt.format.write import build_members, write_artifact, write_zip
 from flexrt.ir import EngineBinary, EngineState
 from flexrt.settings import RuntimeOptions
@@ -43,6 +43,7 @@ __all__ = [
     "MANIFEST",
     "build_members",
     "device_info",
+    "io_specs",
     "open_artifact",
     "read_manifest",
     "runtime_options",

@@ -168,6 +168,16 @@ def _program(path: str, k: int, entry: dict[str, Any], manifest: dict[str, Any],
     return ProgramState(entry["inputs"], [(kind, value) for kind, value in entry["outputs"]], segments, constants)
 
 
+def io_specs(path: str, manifest: dict[str, Any]) -> tuple[list[TensorSpec], list[TensorSpec], list[Profile]]:
+    """The inputs, outputs and profiles a validated manifest describes: what a caller that loads no
+    engine needs (a serving front end's checks)."""
+    return (
+        [TensorSpec.from_json(d) for d in manifest["inputs"]],
+        [TensorSpec.from_json(d) for d in manifest["outputs"]],
+        _decode(path, "the profiles", lambda: [Profile.from_json(p) for p in manifest["profiles"]]),
+    )
+
+
 def state_from(path: str, manifest: dict[str, Any], members: Mapping[str, bytes], device: torch.device) -> EngineState:
     """The engine as data; engines stay in the archive, referenced, until a run time loads them.
     `manifest` was validated by `read_manifest`; what the schema cannot see is checked here."""
@@ -181,10 +191,11 @@ def state_from(path: str, manifest: dict[str, Any], members: Mapping[str, bytes]
             raise ArtifactError(
                 f"{path!r}: out_spec has {out_spec.num_leaves} leaves, profile {k} returns {len(program.outputs)} values; save the model again"
             )
+    inputs, outputs, profiles = io_specs(path, manifest)
     return EngineState(
-        inputs=[TensorSpec.from_json(d) for d in manifest["inputs"]],
-        outputs=[TensorSpec.from_json(d) for d in manifest["outputs"]],
-        profiles=_decode(path, "the profiles", lambda: [Profile.from_json(p) for p in manifest["profiles"]]),
+        inputs=inputs,
+        outputs=outputs,
+        profiles=profiles,
         programs=programs,
         settings=_decode(path, "the settings", lambda: CompileSettings.from_description(manifest["settings"], device)),
         in_spec=in_spec,

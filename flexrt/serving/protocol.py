@@ -134,16 +134,11 @@ class ModelSignature:
     @classmethod
     def from_file(cls, name: str, path: str) -> ModelSignature:
         """From an artifact's manifest alone: no engine is loaded (a CPU front end of a GPU model)."""
-        from flexrt.format import read_manifest
+        from flexrt.format import io_specs, read_manifest
 
         manifest, z = read_manifest(path)
         z.close()
-        try:
-            inputs = [TensorSpec.from_json(d) for d in manifest["inputs"]]
-            outputs = [TensorSpec.from_json(d) for d in manifest["outputs"]]
-            profiles = [Profile.from_json(p) for p in manifest["profiles"]]
-        except (KeyError, TypeError, ValueError) as e:
-            raise InputSpecError(f"{path!r}: the manifest's inputs, outputs or profiles cannot be read ({e})") from e
+        inputs, outputs, profiles = io_specs(path, manifest)
         return cls._from_specs(name, inputs, outputs, profiles)
 
     @classmethod
