@@ -146,8 +146,7 @@ def run(args: argparse.Namespace) -> int:
         url = f"http://{args.host}:{args.port}/v2/models/{config.name}"
         print(f"flexrt: serving {config.artifact} at {url} (infer: POST {url}/infer); Ctrl-C to stop", flush=True)
         if args.direct_ingress:
-            replicas = config.frontends or (config.min_replicas if config.replicas == "auto" else int(config.replicas))
-            for replica in ingress.replica_urls(config.name, replicas, args.host):
+            for replica in ingress.replica_urls(config.name, config.http_replicas, args.host):
                 print(f"flexrt: replica at {replica}/v2/models/{config.name} (direct ingress)", flush=True)
         while not stop.wait(1.0):
             pass

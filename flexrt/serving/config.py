@@ -169,6 +169,12 @@ class ServeConfig:
         return self.max_ongoing or max(8, 2 * self.max_batch_size)
 
     @property
+    def http_replicas(self) -> int:
+        """The replicas that answer HTTP (each with a port under direct ingress): the front ends, else
+        the model's replicas (autoscaled: as many as it starts with)."""
+        return self.frontends or (self.min_replicas if self.replicas == "auto" else int(self.replicas))
+
+    @property
     def padding(self) -> str:
         """The pad policy in effect: "auto" resolved for the device."""
         if self.pad != "auto":
