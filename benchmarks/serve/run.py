@@ -65,6 +65,26 @@ def _delta(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]], 
     return sum(after[r].get(key, 0) - before[r].get(key, 0) for r in after if r in before)
 
 
+def _model_replicas(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The model replicas' own counters (model_calls, model_busy_ms) by replica id: each replica's own
+    (single tier), or the model replica that answered each front end's /stats (two tiers)."""
+    models = [s.get("model_tier", s) for s in stats.values()]
+    return {m.get("replica_id", "?"): m for m in models if "model_calls" in m}
+
+
+def _model_load(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]], wall_s: float) -> dict[str, float]:
+    """Model calls per second and the model threads' busy share over one rate, from the model replicas
+    seen before and after it: whether the GPU's thread, or the request path before it, is the limit."""
+    b, a = _model_replicas(before), _model_replicas(after)
+    both = [r for r in a if r in b]
+    if not both or wall_s <= 0:
+        return {"model_replicas_seen": len(both)}
+    calls = sum(a[r]["model_calls"] - b[r]["model_calls"] for r in both)
+    busy_ms = sum(a[r]["model_busy_ms"] - b[r]["model_busy_ms"] for r in both)
+    return {"model_replicas_seen": len(both), "model_calls_per_s": calls / wall_s,
+            "model_busy_share": busy_ms / (1000 * wall_s * len(both))}
+
+
 def _nvidia_smi() -> str | None:
     """Per-process GPU memory as the driver sees it (AOTInductor's constants included)."""
     import subprocess
@@ -246,6 +266,7 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
             outcomes, wall = send(rate, args.duration_s, int(rate * 1000))
             after = _stats(url, name, http_replicas)
             summary = load.summarize(outcomes, wall, rate)
+            summary.update(_model_load(before, after, wall))
             served = _delta(before, after, "requests")
             summary["calls_per_request"] = _delta(before, after, "calls") / served if served else float("nan")
             summary["stats_replicas"] = len(set(before) & set(after))  # replicas whose counters these sums cover
@@ -262,7 +283,8 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
             say(f"{name} {variant} @ {rate:g}/s: sent {summary['sent']} ok {summary['ok']} 503 {summary['rejected_503']} "
                 f"p50 {summary['p50_ms']:.1f} p99 {summary['p99_ms']:.1f} ms, {summary['calls_per_request']:.2f} calls/req; "
                 f"per request: client mean {summary['client_mean_ms']:.1f} ms, in replica {summary['replica_ms_per_request']:.1f} "
-                f"(queued {summary['queue_ms_per_request']:.1f}), model calls {summary['model_ms_per_request']:.1f} ms")
+                f"(queued {summary['queue_ms_per_request']:.1f}), model calls {summary['model_ms_per_request']:.1f} ms; model replicas: "
+                f"{summary.get('model_calls_per_s', float('nan')):.0f} calls/s, thread busy {summary.get('model_busy_share', float('nan')):.0%}")
             if summary["errors"]:
                 say(f"{name} {variant} @ {rate:g}/s: errors by status {summary['error_statuses']}: {summary['error_samples']}")
             return summary

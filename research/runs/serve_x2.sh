@@ -154,4 +154,25 @@ case "$1" in
     export CUDA_VISIBLE_DEVICES=0
     run 250 --model resnet50 --via direct --clients 16 --frontends 8 --variants flexrt --batch-wait-ms 10 \
       --binary --max-requests 24000 --rates 700 --warmup-s 3 --p99-ms 50 --search-steps 5 --search-precision 1.1 --budget-s 210 ;;
+  w)  # (#22) where the model tier's ~440 calls/s limit is: 8 front ends batched at a fixed 850/s (30 s), py-spy
+      # (GIL holders, then all threads with idle) on the model replica and GIL holders on one front end, CPU per
+      # process; then 8 front ends before two model replicas sharing the GPU, batched and not, p99 <= 50 ms
+    export CUDA_VISIBLE_DEVICES=0
+    mkdir -p /tmp/w
+    timeout 170 python3 -m benchmarks.serve --model resnet50 --via direct --clients 16 --frontends 8 --variants flexrt \
+      --batch-wait-ms 10 --binary --max-requests 40000 --rates 850 --duration-s 30 --warmup-s 3 --out /tmp/w > /tmp/w/run.log 2>&1 &
+    for _ in $(seq 150); do sleep 1; grep -q "warm-up at" /tmp/w/run.log && break; done
+    sleep 5
+    for pid in $(pgrep -f ServeReplica); do case "$(tr '\0' ' ' < /proc/$pid/cmdline)" in *-model*) M=$pid ;; *) F=$pid ;; esac; done
+    S=/tmp/site/bin/py-spy
+    $S record --pid "$M" --duration 10 --rate 200 --gil --threads --nonblocking --format raw -o /tmp/w/model_gil.txt > /dev/null 2>&1 & P1=$!
+    $S record --pid "$F" --duration 10 --rate 200 --gil --threads --nonblocking --format raw -o /tmp/w/front_gil.txt > /dev/null 2>&1 & P2=$!
+    top -b -n 2 -d 3 -w 250 -c > /tmp/w/top.txt; wait $P1 $P2
+    $S record --pid "$M" --duration 8 --rate 200 --idle --threads --nonblocking --format raw -o /tmp/w/model_all.txt > /dev/null 2>&1
+    wait; grep "@" /tmp/w/run.log; tar czf ${RESULTS:-$OUT}/w_profiles.tgz -C /tmp/w .
+    for v in flexrt flexrt_nobatch; do
+      run 185 --model resnet50 --via direct --clients 16 --frontends 8 --replicas 2 --replicas-per-gpu 2 --variants $v \
+        --batch-wait-ms 10 --binary --max-requests 24000 --rates $([ $v = flexrt ] && echo 1000 || echo 600) --warmup-s 3 \
+        --p99-ms 50 --search-steps 5 --search-precision 1.1 --budget-s 165
+    done ;;
 esac
