@@ -10,10 +10,11 @@ is cut into chunks that do.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -320,36 +321,54 @@ def pad_target(signature: ModelSignature, profile: int, plan: BatchPlan, rows: i
     return rows
 
 
-def run_chunks(
-    items: Sequence[T],
-    shapes_of: Callable[[T], Shapes],
-    tensors_of: Callable[[T], Mapping[str, torch.Tensor]],
-    plan: BatchPlan | None,
-    signature: ModelSignature,
-    execute: Callable[[dict[str, torch.Tensor], int], Mapping[str, torch.Tensor]],
-    pad: str = "none",
-    max_rows: int | None = None,
-    on_chunk: Callable[[int, int, int], None] | None = None,
-) -> list[dict[str, torch.Tensor] | BaseException]:
-    """Run a batch of validated requests; one result (outputs or the exception) per item, in order.
+@dataclasses.dataclass
+class Call:
+    """One model call of a batch: the requests it answers (indices), its stacked (and padded) inputs,
+    the profile chosen for its shapes, the rows it runs (padding included), each request's rows
+    (None: one request, not stacked)."""
 
-    A failing chunk fails only its own requests. `execute(inputs, profile)` runs the model; `on_chunk`
-    (requests, rows run including padding, profile) is told of each call, for metrics."""
-    results: list[dict[str, torch.Tensor] | BaseException | None] = [None] * len(items)
-    shapes = [shapes_of(it) for it in items]
-    if plan is None:
-        chunks = [[i] for i in range(len(items))]
-    else:
-        chunks = plan.plan(shapes, lambda s: bool(signature.fitting(s)), max_rows)
-    for chunk in chunks:
-        try:
-            if plan is None:
-                inputs = dict(tensors_of(items[chunk[0]]))
-                profile = signature.choose(shapes[chunk[0]])
-                rows = 1
-                outs = execute(inputs, profile if profile is not None else 0)
-                results[chunk[0]] = dict(outs)
-            else:
+    members: list[int]
+    inputs: dict[str, torch.Tensor]
+    profile: int
+    rows: int
+    sizes: list[int] | None
+
+
+class Batch:
+    """A batch of validated requests cut into model calls; each request gets its call's outputs (its
+    own rows) or its call's exception. A failing call fails only its own requests.
+
+    `prepare` groups, stacks and pads; the caller runs each of `calls` (in order on a model thread,
+    or concurrently from a front end's event loop) and hands back `deliver` or `fail`."""
+
+    def __init__(self, count: int, plan: BatchPlan | None, on_chunk: Callable[[int, int, int], None] | None) -> None:
+        self.plan = plan
+        self.on_chunk = on_chunk
+        self.calls: list[Call] = []
+        self._results: list[dict[str, torch.Tensor] | BaseException | None] = [None] * count
+
+    @classmethod
+    def prepare(
+        cls,
+        items: Sequence[T],
+        shapes_of: Callable[[T], Shapes],
+        tensors_of: Callable[[T], Mapping[str, torch.Tensor]],
+        plan: BatchPlan | None,
+        signature: ModelSignature,
+        pad: str = "none",
+        max_rows: int | None = None,
+        on_chunk: Callable[[int, int, int], None] | None = None,
+    ) -> Batch:
+        """`on_chunk(requests, rows run including padding, profile)` is told of each call that succeeds."""
+        batch = cls(len(items), plan, on_chunk)
+        shapes = [shapes_of(it) for it in items]
+        if plan is None:
+            for i, it in enumerate(items):
+                profile = signature.choose(shapes[i])
+                batch.calls.append(Call([i], dict(tensors_of(it)), profile if profile is not None else 0, 1, None))
+            return batch
+        for chunk in plan.plan(shapes, lambda s: bool(signature.fitting(s)), max_rows):
+            try:
                 inputs, sizes = plan.stack([tensors_of(items[i]) for i in chunk])
                 rows = sum(sizes)
                 stacked = plan.with_rows(shapes[chunk[0]], rows)
@@ -361,14 +380,72 @@ def run_chunks(
                     if target > rows and signature.fits(profile, plan.with_rows(stacked, target)):
                         inputs = plan.pad(inputs, target)
                         rows = target  # what the model ran: the metrics count padding rows too
-                outs = execute(inputs, profile)
-                for i, part in zip(chunk, plan.split(outs, sizes)):
-                    results[i] = part
-            if on_chunk is not None:
-                on_chunk(len(chunk), rows, profile if profile is not None else 0)
-        except Exception as e:  # noqa: BLE001 - handed to each request of the chunk, not swallowed
-            logger.warning("a batch of %d request(s) failed: %s", len(chunk), e)
-            for i in chunk:
-                results[i] = e
-    assert all(r is not None for r in results)
-    return results  # type: ignore[return-value]
+                batch.calls.append(Call(chunk, inputs, profile, rows, sizes))
+            except Exception as e:  # noqa: BLE001 - handed to each request of the chunk, not swallowed
+                batch._fail(chunk, e)
+        return batch
+
+    def run(self, execute: Callable[[dict[str, torch.Tensor], int], Mapping[str, torch.Tensor]]) -> None:
+        """Each call in turn on this thread (`execute(inputs, profile)` runs the model)."""
+        for call in self.calls:
+            try:
+                outputs = execute(call.inputs, call.profile)
+            except Exception as e:  # noqa: BLE001 - handed to each request of the call
+                self.fail(call, e)
+            else:
+                self.deliver(call, outputs)
+
+    async def run_async(self, execute: Callable[[dict[str, torch.Tensor], int], Awaitable[Mapping[str, torch.Tensor]]]) -> None:
+        """Every call at once, awaited (a front end sending its calls to the model tier)."""
+        outputs = await asyncio.gather(*(execute(c.inputs, c.profile) for c in self.calls), return_exceptions=True)
+        for call, out in zip(self.calls, outputs):
+            if isinstance(out, BaseException):
+                self.fail(call, out)
+            else:
+                self.deliver(call, out)
+
+    def deliver(self, call: Call, outputs: Mapping[str, torch.Tensor]) -> None:
+        """The call's outputs, split into each request's rows."""
+        try:
+            if call.sizes is None:
+                self._results[call.members[0]] = dict(outputs)
+            else:
+                assert self.plan is not None
+                for i, part in zip(call.members, self.plan.split(outputs, call.sizes)):
+                    self._results[i] = part
+        except Exception as e:  # noqa: BLE001 - a split that fails is the call's failure
+            self.fail(call, e)
+            return
+        if self.on_chunk is not None:
+            self.on_chunk(len(call.members), call.rows, call.profile)
+
+    def fail(self, call: Call, error: BaseException) -> None:
+        self._fail(call.members, error)
+
+    def _fail(self, members: Sequence[int], error: BaseException) -> None:
+        logger.warning("a batch of %d request(s) failed: %s", len(members), error)
+        for i in members:
+            self._results[i] = error
+
+    def results(self) -> list[dict[str, torch.Tensor] | BaseException]:
+        """One result per item, in order."""
+        assert all(r is not None for r in self._results)
+        return self._results  # type: ignore[return-value]
+
+
+def run_chunks(
+    items: Sequence[T],
+    shapes_of: Callable[[T], Shapes],
+    tensors_of: Callable[[T], Mapping[str, torch.Tensor]],
+    plan: BatchPlan | None,
+    signature: ModelSignature,
+    execute: Callable[[dict[str, torch.Tensor], int], Mapping[str, torch.Tensor]],
+    pad: str = "none",
+    max_rows: int | None = None,
+    on_chunk: Callable[[int, int, int], None] | None = None,
+) -> list[dict[str, torch.Tensor] | BaseException]:
+    """Run a batch of validated requests, its calls in turn on this thread (`execute(inputs, profile)`
+    runs the model); one result (outputs or the exception) per item, in order."""
+    batch = Batch.prepare(items, shapes_of, tensors_of, plan, signature, pad, max_rows, on_chunk)
+    batch.run(execute)
+    return batch.results()

@@ -1,7 +1,7 @@
 """The Ray Serve deployments: a FastAPI ingress speaking Open Inference Protocol v2 over one artifact.
 
 Per request: parse and validate in full (400 on any error, before batching), then either run alone
-(no --batch-dim) or wait in Ray's `@serve.batch` queue, where `batching.run_chunks` groups the batch
+(no --batch-dim) or wait in Ray's `@serve.batch` queue, where `batching.Batch` groups the batch
 by shape, stacks, runs and splits. Every request gets exactly one answer: its rows, or its chunk's
 error. Backpressure (503 + Retry-After) is Ray Serve's `max_queued_requests`.
 
@@ -18,8 +18,6 @@ Imports Ray: import this module only where Ray is installed (`flexrt serve`, `se
 # No `from __future__ import annotations` here: FastAPI reads these route signatures'
 # annotations at runtime (Request must be a class, not a string, for it to be injected).
 
-import asyncio
-import concurrent.futures
 import logging
 import time
 from typing import Any
@@ -31,8 +29,8 @@ from ray import serve
 
 import flexrt
 from flexrt.errors import InputSpecError, OutputEncodingError, RequestError
-from flexrt.serving import protocol, ray_env
-from flexrt.serving.batching import BatchPlan, run_chunks
+from flexrt.serving import protocol, ray_env, wire
+from flexrt.serving.batching import Batch, BatchPlan, run_chunks
 from flexrt.serving.config import ServeConfig
 from flexrt.serving.host import ModelHost, replica_identity
 
@@ -67,6 +65,14 @@ class _Item:
     def __init__(self, request: protocol.InferRequest) -> None:
         self.request = request
         self.enqueued = time.perf_counter()
+
+
+def _shapes(item: _Item) -> dict[str, tuple[int, ...]]:
+    return item.request.shapes
+
+
+def _tensors(item: _Item) -> dict[str, torch.Tensor]:
+    return item.request.inputs
 
 
 class _Metrics:
@@ -129,16 +135,10 @@ class FlexrtDeployment:
             self.host: ModelHost | None = ModelHost(self.config)
             self.signature = self.host.signature
             self.device = self.host.device
-            # the model thread: every call in order, one at a time
-            self._calls = self.host.pool
         else:
             self.host = None
             self.signature = protocol.ModelSignature.from_file(self.config.name, self.config.artifact)
             self.device = torch.device("cpu")  # this front end's own; the model tier's is the config's
-            # threads that wait on the model tier (their calls are ordered there); several, so that
-            # unbatched requests and chunks of different shapes travel at once
-            self._calls = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="flexrt-front")
-        self._loop: asyncio.AbstractEventLoop | None = None  # where requests are handled: the handle is used there
         self.plan = BatchPlan.resolve(self.signature, dict(self.config.batch_dims)) if self.config.batching else None
         self._batched.set_max_batch_size(self.config.max_batch_size)
         self._batched.set_batch_wait_timeout_s(self.config.batch_wait_ms / 1000)
@@ -152,25 +152,31 @@ class FlexrtDeployment:
     # -- running -----------------------------------------------------------------------------------
 
     def _execute(self, inputs: dict[str, torch.Tensor], profile: int) -> dict[str, torch.Tensor]:
-        """One (stacked) call, on a thread of `_calls`: here, or a round trip to the model tier."""
+        """One (stacked) call on the model thread of this replica (single tier)."""
+        assert self.host is not None
         start = time.perf_counter()
-        if self.host is not None:
-            outputs = self.host.execute(inputs, profile)
-        else:
-            assert self._loop is not None  # set by _in_model_thread before this thread was given work
-            outputs = asyncio.run_coroutine_threadsafe(self._remote(inputs, profile), self._loop).result()
+        outputs = self.host.execute(inputs, profile)
         self.metrics.stats["model_ms"] += (time.perf_counter() - start) * 1000
         return outputs
 
     async def _remote(self, inputs: dict[str, torch.Tensor], profile: int) -> dict[str, torch.Tensor]:
-        """On the replica's loop, where its handle lives."""
-        return await self.model.execute.remote(inputs, profile)
+        """One (stacked) call to the model tier (front end), awaited on this replica's loop, where its
+        handle lives; the tensors travel as numpy arrays (`wire`)."""
+        start = time.perf_counter()
+        outputs = wire.unpack(await self.model.execute.remote(wire.pack(inputs), profile))
+        self.metrics.stats["model_ms"] += (time.perf_counter() - start) * 1000
+        return outputs
 
-    def _run_batch(self, items: list[_Item]) -> list[dict[str, torch.Tensor] | BaseException]:
-        return run_chunks(
-            items, lambda it: it.request.shapes, lambda it: it.request.inputs, self.plan, self.signature,
-            self._execute, pad=self.config.padding, on_chunk=self.metrics.chunk,
-        )
+    async def _run_batch(self, items: list[_Item]) -> list[dict[str, torch.Tensor] | BaseException]:
+        """Single tier: group, stack, run and split on the model thread (one hop per batch). Front end:
+        group and stack on the loop and send every call to the model tier at once (no thread)."""
+        if self.host is not None:
+            return await self.host.run(run_chunks, items, _shapes, _tensors, self.plan, self.signature, self._execute,
+                                       self.config.padding, None, self.metrics.chunk)
+        batch = Batch.prepare(items, _shapes, _tensors, self.plan, self.signature, self.config.padding,
+                              on_chunk=self.metrics.chunk)
+        await batch.run_async(self._remote)
+        return batch.results()
 
     # One batch at a time, also in a front end: requests gather while the last batch runs, so batches
     # grow with the load. With 8 at once, a front end's batches stayed small and the model tier, whose
@@ -181,11 +187,7 @@ class FlexrtDeployment:
         for it in items:
             self.metrics.queue.observe((now - it.enqueued) * 1000, tags=self.metrics.tags)
             self.metrics.stats["queue_ms"] += (now - it.enqueued) * 1000
-        return await self._in_model_thread(items)
-
-    async def _in_model_thread(self, items: list[_Item]) -> list[Any]:
-        self._loop = asyncio.get_running_loop()
-        return await self._loop.run_in_executor(self._calls, self._run_batch, items)
+        return await self._run_batch(items)
 
     async def _model_stats(self) -> dict[str, Any]:
         """The model's own counts: this replica's, or (front end) those of one model replica."""
@@ -198,7 +200,7 @@ class FlexrtDeployment:
         if self.plan is not None:
             result = await self._batched(_Item(request))
         else:
-            result = (await self._in_model_thread([_Item(request)]))[0]
+            result = (await self._run_batch([_Item(request)]))[0]
         if isinstance(result, BaseException):
             raise result
         return result
@@ -319,8 +321,9 @@ class FlexrtModel:
         self.identity = replica_identity(self.host.device)
         logger.info("model tier of %s ready on %s", self.host.config.name, self.host.device)
 
-    async def execute(self, inputs: dict[str, torch.Tensor], profile: int) -> dict[str, torch.Tensor]:
-        return await self.host.run(self.host.execute, inputs, profile)
+    async def execute(self, inputs: dict[str, wire.Packed], profile: int) -> dict[str, wire.Packed]:
+        """A front end's (stacked) call, inputs and outputs as `wire` packs them."""
+        return wire.pack(await self.host.run(self.host.execute, wire.unpack(inputs), profile))
 
     def stats(self) -> dict[str, Any]:
         return {**self.identity, **self.host.stats()}
@@ -357,6 +360,7 @@ def deployment_options(config: ServeConfig) -> dict[str, Any]:
     resources = {"num_cpus": config.num_cpus, "num_gpus": 1 / config.replicas_per_gpu if gpu else 0}
     if config.frontends:
         options = _options(config, f"flexrt-{config.name}-model", resources, max(64, config.frontends * config.ongoing), -1)
+        options["logging_config"] = {"enable_access_log": False}  # a line per internal call; the front ends log requests
     else:
         options = _backpressure(_options(config, f"flexrt-{config.name}", resources, config.ongoing, config.max_queue), config)
     if config.replicas == "auto":

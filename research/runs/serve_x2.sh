@@ -175,4 +175,15 @@ case "$1" in
         --batch-wait-ms 10 --binary --max-requests 24000 --rates $([ $v = flexrt ] && echo 1000 || echo 600) --warmup-s 3 \
         --p99-ms 50 --search-steps 5 --search-precision 1.1 --budget-s 165
     done ;;
+  x)  # (#22) after the model tier's calls carry numpy arrays (tensors pickled through torch.save cost its event loop
+      # 22%), front ends send their calls from the loop (no thread) and the model tier logs no access lines: 8 front
+      # ends before two model replicas sharing the GPU, batched and not; then before one model replica, batched
+    export CUDA_VISIBLE_DEVICES=0
+    for v in flexrt flexrt_nobatch; do
+      run 150 --model resnet50 --via direct --clients 16 --frontends 8 --replicas 2 --replicas-per-gpu 2 --variants $v \
+        --batch-wait-ms 10 --binary --max-requests 24000 --rates $([ $v = flexrt ] && echo 1750 || echo 825) --warmup-s 3 \
+        --p99-ms 50 --search-steps 5 --search-precision 1.1 --budget-s 135
+    done
+    run 150 --model resnet50 --via direct --clients 16 --frontends 8 --variants flexrt --batch-wait-ms 10 --binary \
+      --max-requests 24000 --rates 875 --warmup-s 3 --p99-ms 50 --search-steps 5 --search-precision 1.1 --budget-s 135 ;;
 esac

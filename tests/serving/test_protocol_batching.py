@@ -3,7 +3,9 @@ message, and stacked batches split back into exactly each request's rows."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import pickle
 import random
 import subprocess
 import sys
@@ -13,7 +15,7 @@ import pytest
 import torch
 
 from flexrt.errors import InputSpecError, OutputEncodingError, RequestError, ServingError, ShapeOutOfRangeError
-from flexrt.serving import batching, protocol
+from flexrt.serving import batching, protocol, wire
 from flexrt.serving.batching import BatchPlan, parse_batch_dims, run_chunks
 from flexrt.serving.protocol import ModelSignature, Range, TensorInfo
 
@@ -341,6 +343,49 @@ def test_run_chunks_each_request_gets_its_own_rows() -> None:
         want = model(**r)
         torch.testing.assert_close(out["y"], want["y"])
         torch.testing.assert_close(out["n"], want["n"])
+
+
+def test_a_batch_sent_at_once_gets_each_request_its_rows_and_keeps_failures_in_their_call() -> None:
+    """A front end's path: every call of a batch awaited at once (`Batch.run_async`), finishing in any
+    order; each request gets exactly its own rows, and a failed call fails only its own requests."""
+    sig = signature()
+    plan = BatchPlan.resolve(sig, {"x": 0, "mask": 0})
+    gen = torch.Generator().manual_seed(5)
+    reqs = [{"x": torch.randn(1 + i % 3, 2 + i % 5, 16, generator=gen), "mask": torch.rand(1 + i % 3, 2 + i % 5, generator=gen) + 0.5}
+            for i in range(30)]
+    chunks: list[tuple[int, int, int]] = []
+
+    async def execute(inputs: dict, profile: int) -> dict:
+        await asyncio.sleep(0.001 * (7 - inputs["x"].shape[1]))  # wider calls finish first
+        if inputs["x"].shape[1] == 4:
+            raise RuntimeError("boom")
+        return model(**inputs)
+
+    batch = batching.Batch.prepare(reqs, lambda r: {n: t.shape for n, t in r.items()}, lambda r: r, plan, sig,
+                                   pad="buckets", on_chunk=lambda *c: chunks.append(c))
+    assert len(batch.calls) < len(reqs)
+    asyncio.run(batch.run_async(execute))
+    for r, out in zip(reqs, batch.results()):
+        if r["x"].shape[1] == 4:
+            assert isinstance(out, RuntimeError)
+            continue
+        want = model(**r)
+        torch.testing.assert_close(out["y"], want["y"])
+        torch.testing.assert_close(out["n"], want["n"])
+    assert sum(c[0] for c in chunks) == sum(r["x"].shape[1] != 4 for r in reqs)  # succeeded calls only
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.bool])
+def test_model_tier_calls_carry_tensors_as_arrays_of_every_dtype(dtype: torch.dtype) -> None:
+    """Inputs and outputs between a front end and the model tier travel as numpy arrays (cheap to pickle);
+    dtypes numpy lacks keep their dtype, every value its bits, a non-contiguous tensor its values."""
+    base = torch.randn(4, 6, 5) * 100
+    tensors = {"a": base.to(dtype), "b": base.to(dtype)[:, ::2].transpose(0, 1)}
+    back = wire.unpack(pickle.loads(pickle.dumps(wire.pack(tensors), protocol=pickle.HIGHEST_PROTOCOL)))
+    for name, t in tensors.items():
+        assert back[name].dtype == dtype and back[name].shape == t.shape
+        assert torch.equal(back[name], t)
+    assert all(isinstance(v, (np.ndarray, tuple)) for v in wire.pack(tensors).values())
 
 
 def test_padding_and_failures_stay_with_their_chunk() -> None:

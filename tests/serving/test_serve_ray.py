@@ -451,6 +451,7 @@ def test_two_tier_options_put_the_queue_bound_on_the_front_ends() -> None:
     assert model["ray_actor_options"]["num_gpus"] == 1 and model["num_replicas"] == 1
     assert model["max_queued_requests"] == -1 and "backpressure_config" not in model
     assert model["max_ongoing_requests"] >= 6 * config.ongoing  # every front end's calls at once
+    assert model["logging_config"]["enable_access_log"] is False and front["logging_config"]["enable_access_log"]
     assert config.http_replicas == 6
     assert ServeConfig.from_mapping({"artifact": "m.ep", "replicas": "auto", "min_replicas": 2}).http_replicas == 2
     with pytest.raises(ServingError, match="frontends must be >= 0"):
