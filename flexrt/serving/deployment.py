@@ -33,6 +33,7 @@ from flexrt.serving import protocol, ray_env, wire
 from flexrt.serving.batching import Batch, BatchPlan, run_chunks
 from flexrt.serving.config import ServeConfig
 from flexrt.serving.host import ModelHost, replica_identity
+from flexrt.serving.merge import MergingQueue
 
 logger = logging.getLogger(__name__)
 
@@ -161,9 +162,11 @@ class FlexrtDeployment:
 
     async def _remote(self, inputs: dict[str, torch.Tensor], profile: int) -> dict[str, torch.Tensor]:
         """One (stacked) call to the model tier (front end), awaited on this replica's loop, where its
-        handle lives; the tensors travel as numpy arrays (`wire`)."""
+        handle lives; the tensors travel as numpy arrays (`wire`). The model tier chooses the profile
+        (and pads) again, for the call it merges this one into."""
+        del profile
         start = time.perf_counter()
-        outputs = wire.unpack(await self.model.execute.remote(wire.pack(inputs), profile))
+        outputs = wire.unpack(await self.model.execute.remote(wire.pack(inputs)))
         self.metrics.stats["model_ms"] += (time.perf_counter() - start) * 1000
         return outputs
 
@@ -173,8 +176,8 @@ class FlexrtDeployment:
         if self.host is not None:
             return await self.host.run(run_chunks, items, _shapes, _tensors, self.plan, self.signature, self._execute,
                                        self.config.padding, None, self.metrics.chunk)
-        batch = Batch.prepare(items, _shapes, _tensors, self.plan, self.signature, self.config.padding,
-                              on_chunk=self.metrics.chunk)
+        # unpadded: the model tier merges calls that wait for its GPU and pads what it runs
+        batch = Batch.prepare(items, _shapes, _tensors, self.plan, self.signature, "none", on_chunk=self.metrics.chunk)
         await batch.run_async(self._remote)
         return batch.results()
 
@@ -318,15 +321,18 @@ class FlexrtModel:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.host = ModelHost(ServeConfig.from_mapping(config))
+        self.queue = MergingQueue(self.host)
         self.identity = replica_identity(self.host.device)
         logger.info("model tier of %s ready on %s", self.host.config.name, self.host.device)
 
-    async def execute(self, inputs: dict[str, wire.Packed], profile: int) -> dict[str, wire.Packed]:
-        """A front end's (stacked) call, inputs and outputs as `wire` packs them."""
-        return wire.pack(await self.host.run(self.host.execute, wire.unpack(inputs), profile))
+    async def execute(self, inputs: dict[str, wire.Packed]) -> dict[str, wire.Packed]:
+        """A front end's (stacked) call, inputs and outputs as `wire` packs them; calls that wait for
+        the model thread run merged (`merge`)."""
+        return wire.pack(await self.queue.submit(wire.unpack(inputs)))
 
     def stats(self) -> dict[str, Any]:
-        return {**self.identity, **self.host.stats()}
+        """Calls received from the front ends, and the model calls they became."""
+        return {**self.identity, **self.host.stats(), "calls_received": self.queue.received}
 
 
 def _options(config: ServeConfig, name: str, resources: dict[str, float], ongoing: int, queue: int) -> dict[str, Any]:

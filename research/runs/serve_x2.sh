@@ -186,4 +186,14 @@ case "$1" in
     done
     run 150 --model resnet50 --via direct --clients 16 --frontends 8 --variants flexrt --batch-wait-ms 10 --binary \
       --max-requests 24000 --rates 875 --warmup-s 3 --p99-ms 50 --search-steps 5 --search-precision 1.1 --budget-s 135 ;;
+  y)  # (#22) after the model tier merges the calls that wait for its model thread (greedy batching; front ends no
+      # longer pad, the model tier does): 8 and 12 front ends before one model replica, batched, then 12 before two
+    export CUDA_VISIBLE_DEVICES=0
+    for f in 8 12; do
+      run 130 --model resnet50 --via direct --clients 16 --frontends $f --variants flexrt --batch-wait-ms 10 --binary \
+        --max-requests 24000 --rates 1000 --warmup-s 3 --p99-ms 50 --search-steps 5 --search-precision 1.1 --budget-s 115
+    done
+    run 130 --model resnet50 --via direct --clients 16 --frontends 12 --replicas 2 --replicas-per-gpu 2 --variants flexrt \
+      --batch-wait-ms 10 --binary --max-requests 24000 --rates 1500 --warmup-s 3 --p99-ms 50 --search-steps 5 \
+      --search-precision 1.1 --budget-s 115 ;;
 esac

@@ -375,6 +375,65 @@ def test_a_batch_sent_at_once_gets_each_request_its_rows_and_keeps_failures_in_t
     assert sum(c[0] for c in chunks) == sum(r["x"].shape[1] != 4 for r in reqs)  # succeeded calls only
 
 
+class _Host:
+    """What MergingQueue uses of a ModelHost: one model thread running `execute`, slowly."""
+
+    def __init__(self, plan: BatchPlan | None, padding: str = "none") -> None:
+        import concurrent.futures
+        import types
+
+        self.signature = signature()
+        self.plan = plan
+        self.config = types.SimpleNamespace(padding=padding)
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self.ran: list[tuple[int, ...]] = []
+
+    def execute(self, inputs: dict, profile: int) -> dict:
+        import time
+
+        assert self.signature.fits(profile, {n: t.shape for n, t in inputs.items()})
+        self.ran.append(tuple(inputs["x"].shape))
+        time.sleep(0.01)  # a GPU call: the next calls queue meanwhile
+        if inputs["x"].shape[1] == 4:
+            raise RuntimeError("boom")
+        return model(**inputs)
+
+    async def run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_the_model_tier_merges_calls_that_wait_and_answers_each_with_its_rows(batched: bool) -> None:
+    """Calls that arrive while the model thread is busy run as one (stacked by shape, cut to fit a
+    profile, padded by the policy); each call gets back exactly its own rows, a failed merged call
+    fails only the calls in it. Without batch dims every call runs alone, as sent."""
+    from flexrt.serving.merge import MergingQueue
+
+    host = _Host(BatchPlan.resolve(signature(), {"x": 0, "mask": 0}) if batched else None, "buckets")
+    queue = MergingQueue(host)
+    gen = torch.Generator().manual_seed(11)
+    calls = [{"x": torch.randn(1 + i % 3, 2 + i % 3 * 2, 16, generator=gen),
+              "mask": torch.rand(1 + i % 3, 2 + i % 3 * 2, generator=gen) + 0.5} for i in range(24)]
+
+    async def main() -> list:
+        return await asyncio.gather(*(queue.submit(c) for c in calls), return_exceptions=True)
+
+    results = asyncio.run(main())
+    for c, out in zip(calls, results):
+        if c["x"].shape[1] == 4:
+            assert isinstance(out, RuntimeError)
+            continue
+        want = model(**c)
+        torch.testing.assert_close(out["y"], want["y"])
+        torch.testing.assert_close(out["n"], want["n"])
+    assert queue.received == len(calls)
+    if batched:
+        assert len(host.ran) < len(calls) and max(r[0] for r in host.ran) <= 8, host.ran
+        assert {r[0] for r in host.ran} <= {1, 2, 4, 8}, host.ran  # bucket padding at the model tier
+    else:
+        assert sorted(host.ran) == sorted(tuple(c["x"].shape) for c in calls)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.bool])
 def test_model_tier_calls_carry_tensors_as_arrays_of_every_dtype(dtype: torch.dtype) -> None:
     """Inputs and outputs between a front end and the model tier travel as numpy arrays (cheap to pickle);

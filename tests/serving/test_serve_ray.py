@@ -376,7 +376,8 @@ def test_front_ends_batch_and_the_model_tier_runs_one_call_per_chunk(artifact: t
     calls = sum(f["calls"] for f in fronts.values())
     assert requests == 8 * 12 and calls < requests, (requests, calls)  # stacked in the front ends
     model_tier = max((f["model_tier"] for f in fronts.values()), key=lambda m: m["model_calls"])
-    assert model_tier["model_calls"] == calls  # every chunk one call there, the warm-up not counted
+    assert model_tier["calls_received"] == calls  # every chunk one call there
+    assert 0 < model_tier["model_calls"] <= calls  # those waiting for the model thread merged; the warm-up not counted
     assert model_tier["model_threads"] == 1
 
 
