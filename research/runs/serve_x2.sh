@@ -196,4 +196,15 @@ case "$1" in
     run 130 --model resnet50 --via direct --clients 16 --frontends 12 --replicas 2 --replicas-per-gpu 2 --variants flexrt \
       --batch-wait-ms 10 --binary --max-requests 24000 --rates 1500 --warmup-s 3 --p99-ms 50 --search-steps 5 \
       --search-precision 1.1 --budget-s 115 ;;
+  z)  # (#22) the layout of part y's best (12 front ends, two model replicas sharing the GPU): unbatched, batched
+      # again, and batched with three model replicas
+    export CUDA_VISIBLE_DEVICES=0
+    run 125 --model resnet50 --via direct --clients 16 --frontends 12 --replicas 2 --replicas-per-gpu 2 --variants flexrt_nobatch \
+      --batch-wait-ms 10 --binary --max-requests 24000 --rates 800 --warmup-s 3 --p99-ms 50 --search-steps 5 \
+      --search-precision 1.1 --budget-s 110
+    for r in 2 3; do
+      run 125 --model resnet50 --via direct --clients 16 --frontends 12 --replicas $r --replicas-per-gpu $r --variants flexrt \
+        --batch-wait-ms 10 --binary --max-requests 24000 --rates 2250 --warmup-s 3 --p99-ms 50 --search-steps 5 \
+        --search-precision 1.1 --budget-s 110
+    done ;;
 esac
