@@ -1,7 +1,7 @@
 #!/bin/bash
 # Serving runs on nvidia-h200-x2: the load from several client processes straight to the replicas'
 # own ports (direct ingress, past Ray's one proxy process), one and two replicas.
-# Usage: bash research/runs/serve_x2.sh PART (a, b, e, f, h-q: nvidia-h200-x2; c, d: either)   (carry .whl: scripts/ray_wheels.sh)
+# Usage: bash research/runs/serve_x2.sh PART (a, b, e, f, h-z2: nvidia-h200-x2; c, d: either)   (carry .whl: scripts/ray_wheels.sh)
 # The 2026-11-30 attempt of an earlier part (handle path, 4 clients) hung in its clients: no figures.
 set -u
 P="python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir"
@@ -207,4 +207,9 @@ case "$1" in
         --batch-wait-ms 10 --binary --max-requests 24000 --rates 2250 --warmup-s 3 --p99-ms 50 --search-steps 5 \
         --search-precision 1.1 --budget-s 110
     done ;;
+  z2)  # (#22) the best unbatched layout with this code: twelve single-tier replicas sharing the GPU (run k of the
+       # third set held 2000/s with the code then)
+    export CUDA_VISIBLE_DEVICES=0
+    run 240 --model resnet50 --via direct --clients 16 --replicas 12 --replicas-per-gpu 12 --variants flexrt_nobatch \
+      --binary --max-requests 24000 --rates 1500 --warmup-s 3 --p99-ms 50 --search-steps 5 --search-precision 1.1 --budget-s 200 ;;
 esac
