@@ -345,6 +345,17 @@ def test_run_chunks_each_request_gets_its_own_rows() -> None:
         torch.testing.assert_close(out["n"], want["n"])
 
 
+def _assert_own_rows_or_boom(requests: list[dict], results: list) -> None:
+    """Each request's result equals the model on its own inputs; those 4 wide got the failing call's error."""
+    for r, out in zip(requests, results, strict=True):
+        if r["x"].shape[1] == 4:
+            assert isinstance(out, RuntimeError)
+            continue
+        want = model(**r)
+        torch.testing.assert_close(out["y"], want["y"])
+        torch.testing.assert_close(out["n"], want["n"])
+
+
 def test_a_batch_sent_at_once_gets_each_request_its_rows_and_keeps_failures_in_their_call() -> None:
     """A front end's path: every call of a batch awaited at once (`Batch.run_async`), finishing in any
     order; each request gets exactly its own rows, and a failed call fails only its own requests."""
@@ -365,13 +376,7 @@ def test_a_batch_sent_at_once_gets_each_request_its_rows_and_keeps_failures_in_t
                                    pad="buckets", on_chunk=lambda *c: chunks.append(c))
     assert len(batch.calls) < len(reqs)
     asyncio.run(batch.run_async(execute))
-    for r, out in zip(reqs, batch.results()):
-        if r["x"].shape[1] == 4:
-            assert isinstance(out, RuntimeError)
-            continue
-        want = model(**r)
-        torch.testing.assert_close(out["y"], want["y"])
-        torch.testing.assert_close(out["n"], want["n"])
+    _assert_own_rows_or_boom(reqs, batch.results())
     assert sum(c[0] for c in chunks) == sum(r["x"].shape[1] != 4 for r in reqs)  # succeeded calls only
 
 
@@ -419,13 +424,7 @@ def test_the_model_tier_merges_calls_that_wait_and_answers_each_with_its_rows(ba
         return await asyncio.gather(*(queue.submit(c) for c in calls), return_exceptions=True)
 
     results = asyncio.run(main())
-    for c, out in zip(calls, results):
-        if c["x"].shape[1] == 4:
-            assert isinstance(out, RuntimeError)
-            continue
-        want = model(**c)
-        torch.testing.assert_close(out["y"], want["y"])
-        torch.testing.assert_close(out["n"], want["n"])
+    _assert_own_rows_or_boom(calls, results)
     assert queue.received == len(calls)
     if batched:
         assert len(host.ran) < len(calls) and max(r[0] for r in host.ran) <= 8, host.ran
