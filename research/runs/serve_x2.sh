@@ -212,4 +212,11 @@ case "$1" in
     export CUDA_VISIBLE_DEVICES=0
     run 240 --model resnet50 --via direct --clients 16 --replicas 12 --replicas-per-gpu 12 --variants flexrt_nobatch \
       --binary --max-requests 24000 --rates 1500 --warmup-s 3 --p99-ms 50 --search-steps 5 --search-precision 1.1 --budget-s 200 ;;
+  z3)  # (#22) BERT (sequence lengths 32-256) in part z's layout, batched and not, p99 <= 100 ms as in its earlier runs
+    export CUDA_VISIBLE_DEVICES=0
+    for v in flexrt flexrt_nobatch; do
+      run 135 --model bert --via direct --clients 16 --frontends 12 --replicas 2 --replicas-per-gpu 2 --variants $v \
+        --binary --max-requests 24000 --rates $([ $v = flexrt ] && echo 1200 || echo 600) --warmup-s 4 --p99-ms 100 \
+        --search-steps 4 --search-precision 1.15 --budget-s 120
+    done ;;
 esac
