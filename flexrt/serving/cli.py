@@ -98,14 +98,22 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
 
 
 def check(config: ServeConfig) -> None:
-    """Load the artifact here and check the batch dims, so that mistakes fail before Ray starts."""
+    """Check the artifact and the batch dims here, so that mistakes fail before Ray starts. The engines
+    are loaded too where they can run; for a GPU deployment started where there is no GPU (a cluster's
+    head node, a CPU host of the front ends) the manifest is read alone (it checks every member's size),
+    and the replicas load the engines."""
+    import torch
+
     import flexrt
     from flexrt.serving.batching import BatchPlan, warm_up_symbols
     from flexrt.serving.protocol import ModelSignature
 
     if not os.path.isfile(config.artifact):
         raise ServingError(f"no such artifact: {config.artifact!r}")
-    signature = ModelSignature.from_artifact(config.name, flexrt.load(config.artifact))
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        signature = ModelSignature.from_file(config.name, config.artifact)
+    else:
+        signature = ModelSignature.from_artifact(config.name, flexrt.load(config.artifact))
     if config.batching:
         BatchPlan.resolve(signature, dict(config.batch_dims))
     warm_up_symbols(signature, config.warm_up_sizes)

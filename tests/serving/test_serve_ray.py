@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -23,7 +24,7 @@ ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 
 import flexrt  # noqa: E402
-from flexrt.errors import ServingError  # noqa: E402
+from flexrt.errors import ArtifactError, ServingError  # noqa: E402
 from flexrt.serving import cli, ray_env  # noqa: E402
 from flexrt.serving.application import build_app  # noqa: E402
 from flexrt.serving.client import InferenceClient  # noqa: E402
@@ -418,6 +419,34 @@ def test_warm_up_sizes_are_checked_before_ray_starts(artifact: tuple[str, torch.
     path, _ = artifact
     with pytest.raises(ServingError, match=r"x:1: \[999\] fit no profile"):
         cli.check(ServeConfig.from_mapping({"artifact": path, "name": "tiny", "warm_up_sizes": "x:1=4,999"}))
+
+
+def _with_engines(path: str, out: str, replace: Callable[[bytes], bytes]) -> str:
+    """A copy of the artifact at `path` with every engine member's bytes replaced."""
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(out, "w") as zout:
+        for member in zin.namelist():
+            data = zin.read(member)
+            zout.writestr(member, replace(data) if member.startswith("engines/") else data)
+    return out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the manifest-only check is for hosts without a GPU")
+def test_a_gpu_deployment_is_checked_from_the_manifest_where_there_is_no_gpu(artifact: tuple[str, torch.nn.Module], tmp_path) -> None:
+    """`flexrt serve --device cuda` on a host without a GPU (the replicas have one: a cluster's head node)
+    checks the manifest and the batch dims without loading engines, which the loader would refuse
+    there for a CUDA artifact; the replicas load them (and check their checksums). A member of the
+    wrong size is still refused before Ray starts."""
+    path, _ = artifact
+    cli.check(ServeConfig.from_mapping({"artifact": path, "name": "tiny", "device": "cuda", "batch_dims": "x:0"}))
+    with pytest.raises(ServingError, match="has no input 'y'"):
+        cli.check(ServeConfig.from_mapping({"artifact": path, "name": "tiny", "device": "cuda", "batch_dims": "y:0"}))
+    zeroed = _with_engines(path, str(tmp_path / "zeroed.ep"), lambda data: bytes(len(data)))
+    cli.check(ServeConfig.from_mapping({"artifact": zeroed, "name": "tiny", "device": "cuda"}))  # engines not read here
+    with pytest.raises(ArtifactError, match="checksum"):  # where they can run, they are loaded
+        cli.check(ServeConfig.from_mapping({"artifact": zeroed, "name": "tiny", "device": "cpu"}))
+    cut = _with_engines(path, str(tmp_path / "cut.ep"), lambda data: data[:100])
+    with pytest.raises(ArtifactError, match="damaged"):
+        cli.check(ServeConfig.from_mapping({"artifact": cut, "name": "tiny", "device": "cuda"}))
 
 
 def test_deployment_options_resources_autoscaling_and_backpressure() -> None:
