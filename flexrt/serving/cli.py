@@ -100,8 +100,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
 def check(config: ServeConfig) -> None:
     """Check the artifact and the batch dims here, so that mistakes fail before Ray starts. The engines
     are loaded too where they can run; for a GPU deployment started where there is no GPU (a cluster's
-    head node, a CPU host of the front ends) the manifest is read alone (it checks every member's size),
-    and the replicas load the engines."""
+    head node) the manifest is read alone (it checks every member's size), and the replicas load the
+    engines."""
     import torch
 
     import flexrt

@@ -1,12 +1,14 @@
 """The model tier's queue: calls that arrive while the model thread is busy run as one.
 
-Behind N front ends each front end batches only its own share of the traffic, so the model replica
+Behind N front ends each front end batches only its own share of the traffic, so a model replica
 gets many small calls (2-3 ResNet-50 images each at 1000 requests/s with 8 front ends on the H200),
-and its model thread, one GPU call at a time, became the limit (80% busy at 1300 calls/s). Here
-calls that queue while a GPU call runs are stacked into the next one (greedy batching: no wait is
-added; an idle thread takes a call at once), grouped by shape and cut to fit a profile exactly as
-a front end's batch is (`batching.Batch`), then padded by the pad policy; each call gets back its
-own rows. Without batch dims each call still runs alone, several per hop to the model thread.
+one GPU call at a time on its model thread. Here calls that queue while a GPU call runs are stacked
+into the next one (greedy batching: no wait is added; an idle thread takes a call at once), grouped
+by shape and cut to fit a profile exactly as a front end's batch is (`batching.Batch`), then padded
+by the pad policy; each call gets back its own rows. Without batch dims each call still runs alone,
+several per hop to the model thread. Measured on the H200 (benchmarks/results/serve/h200-2026-11-30g):
+about a fifth of the calls merged at the knee of 12 front ends before two model replicas; it did
+not raise one model replica's knee, whose limit is its process's per-call path, not its GPU calls.
 Imports no Ray.
 """
 

@@ -3,7 +3,7 @@
 Between a front end and the model tier every call's inputs and outputs are pickled (Serve's gRPC
 transport, or Ray's object store). A torch tensor pickles through `torch.save` into a buffer of
 its own, 120-150 us per 3x224x224 batch on each side; a numpy array pickles as its bytes, 20 us
-(on the H200 host the model replica's event loop spent 22% of its time unpickling tensors).
+(on the H200 host, 22% of the model replica's event-loop time holding the GIL went to unpickling them).
 Dtypes numpy lacks (bfloat16, float8) travel as integers of their width, with their name.
 """
 
