@@ -77,4 +77,10 @@ case "$1" in
     bash "$0" j "${@:2}"
     PYTHONPATH=/tmp/site:$PWD timeout 120 python3 -m pytest -q -m cuda -p no:cacheprovider tests/compiler/test_module_cache.py \
       2>&1 | tail -2 ;;
+  m)  # where a first build's C++ compile time goes (every subprocess of the build timed), and the wrapper's
+      # compile under other flags (no line tables, no variable tracking, no precompiled header, -O0, clang),
+      # with GCC's -ftime-report; Inductor's global precompiled header emptied first (a fresh machine)
+    which clang++ g++; g++ --version | head -1
+    timeout 560 python3 -m research.probes.wrapper_flags --models expand_reshape,resnet50,bert --clear-pch \
+      --out $OUT 2>&1 | grep -v Warning | tail -40 ;;
 esac
