@@ -30,6 +30,7 @@ from flexrt._version import __version__
 from flexrt.build import cache
 from flexrt.build.failure import describe_build_failure
 from flexrt.build.keys import device_key, digest, process_inductor_config
+from flexrt.build.timers import BuildTimes, inductor_phases
 from flexrt.errors import CompilationError
 from flexrt.ir.binary import EXTERN_NODES, EngineBinary
 from flexrt.settings import CompileSettings
@@ -327,41 +328,64 @@ def cached_engine(segment: str, settings: CompileSettings, label: str) -> Engine
 def compile_engine(ep: ExportedProgram, settings: CompileSettings, label: str, segment: str | None = None) -> EngineBinary:
     """AOTInductor-compile one exported segment (or take it from the engine cache); `segment` (its
     segment_key) is remembered as leading to this engine."""
-    return compile_engine_keyed(ep, settings, label, segment)[1]
+    return compile_engine_keyed(ep, settings, label, segment).binary
+
+
+@dataclasses.dataclass
+class CompiledEngine:
+    """What `compile_engine_keyed` returns: the engine, its cache key, whether it was built here (not
+    cached) and, if built, where the build's time went."""
+
+    key: str
+    binary: EngineBinary
+    built: bool
+    times: BuildTimes | None = None
 
 
 def compile_engine_keyed(
     ep: ExportedProgram, settings: CompileSettings, label: str, segment: str | None = None
-) -> tuple[str, EngineBinary, bool]:
-    """`compile_engine`, also returning the engine's cache key and whether it was built (not cached)."""
+) -> CompiledEngine:
+    """`compile_engine`, also returning the engine's cache key, whether it was built and its timings."""
+    times = BuildTimes()
+    start = time.perf_counter()
     key = engine_key(ep, settings)
+    times.key_s = time.perf_counter() - start
     if segment is not None:
         cache.put(segment, key.encode("ascii"), settings.cache_dir)
     blob = cache.get(key, settings.cache_dir)
     if blob is not None:
         logger.info("engine %s: reused from cache (%s)", label, key[:12])
-        return key, EngineBinary.from_bytes(blob, key=key), False
-    start = time.perf_counter()
+        return CompiledEngine(key, EngineBinary.from_bytes(blob, key=key), False)
     # Inductor's Triton GEMM templates read the TF32 flag when they are generated
     policy = tf32_policy(not settings.disable_tf32) if settings.device.type == "cuda" else contextlib.nullcontext()
     with tempfile.TemporaryDirectory(prefix="flexrt-build-") as tmp, policy, _quiet_leafspec(), exact_meta_shapes():
+        start = time.perf_counter()
         try:
-            path = torch._inductor.aoti_compile_and_package(
-                ep, package_path=os.path.join(tmp, "engine.pt2"), inductor_configs=inductor_configs(settings, ep)
-            )
+            with inductor_phases() as times.phases:
+                path = torch._inductor.aoti_compile_and_package(
+                    ep, package_path=os.path.join(tmp, "engine.pt2"), inductor_configs=inductor_configs(settings, ep)
+                )
         except Exception as e:
             raise CompilationError(describe_build_failure("AOTInductor", e, ep.graph, label)) from e
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-            sos = [n for n in names if n.endswith(".so")]
-            if len(sos) != 1:
-                raise CompilationError(f"build: expected one shared object in the AOTInductor package, found {sos}")
-            kernels = {os.path.basename(n): z.read(n) for n in names if n.endswith((".cubin", ".fatbin", ".hsaco", ".spv"))}
-            extern = sos[0][: -len(".so")] + ".json"
-            if extern in names:  # ops called through the dispatcher (see binary.EXTERN_NODES)
-                kernels[EXTERN_NODES] = z.read(extern)
-            binary = EngineBinary(z.read(sos[0]), kernels, key=key)
-    seconds = time.perf_counter() - start
-    logger.info("engine %s: built in %.1f s (%.1f MB)", label, seconds, binary.size / 1e6)
+        times.inductor_s = time.perf_counter() - start
+        start = time.perf_counter()
+        binary = _read_package(path, key)
     cache.put(key, binary.to_bytes(), settings.cache_dir)
-    return key, binary, True
+    times.package_s = time.perf_counter() - start
+    logger.info("engine %s: built in %.1f s (%.1f MB)", label, times.key_s + times.inductor_s + times.package_s,
+                binary.size / 1e6)
+    return CompiledEngine(key, binary, True, times)
+
+
+def _read_package(path: str, key: str) -> EngineBinary:
+    """The engine in an AOTInductor package: its one shared object, kernel binaries and extern-op nodes."""
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+        sos = [n for n in names if n.endswith(".so")]
+        if len(sos) != 1:
+            raise CompilationError(f"build: expected one shared object in the AOTInductor package, found {sos}")
+        kernels = {os.path.basename(n): z.read(n) for n in names if n.endswith((".cubin", ".fatbin", ".hsaco", ".spv"))}
+        extern = sos[0][: -len(".so")] + ".json"
+        if extern in names:  # ops called through the dispatcher (see binary.EXTERN_NODES)
+            kernels[EXTERN_NODES] = z.read(extern)
+        return EngineBinary(z.read(sos[0]), kernels, key=key)

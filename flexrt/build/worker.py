@@ -20,7 +20,6 @@ import sys  # noqa: E402
 
 import torch  # noqa: E402
 import torch._inductor.compile_fx  # noqa: E402  (imported now, while the caller traces)
-from torch._dynamo.utils import compilation_time_metrics  # noqa: E402  (Inductor's own phase timers, this process)
 from torch._inductor.async_compile import AsyncCompile  # noqa: E402
 
 from flexrt.build.inductor import compile_engine_keyed, export_with_dims  # noqa: E402
@@ -52,14 +51,13 @@ def build(job_path: str, timeline: dict[str, float]) -> None:
     register_shape_functions(job.module.graph)
     ep = export_with_dims(job.module, job.examples, job.dims, job.oblivious)
     export_s = time.perf_counter() - start
-    key, engine, built = compile_engine_keyed(ep, settings, job.label, segment=job.segment)
-    timers = sorted(((k, sum(v)) for k, v in compilation_time_metrics.items()), key=lambda kv: -kv[1])
+    done = compile_engine_keyed(ep, settings, job.label, segment=job.segment)
     out_path = job_path + ".out"
     with open(out_path, "wb") as f:
-        f.write(engine.to_bytes())
+        f.write(done.binary.to_bytes())
     with open(out_path + ".json", "w") as f:
-        json.dump({"key": key, "built": built, "export_s": export_s, "engine_s": time.perf_counter() - start - export_s,
-                   "inductor_s": {k: round(v, 2) for k, v in timers[:8] if v >= 0.5}, "timeline": timeline,
+        json.dump({"key": done.key, "built": done.built, "export_s": export_s, "engine_s": time.perf_counter() - start - export_s,
+                   "times": done.times.describe() if done.times else "cached", "timeline": timeline,
                    "written_at": time.time()}, f)
 
 

@@ -196,10 +196,9 @@ class WorkerPool:
         cache.put(meta["key"], blob, None)
         cache.record(hit=not meta["built"])
         stage_done(logger, f"export {job.stage}", meta["export_s"], "in a worker")
-        timers = ", ".join(f"{k} {v:.1f} s" for k, v in meta.get("inductor_s", {}).items())
         stage_done(logger, f"engine {job.stage}", time.perf_counter() - start,
                    f"in a worker: {_timeline(meta.get('timeline', {}), sent_at, meta.get('written_at'))}"
-                   f"build {meta['engine_s']:.1f} s" + (f"; Inductor: {timers}" if timers else ""))
+                   f"build {meta['engine_s']:.1f} s: {meta.get('times', '')}")
         return engine
 
 

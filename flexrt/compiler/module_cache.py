@@ -125,6 +125,12 @@ def _engine_segments(state: EngineState, manifest: dict[str, Any]) -> Iterator[t
 
 def store(key: str, state: EngineState, files: list[SourceFile], settings: CompileSettings) -> None:
     """Write the entry for a compiled module whose engines are all in the engine cache."""
+    start = time.perf_counter()
+    _store(key, state, files, settings)
+    stage_done(logger, "module cache store", time.perf_counter() - start)
+
+
+def _store(key: str, state: EngineState, files: list[SourceFile], settings: CompileSettings) -> None:
     try:
         manifest, members = build_members(state)
     except _ERRORS as e:

@@ -50,7 +50,11 @@ def build_from_traced(
     state = EngineState(
         inputs, output_specs(gm, plan, traced.out_spec), list(profiles), programs, settings, traced.in_spec, traced.out_spec
     )
-    return Engine(state, runtime), gm, plan
+    start = time.perf_counter()
+    stage_started(logger, "load")
+    engine = Engine(state, runtime)  # the engines loaded into this process (onto the device), ready to run
+    stage_done(logger, "load", time.perf_counter() - start)
+    return engine, gm, plan
 
 
 def trace_module(

@@ -166,7 +166,7 @@ def main() -> int:
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": tempfile.mkdtemp(prefix="inductor-"), "PYTHONUNBUFFERED": "1"}
         cmd = [sys.executable, "-m", "research.probes.wrapper_flags", "--child", model, "--device", args.device,
                "--cache", tempfile.mkdtemp(prefix="flexrt-cache-")] + (["--smoke"] if args.smoke else [])
-        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=900)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         lines = proc.stdout.splitlines()
         print("\n".join(ln for ln in lines if not ln.startswith("RESULT ")), flush=True)
         result = [ln for ln in lines if ln.startswith("RESULT ")]

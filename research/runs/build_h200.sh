@@ -83,4 +83,11 @@ case "$1" in
     which clang++ g++; g++ --version | head -1
     timeout 560 python3 -m research.probes.wrapper_flags --models expand_reshape,resnet50,bert --clear-pch \
       --out $OUT 2>&1 | grep -v Warning | tail -40 ;;
+  n)  # after run m: every model's one-profile build against torch.compile default's first compile in the
+      # same run (fresh process, cold Inductor cache each), with the engine stage's new breakdown
+      # (AOTInductor's phases, key, package) and the load and module-cache-store stages
+    for m in expand_reshape resnet50 bert vit; do
+      timeout 200 python3 -m benchmarks.build_time --models $m --variants flexrt,torch_compile --peer-shapes opt \
+        --out $OUT 2>&1 | grep -v Warning | tail -2
+    done ;;
 esac

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 import torch
@@ -68,8 +69,12 @@ def test_default_ir_logging_and_eager_fallback(caplog, monkeypatch):
     info = [r for r in caplog.records if r.levelno == logging.INFO and r.name.startswith("flexrt")]
     steps = [r.stage for r in info if hasattr(r, "stage")]
     assert steps == ["trace", "lower", "partition", "export segment 0 profile 0", "engine segment 0 profile 0",
-                     "build profile 0"], steps
+                     "build profile 0", "load"], steps
     assert all(r.seconds >= 0 for r in info if hasattr(r, "stage"))
+    # the engine's step says where its time went: AOTInductor's phases (the C++ compile among them)
+    (engine,) = [r for r in info if getattr(r, "stage", "") == "engine segment 0 profile 0"]
+    assert re.search(r"AOTInductor [\d.]+ s \(.*C\+\+ compile [\d.]+ s.*\); key [\d.]+ s; package [\d.]+ s", engine.detail), \
+        engine.detail
     assert sum("built in" in r.getMessage() or "reused from cache" in r.getMessage() for r in info) == 1
     sweep(m, model, [TINY])
     x = torch.randn(9, 6)  # outside [1, 4]: runs the PyTorch graph with a warning
