@@ -24,6 +24,7 @@ them), as `benchmarks.bench` counts build time; `--peer-shapes opt` stops the pe
 shape (their later calls are recompiles, not what `ready_s` compares). Phases come from flexrt's own
 stage timings (logged with `extra={"stage": ..., "seconds": ...}`) and Inductor's timers; `--profile`
 adds a cProfile of the whole build (it slows Python-heavy phases, so headline times are taken without).
+`FLEXRT_PROFILE_DIR=DIR` with `--profile` also writes each child's whole profile there (`.prof`).
 `--cold-start` then saves what the `flexrt` variant built and times a new process loading it and making
 its first call (`cold_start` in the JSON: load + first call, the loader's import beside it).
 """
@@ -190,6 +191,8 @@ def _child(variant: str, model_name: str, smoke: bool, device_name: str, cache_d
             first_calls[str(s)] = round(time.perf_counter() - t, 3)
     if prof is not None:
         prof.disable()
+        if dump := os.environ.get("FLEXRT_PROFILE_DIR"):  # the whole profile, for pstats/snakeviz
+            prof.dump_stats(os.path.join(dump, f"{model_name}_{'+'.join([variant, *knobs])}.prof"))
     total = time.perf_counter() - start
     from benchmarks.timing import as_tensor, rel_error
 

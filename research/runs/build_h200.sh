@@ -90,4 +90,8 @@ case "$1" in
       timeout 200 python3 -m benchmarks.build_time --models $m --variants flexrt,torch_compile --peer-shapes opt \
         --out $OUT 2>&1 | grep -v Warning | tail -2
     done ;;
+  o)  # after run n: the seed's and BERT's one-profile builds under cProfile, whole profiles kept (where
+      # AOTInductor's seconds outside its named phases go: 2.4-6 s in run n)
+    FLEXRT_PROFILE_DIR=$OUT timeout 300 python3 -m benchmarks.build_time --models expand_reshape,bert --variants flexrt \
+      --profile --peer-shapes opt --out $OUT 2>&1 | grep -v Warning | tail -3 ;;
 esac
