@@ -94,4 +94,6 @@ case "$1" in
       # AOTInductor's seconds outside its named phases go: 2.4-6 s in run n)
     FLEXRT_PROFILE_DIR=$OUT timeout 300 python3 -m benchmarks.build_time --models expand_reshape,bert --variants flexrt \
       --profile --peer-shapes opt --out $OUT 2>&1 | grep -v Warning | tail -3 ;;
+  p)  # every cuda test after the engine stage's breakdown (the build path's return type changed)
+    timeout 560 python3 -m pytest -q -m cuda -p no:cacheprovider tests 2>&1 | tail -15 ;;
 esac
