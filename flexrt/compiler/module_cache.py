@@ -126,21 +126,22 @@ def _engine_segments(state: EngineState, manifest: dict[str, Any]) -> Iterator[t
 def store(key: str, state: EngineState, files: list[SourceFile], settings: CompileSettings) -> None:
     """Write the entry for a compiled module whose engines are all in the engine cache."""
     start = time.perf_counter()
-    _store(key, state, files, settings)
-    stage_done(logger, "module cache store", time.perf_counter() - start)
+    detail = _store(key, state, files, settings)
+    stage_done(logger, "module cache store", time.perf_counter() - start, detail)
 
 
-def _store(key: str, state: EngineState, files: list[SourceFile], settings: CompileSettings) -> None:
+def _store(key: str, state: EngineState, files: list[SourceFile], settings: CompileSettings) -> str:
+    """Store the entry; what was done, for the stage record."""
     try:
         manifest, members = build_members(state)
     except _ERRORS as e:
         logger.debug("module cache: not stored (%s)", e)
-        return
+        return f"not stored: {e}"
     engines: dict[str, str] = {}
     for seg, seg_json in _engine_segments(state, manifest):
         if seg.engine is None or seg.engine.key is None:
             logger.debug("module cache: not stored, engine %s has no engine-cache key", seg_json["member"])
-            return
+            return f"not stored: engine {seg_json['member']} has no engine-cache key"
         engines[seg_json["member"]] = seg.engine.key
         for name in [seg_json["member"], *seg_json["kernels"]]:
             members.pop(name, None)  # in the engine cache already
@@ -150,6 +151,7 @@ def _store(key: str, state: EngineState, files: list[SourceFile], settings: Comp
     write_zip(buf, manifest, members)
     cache.put(key, buf.getvalue(), settings.cache_dir, keep=False)
     logger.debug("module cache: stored %s (%d engines, %d source files)", key[:19], len(engines), len(files))
+    return f"stored: {len(engines)} engine(s), {len(files)} source files"
 
 
 def lookup(key: str, settings: CompileSettings) -> EngineState | None:

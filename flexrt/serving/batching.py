@@ -2,8 +2,9 @@
 
 Stacking is only done along dims the user declared batch-like (`--batch-dim x:0`), never guessed:
 a dim being dynamic does not make rows independent. The declaration is checked against the
-artifact: every declared dim must be the same symbol, every input carrying that symbol must be
-declared, and every output must carry it exactly once as a whole dim (so results can be split).
+artifact: every input carrying a declared dim's symbol must be declared, and every output must carry
+one exactly once as a whole dim (so results can be split). Declared dims may be different symbols
+(a broadcast mask's); a request giving them unequal sizes runs alone, as sent.
 Requests whose other dims differ are grouped apart; a stacked group must fit one profile, else it
 is cut into chunks that do.
 """
@@ -14,12 +15,13 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import torch
 
-from flexrt.errors import ServingError
+from flexrt.errors import InputSpecError, ServingError
 from flexrt.serving.protocol import ModelSignature
 
 logger = logging.getLogger(__name__)
@@ -33,7 +35,7 @@ def parse_batch_dims(texts: Sequence[str]) -> dict[str, int]:
     dims: dict[str, int] = {}
     for text in texts:
         name, sep, dim = str(text).rpartition(":")
-        if not sep or not name or not dim.lstrip("-").isdigit():
+        if not sep or not name or not re.fullmatch(r"-?[0-9]+", dim):  # str.isdigit() takes '²', which int() refuses
             raise ServingError(f"--batch-dim {text!r}: expected NAME:DIM, e.g. x:0")
         if name in dims:
             raise ServingError(f"--batch-dim: input {name!r} is given twice")
@@ -244,7 +246,7 @@ def parse_warm_up_sizes(texts: Sequence[str]) -> WarmUpSizes:
         where, sep, sizes = str(text).partition("=")
         name, colon, dim = where.rpartition(":")
         values = [v.strip() for v in sizes.split(",") if v.strip()]
-        if not sep or not colon or not name or not dim.isdigit() or not values or not all(v.isdigit() for v in values):
+        if not sep or not colon or not name or not all(re.fullmatch(r"[0-9]+", v) for v in [dim, *values]) or not values:
             raise ServingError(f"--warm-up-sizes {text!r}: expected NAME:DIM=SIZE,SIZE,..., e.g. input_ids:1=32,64,128")
         out.append((name, int(dim), tuple(dict.fromkeys(int(v) for v in values))))
     return tuple(out)
@@ -369,6 +371,15 @@ class Batch:
             return batch
         for chunk in plan.plan(shapes, lambda s: bool(signature.fitting(s)), max_rows):
             try:
+                if not plan.stackable(shapes[chunk[0]]):
+                    # declared dims of unequal sizes (a broadcast mask): it runs alone and as sent, neither
+                    # padded (its 1-row mask would become zero rows) nor split (rows of which input?)
+                    (i,) = chunk
+                    profile = signature.choose(shapes[i])
+                    if profile is None:
+                        raise signature.out_of_range(shapes[i])
+                    batch.calls.append(Call(chunk, dict(tensors_of(items[i])), profile, plan.rows(shapes[i]), None))
+                    continue
                 inputs, sizes = plan.stack([tensors_of(items[i]) for i in chunk])
                 rows = sum(sizes)
                 stacked = plan.with_rows(shapes[chunk[0]], rows)
@@ -420,6 +431,12 @@ class Batch:
             self.on_chunk(len(call.members), call.rows, call.profile)
 
     def fail(self, call: Call, error: BaseException) -> None:
+        if isinstance(error, InputSpecError) and call.sizes is not None and (len(call.members) > 1 or call.rows != sum(call.sizes)):
+            # each request was checked alone before it joined: the engine refusing the stacked or padded
+            # call is the server's fault (a 500), not the requests' (a 400)
+            wrapped = ServingError(f"the engine refused a batched call of {len(call.members)} request(s), {call.rows} rows: {error}")
+            wrapped.__cause__ = error
+            error = wrapped
         self._fail(call.members, error)
 
     def _fail(self, members: Sequence[int], error: BaseException) -> None:

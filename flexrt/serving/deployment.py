@@ -19,6 +19,8 @@ Imports Ray: import this module only where Ray is installed (`flexrt serve`, `se
 # annotations at runtime (Request must be a class, not a string, for it to be injected).
 
 import logging
+import re
+import threading
 import time
 from typing import Any
 
@@ -104,18 +106,30 @@ class _Metrics:
             "flexrt_profile_picks", description="Model calls per profile", tag_keys=("model", "profile")
         )
 
-        # this replica's totals, for GET /v2/models/{name}/stats (Prometheus has the cluster's)
-        self.stats: dict[str, Any] = {"requests": 0, "calls": 0, "rows": 0, "batch_requests": {}, "batch_rows": {},
-                                     "profiles": {}, "answered": 0, "replica_ms": 0.0, "queue_ms": 0.0, "model_ms": 0.0}
+        # this replica's totals, for GET /v2/models/{name}/stats (Prometheus has the cluster's); the
+        # model thread adds to them while the event loop reads them: every access holds the lock
+        self._lock = threading.Lock()
+        self._stats: dict[str, Any] = {"requests": 0, "calls": 0, "rows": 0, "batch_requests": {}, "batch_rows": {},
+                                      "profiles": {}, "answered": 0, "replica_ms": 0.0, "queue_ms": 0.0, "model_ms": 0.0}
+
+    def add(self, **amounts: float) -> None:
+        with self._lock:
+            for name, amount in amounts.items():
+                self._stats[name] += amount
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {k: dict(v) if isinstance(v, dict) else v for k, v in self._stats.items()}
 
     def chunk(self, requests: int, rows: int, profile: int) -> None:
-        st = self.stats
-        st["requests"] += requests
-        st["calls"] += 1
-        st["rows"] += rows
-        st["batch_requests"][str(requests)] = st["batch_requests"].get(str(requests), 0) + 1
-        st["batch_rows"][str(rows)] = st["batch_rows"].get(str(rows), 0) + 1
-        st["profiles"][str(profile)] = st["profiles"].get(str(profile), 0) + 1
+        with self._lock:
+            st = self._stats
+            st["requests"] += requests
+            st["calls"] += 1
+            st["rows"] += rows
+            st["batch_requests"][str(requests)] = st["batch_requests"].get(str(requests), 0) + 1
+            st["batch_rows"][str(rows)] = st["batch_rows"].get(str(rows), 0) + 1
+            st["profiles"][str(profile)] = st["profiles"].get(str(profile), 0) + 1
         self.batch_requests.observe(requests, tags=self.tags)
         self.batch_rows.observe(rows, tags=self.tags)
         self.profiles.inc(1, tags={**self.tags, "profile": str(profile)})
@@ -157,7 +171,7 @@ class FlexrtDeployment:
         assert self.host is not None
         start = time.perf_counter()
         outputs = self.host.execute(inputs, profile)
-        self.metrics.stats["model_ms"] += (time.perf_counter() - start) * 1000
+        self.metrics.add(model_ms=(time.perf_counter() - start) * 1000)
         return outputs
 
     async def _remote(self, inputs: dict[str, torch.Tensor], profile: int) -> dict[str, torch.Tensor]:
@@ -167,7 +181,7 @@ class FlexrtDeployment:
         del profile
         start = time.perf_counter()
         outputs = wire.unpack(await self.model.execute.remote(wire.pack(inputs)))
-        self.metrics.stats["model_ms"] += (time.perf_counter() - start) * 1000
+        self.metrics.add(model_ms=(time.perf_counter() - start) * 1000)
         return outputs
 
     async def _run_batch(self, items: list[_Item]) -> list[dict[str, torch.Tensor] | BaseException]:
@@ -189,7 +203,7 @@ class FlexrtDeployment:
         now = time.perf_counter()
         for it in items:
             self.metrics.queue.observe((now - it.enqueued) * 1000, tags=self.metrics.tags)
-            self.metrics.stats["queue_ms"] += (now - it.enqueued) * 1000
+            self.metrics.add(queue_ms=(now - it.enqueued) * 1000)
         return await self._run_batch(items)
 
     async def _model_stats(self) -> dict[str, Any]:
@@ -266,12 +280,12 @@ class FlexrtDeployment:
         """This replica's counts: requests run, model calls, rows, requests per call, profile picks."""
         if model != self.signature.name:
             return _error(404, f"unknown model {model!r}; this server serves {self.signature.name!r}")
-        return JSONResponse({"name": model, "replica": {**self.metrics.stats, **self.identity, **(await self._model_stats())}})
+        return JSONResponse({"name": model, "replica": {**self.metrics.snapshot(), **self.identity, **(await self._model_stats())}})
 
     @api.post("/v2/models/{model}/infer")
     async def infer(self, model: str, http: Request) -> Response:
         start = time.perf_counter()
-        status = 200
+        status = 500  # until an answer is made: an exception escaping here is Starlette's 500, counted so
         try:
             if model != self.signature.name:
                 status = 404
@@ -279,7 +293,7 @@ class FlexrtDeployment:
             body = await http.body()
             try:
                 header = http.headers.get(protocol.BINARY_HEADER)
-                if header is not None and not header.strip().isdigit():
+                if header is not None and not re.fullmatch(r"[0-9]+", header.strip()):  # not isdigit(): it takes '²'
                     raise RequestError(f"{protocol.BINARY_HEADER} must be an integer, got {header!r}")
                 request = protocol.parse_infer_request(body, self.signature, int(header) if header is not None else None)
             except InputSpecError as e:
@@ -299,6 +313,7 @@ class FlexrtDeployment:
             except OutputEncodingError as e:
                 status = 500
                 return _error(500, str(e))
+            status = 200
             if header_length is None:
                 return Response(body, media_type="application/json")
             return Response(body, media_type="application/octet-stream", headers={protocol.BINARY_HEADER: str(header_length)})
@@ -311,8 +326,7 @@ class FlexrtDeployment:
         elapsed_ms = (time.perf_counter() - start) * 1000
         self.metrics.latency.observe(elapsed_ms, tags=self.metrics.tags)
         # sums in /stats: a client's latency minus replica_ms is the time spent outside the replica
-        self.metrics.stats["answered"] += 1
-        self.metrics.stats["replica_ms"] += elapsed_ms
+        self.metrics.add(answered=1, replica_ms=elapsed_ms)
 
 
 @serve.deployment(name="flexrt-model")

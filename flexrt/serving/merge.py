@@ -65,6 +65,7 @@ class MergingQueue:
         """While calls wait: take them all, run them as few model calls as fit, answer each."""
         while self._waiting:
             calls, self._waiting = self._waiting, []
+            calls = [c for c in calls if not c.future.done()]  # callers gone already (cancelled): not run
             try:
                 batch = Batch.prepare(calls, _shapes, _tensors, self.plan, self.host.signature, self.host.config.padding)
                 await self.host.run(batch.run, self.host.execute)
@@ -72,6 +73,12 @@ class MergingQueue:
             except Exception as e:  # the model thread itself failed: every call gets it
                 logger.exception("model calls failed")
                 results = [e] * len(calls)
+            except BaseException:  # this task cancelled (the replica shutting down): no caller left waiting
+                for call in [*calls, *self._waiting]:
+                    if not call.future.done():
+                        call.future.set_exception(RuntimeError("the model replica stopped before this call ran"))
+                self._waiting = []
+                raise
             for call, result in zip(calls, results):
                 if call.future.done():  # its caller went away (cancelled)
                     continue

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.utils._pytree as pytree
 
-from flexrt.errors import InputSpecError, OutputEncodingError, RequestError, ShapeOutOfRangeError
+from flexrt.errors import InputSpecError, OutputEncodingError, RequestError, ServingError, ShapeOutOfRangeError
 from flexrt.ir import TensorSpec
 from flexrt.runtime.shapes import ShapeChecker
 from flexrt.spec import UNBOUNDED, Profile
@@ -263,7 +263,12 @@ def _as_array(data: Any, dtype: torch.dtype, shape: tuple[int, ...], what: str) 
             raise RequestError(f"{what}: values outside the range of {V2_NAMES[dtype]} [{info.min}, {info.max}]")
     elif kind not in "iuf":
         raise RequestError(f"{what}: datatype {V2_NAMES[dtype]} takes numbers, got {arr.dtype.name} data")
-    return arr.astype(_NUMPY[dtype], copy=False).reshape(shape)
+    with np.errstate(over="ignore"):  # overflow is checked just below, with the input's name
+        out = arr.astype(_NUMPY[dtype], copy=False)
+    if dtype.is_floating_point and out.dtype != arr.dtype and not np.isfinite(out).all() and np.isfinite(arr).all():
+        # finite numbers that overflow the datatype (70000 as FP16) would reach the model as infinity
+        raise RequestError(f"{what}: values outside the range of {V2_NAMES[dtype]} (largest {float(np.finfo(out.dtype).max):.6g})")
+    return out.reshape(shape)
 
 
 BINARY_HEADER = "Inference-Header-Content-Length"  # the binary tensor extension's HTTP header
@@ -288,8 +293,8 @@ def parse_infer_request(
     if isinstance(body, (bytes, str)):
         try:
             body = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise RequestError(f"request body is not valid JSON: {e}") from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: nesting too deep
+            raise RequestError(f"request body is not valid JSON: {type(e).__name__}: {e}") from None
     if not isinstance(body, Mapping):
         raise RequestError("request body must be a JSON object with an 'inputs' list")
     entries = body.get("inputs")
@@ -323,6 +328,8 @@ def parse_infer_request(
         what = f"input {spec.name!r}"
         datatype = entry["datatype"]
         want = v2_datatype(spec.dtype)
+        if not isinstance(datatype, str):
+            raise RequestError(f"{what}: 'datatype' must be a string such as {want!r}, got {datatype!r}")
         if datatype != want:
             known = "" if datatype in DATATYPES else f" ({datatype!r} is not a v2 datatype)"
             raise InputSpecError(f"{what}: expected datatype {want}, got {datatype!r}{known}")
@@ -439,7 +446,8 @@ def outputs_by_name(result: Any, signature: ModelSignature) -> dict[str, torch.T
     """The module's output (tensor, tuple, dict) as {output name: tensor}, in the engine's order."""
     leaves = pytree.tree_leaves(result)
     if len(leaves) != len(signature.outputs):
-        raise InputSpecError(f"the model returned {len(leaves)} values; its artifact lists {len(signature.outputs)} outputs")
+        # the server's fault, not the request's: a 500
+        raise ServingError(f"the model returned {len(leaves)} values; its artifact lists {len(signature.outputs)} outputs")
     return {spec.name: leaf for spec, leaf in zip(signature.outputs, leaves)}
 
 

@@ -81,6 +81,8 @@ def test_round_trip_flat_row_major() -> None:
         (lambda b: b.pop("inputs"), RequestError, "non-empty 'inputs'"),
         (lambda b: b["inputs"][0].update(datatype="FP16"), InputSpecError, "expected datatype FP32, got 'FP16'"),
         (lambda b: b["inputs"][0].update(datatype="FLOAT"), InputSpecError, "not a v2 datatype"),
+        (lambda b: b["inputs"][0].update(datatype=["FP32"]), RequestError, "'datatype' must be a string such as 'FP32'"),
+        (lambda b: b["inputs"][0]["data"].__setitem__(5, 1e39), RequestError, "values outside the range of FP32"),
         (lambda b: b["inputs"][0].update(name="z"), InputSpecError, "unknown input 'z'"),
         (lambda b: b["inputs"].pop(), InputSpecError, "missing input(s) ['mask']"),
         (lambda b: b["inputs"].append(dict(b["inputs"][0])), RequestError, "given twice"),
@@ -104,6 +106,16 @@ def test_malformed_requests_are_refused(mutate, error, text) -> None:
     with pytest.raises(error) as info:
         protocol.parse_infer_request(b, signature())
     assert text in str(info.value)
+
+
+def test_json_nested_too_deep_is_a_request_error() -> None:
+    with pytest.raises(RequestError, match="not valid JSON: RecursionError"):
+        protocol.parse_infer_request(b"[" * 200_000, signature())
+
+
+def test_a_model_returning_other_outputs_than_its_artifact_is_a_server_error() -> None:
+    with pytest.raises(ServingError, match="returned 3 values; its artifact lists 2"):
+        protocol.outputs_by_name((torch.zeros(1), torch.zeros(1), torch.zeros(1)), signature())
 
 
 def test_binary_tensor_extension() -> None:
@@ -305,6 +317,38 @@ def test_untied_batch_dims_stack_only_when_equal() -> None:
                                          sig.profiles), {"ids": 0})
 
 
+@pytest.mark.parametrize("order", [("ids", "mask"), ("mask", "ids")])
+@pytest.mark.parametrize("pad", ["none", "opt", "buckets"])
+def test_a_request_with_unequal_batch_dims_runs_as_sent(order: tuple[str, str], pad: str) -> None:
+    """A broadcast mask (1 row for 3 ids) is neither padded with zero rows nor cut to one input's rows,
+    whichever input is declared first; requests beside it are still stacked."""
+    sig = ModelSignature(
+        "bert", [TensorInfo("ids", torch.float32, ("s0", "s1")), TensorInfo("mask", torch.float32, ("s2", "s1"))],
+        [TensorInfo("pooled", torch.float32, ("s0",))],
+        [{"ids": Range((1, 4), (4, 8), (16, 8)), "mask": Range((1, 4), (4, 8), (16, 8))}],
+    )
+    plan = BatchPlan.resolve(sig, {name: 0 for name in order})
+
+    def run(ids: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"pooled": (ids * mask).sum(1)}
+
+    reqs = [{"ids": torch.rand(3, 8) + 0.5, "mask": torch.rand(1, 8) + 0.5},
+            {"ids": torch.rand(2, 8) + 0.5, "mask": torch.rand(2, 8) + 0.5},
+            {"ids": torch.rand(1, 8) + 0.5, "mask": torch.rand(1, 8) + 0.5}]
+    calls: list[tuple[int, int]] = []
+
+    def execute(inputs: dict, profile: int) -> dict:
+        calls.append((inputs["ids"].shape[0], inputs["mask"].shape[0]))
+        return run(**inputs)
+
+    results = run_chunks(reqs, lambda r: {n: t.shape for n, t in r.items()}, lambda r: r, plan, sig, execute, pad=pad)
+    for req, result in zip(reqs, results):
+        assert not isinstance(result, BaseException), result
+        torch.testing.assert_close(result["pooled"], run(**req)["pooled"])
+    assert calls[0] == (3, 1)  # as sent
+    assert len(calls) == 2  # the two others stacked into one call
+
+
 def test_plan_groups_by_other_dims_and_keeps_chunks_in_a_profile() -> None:
     sig = signature()
     plan = BatchPlan.resolve(sig, {"x": 0, "mask": 0})
@@ -433,6 +477,25 @@ def test_the_model_tier_merges_calls_that_wait_and_answers_each_with_its_rows(ba
         assert sorted(host.ran) == sorted(tuple(c["x"].shape) for c in calls)
 
 
+def test_a_stopped_model_tier_answers_every_call_it_held() -> None:
+    """Its drain task cancelled (the replica stopping) while calls run and wait: each caller gets an
+    error, none waits forever."""
+    from flexrt.serving.merge import MergingQueue
+
+    queue = MergingQueue(_Host(None))
+    calls = [{"x": torch.randn(1, 2, 16), "mask": torch.ones(1, 2)} for _ in range(3)]
+
+    async def main() -> list:
+        tasks = [asyncio.ensure_future(queue.submit(c)) for c in calls]
+        await asyncio.sleep(0.002)  # the first call runs on the model thread (10 ms), the others wait
+        assert queue._drain is not None
+        queue._drain.cancel()
+        return await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=5)
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, RuntimeError) and "stopped before" in str(r) for r in results), results
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.bool])
 def test_model_tier_calls_carry_tensors_as_arrays_of_every_dtype(dtype: torch.dtype) -> None:
     """Inputs and outputs between a front end and the model tier travel as numpy arrays (cheap to pickle);
@@ -464,6 +527,24 @@ def test_padding_and_failures_stay_with_their_chunk() -> None:
     torch.testing.assert_close(results[0]["y"], model(**reqs[0])["y"])
     torch.testing.assert_close(results[1]["n"], model(**reqs[1])["n"])
     assert isinstance(results[2], RuntimeError)
+
+
+def test_the_engine_refusing_a_batched_call_is_a_server_error() -> None:
+    """Each request was checked alone before it joined: an engine refusing the stacked call is the
+    server's fault (500), while a lone request's own refusal stays its InputSpecError (400)."""
+    sig = signature()
+    plan = BatchPlan.resolve(sig, {"x": 0, "mask": 0})
+    reqs = [{"x": torch.randn(1, 3, 16), "mask": torch.ones(1, 3)}, {"x": torch.randn(2, 3, 16), "mask": torch.ones(2, 3)},
+            {"x": torch.randn(1, 6, 16), "mask": torch.ones(1, 6)}]
+
+    def execute(inputs: dict, profile: int) -> dict:
+        raise InputSpecError("engine: no")
+
+    results = run_chunks(reqs, lambda r: {n: t.shape for n, t in r.items()}, lambda r: r, plan, sig, execute)
+    assert all(isinstance(r, ServingError) and "batched call of 2 request(s)" in str(r) for r in results[:2]), results
+    assert isinstance(results[2], InputSpecError) and not isinstance(results[2], ServingError)
+    padded = run_chunks(reqs[2:], lambda r: {n: t.shape for n, t in r.items()}, lambda r: r, plan, sig, execute, pad="opt")
+    assert isinstance(padded[0], ServingError) and "4 rows" in str(padded[0])  # padded 1 -> 4 by the server
 
 
 def test_no_plan_runs_each_request_alone() -> None:
