@@ -96,4 +96,10 @@ case "$1" in
       --profile --peer-shapes opt --out $OUT 2>&1 | grep -v Warning | tail -3 ;;
   p)  # every cuda test after the engine stage's breakdown (the build path's return type changed)
     timeout 560 python3 -m pytest -q -m cuda -p no:cacheprovider tests 2>&1 | tail -15 ;;
+  q)  # #19's latency goal on the seed model against the TF32 peers, at today's code, in two processes
+      # (the per-process modes seen on 2026-11-29)
+    for r in 1 2; do
+      timeout 270 python3 -m benchmarks.bench --model expand_reshape --peers flexrt,eager_cudagraph_tf32,torch_compile_ro_tf32,eager \
+        --budget-s 200 --out $OUT/r$r 2>&1 | grep -v Warning | tail -12
+    done ;;
 esac
