@@ -102,4 +102,7 @@ case "$1" in
       timeout 270 python3 -m benchmarks.bench --model expand_reshape --peers flexrt,eager_cudagraph_tf32,torch_compile_ro_tf32,eager \
         --budget-s 200 --out $OUT/r$r 2>&1 | grep -v Warning | tail -12
     done ;;
+  r)  # after run q (flexrt 0.069 ms at batch 16 in both processes against 0.054 on 2026-11-29): the
+      # kernels flexrt and eager with TF32 run per batch
+    timeout 200 python3 -m research.probes.seed_kernels --out $OUT 2>&1 | grep -v Warning | tail -8 ;;
 esac
