@@ -105,4 +105,7 @@ case "$1" in
   r)  # after run q (flexrt 0.069 ms at batch 16 in both processes against 0.054 on 2026-11-29): the
       # kernels flexrt and eager with TF32 run per batch
     timeout 200 python3 -m research.probes.seed_kernels --out $OUT 2>&1 | grep -v Warning | tail -8 ;;
+  s)  # after run r (flexrt's kernels 0.84x eager's at batch 16, its call 1.07x): which captured graphs
+      # copy their outputs out of the shared pool, per slot, as the benchmark loop calls them
+    timeout 200 python3 -m research.probes.graph_slots --out $OUT 2>&1 | grep -v Warning | tail -8 ;;
 esac
