@@ -240,6 +240,12 @@ class FlexrtDeployment:
         finally:
             self._account(start, status)
 
+    def check_health(self) -> None:
+        """Ray Serve's periodic check: a single-tier replica whose device keeps failing is replaced (a
+        front end has no device; Ray checks the model tier's replicas themselves)."""
+        if self.host is not None:
+            self.host.check_health()
+
     # -- HTTP ----------------------------------------------------------------------------------------
 
     @api.get("/v2/health/live")
@@ -347,6 +353,10 @@ class FlexrtModel:
     def stats(self) -> dict[str, Any]:
         """Calls received from the front ends, and the model calls they became."""
         return {**self.identity, **self.host.stats(), "calls_received": self.queue.received}
+
+    def check_health(self) -> None:
+        """Ray Serve's periodic check: a replica whose device keeps failing is replaced."""
+        self.host.check_health()
 
 
 def _options(config: ServeConfig, name: str, resources: dict[str, float], ongoing: int, queue: int) -> dict[str, Any]:

@@ -26,6 +26,20 @@ from flexrt.serving.config import ServeConfig
 
 T = TypeVar("T")
 
+# Consecutive model calls failing on the device (a CUDA error) after which the replica reports itself
+# unhealthy: a sticky error (an illegal memory access) fails every later call of the process, and Ray
+# Serve replaces a replica whose check_health raises.
+UNHEALTHY_AFTER = 3
+
+
+def is_device_failure(error: BaseException) -> bool:
+    """A failure of the device or its libraries, not of the request (CUDA, cuBLAS, cuDNN errors)."""
+    accelerator = getattr(torch, "AcceleratorError", None)  # torch >= 2.8 raises it for CUDA errors
+    if accelerator is not None and isinstance(error, accelerator):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and any(m in text for m in ("CUDA error", "CUBLAS_STATUS", "cuDNN error", "CUDNN_STATUS"))
+
 
 class ModelHost:
     """Loads the artifact (or the A/B reference model), warms every profile, runs calls in order.
@@ -49,6 +63,8 @@ class ModelHost:
         self.threads: set[int] = set()  # threads that ran the model (warm-up included): /stats
         self.calls = 0
         self.model_ms = 0.0
+        self.device_failures = 0  # consecutive model calls that failed on the device (see check_health)
+        self.last_device_error = ""
         self.pool.submit(self._warm_up).result()  # captures on the thread that replays them
         self.calls, self.model_ms = 0, 0.0  # count requests' model calls, not the warm-up's
         self.startup_s = time.perf_counter() - started
@@ -79,13 +95,26 @@ class ModelHost:
         with torch.inference_mode():
             self.threads.add(threading.get_ident())
             start = time.perf_counter()  # copies in, the model, copies out (synchronous): the device's share
-            args = [inputs[n].to(self.device, non_blocking=True) for n in self.signature.input_names]
-            result = self.module(*args)
-            outputs = protocol.outputs_by_name(result, self.signature)
-            outputs = {n: t.to("cpu") for n, t in outputs.items()}
+            try:
+                args = [inputs[n].to(self.device, non_blocking=True) for n in self.signature.input_names]
+                result = self.module(*args)
+                outputs = protocol.outputs_by_name(result, self.signature)
+                outputs = {n: t.to("cpu") for n, t in outputs.items()}
+            except Exception as e:
+                if is_device_failure(e):
+                    self.device_failures += 1
+                    self.last_device_error = f"{type(e).__name__}: {e}"[:500]
+                raise
+            self.device_failures = 0
             self.calls += 1
             self.model_ms += (time.perf_counter() - start) * 1000
         return outputs
+
+    def check_health(self) -> None:
+        """Raise once the device has failed `UNHEALTHY_AFTER` calls in a row: Ray Serve then restarts
+        this replica (a new process, a new CUDA context) instead of it failing every request."""
+        if self.device_failures >= UNHEALTHY_AFTER:
+            raise ServingError(f"the last {self.device_failures} model calls failed on {self.device}: {self.last_device_error}")
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)` on the model thread, awaited from the replica's event loop."""

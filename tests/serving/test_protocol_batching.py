@@ -623,3 +623,37 @@ def test_warm_up_sizes_cover_every_bucket_at_each_size_of_a_dim() -> None:
 def test_warm_up_sizes_are_checked_against_the_artifact(texts, message) -> None:
     with pytest.raises(ServingError, match=message):
         batching.warm_up_symbols(signature(), batching.parse_warm_up_sizes(texts))
+
+
+def test_a_replica_whose_device_keeps_failing_reports_itself_unhealthy() -> None:
+    """Ray Serve replaces a replica whose check_health raises: after UNHEALTHY_AFTER model calls in a row
+    fail on the device (a sticky CUDA error), not after a request's own error, and a success resets it."""
+    from flexrt.serving import host as host_module
+
+    errors: list[BaseException | None] = []
+
+    def module(x: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        error = errors.pop(0)
+        if error is not None:
+            raise error
+        return model(x, mask)
+
+    host = object.__new__(host_module.ModelHost)
+    host.signature, host.module, host.device = signature(), module, torch.device("cpu")
+    host.threads, host.calls, host.model_ms, host.device_failures, host.last_device_error = set(), 0, 0.0, 0, ""
+    inputs = {"x": torch.randn(2, 3, 16), "mask": torch.ones(2, 3)}
+    sticky = RuntimeError("CUDA error: an illegal memory access was encountered")
+    errors += [sticky, sticky, None, ValueError("a request's own"), sticky, sticky, sticky]
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            host.execute(inputs, 0)
+    host.check_health()  # two in a row: not yet
+    torch.testing.assert_close(host.execute(inputs, 0)["y"], model(**inputs)["y"])  # a success resets the count
+    with pytest.raises(ValueError):
+        host.execute(inputs, 0)
+    assert host.device_failures == 0  # not the device's failure
+    for _ in range(host_module.UNHEALTHY_AFTER):
+        with pytest.raises(RuntimeError):
+            host.execute(inputs, 0)
+    with pytest.raises(ServingError, match="model calls failed on cpu: RuntimeError: CUDA error: an illegal memory"):
+        host.check_health()
