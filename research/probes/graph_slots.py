@@ -8,15 +8,14 @@ still held while the next call runs, so each shape gets a second slot).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-from pathlib import Path
 from typing import Any
 
 import torch
 
 import flexrt
 from benchmarks.models import get_case
+from benchmarks.report import save_json
 
 
 def _median_us(fn: Any, x: torch.Tensor, iters: int = 300) -> float:
@@ -57,8 +56,7 @@ def main() -> int:
         print(b, row, flush=True)
     print("memory", compiled.cuda_graph_memory(), flush=True)
     if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "graph_slots.json").write_text(json.dumps(result, indent=1))
+        save_json(result, args.out, "graph_slots.json")
     return 0
 
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
-from pathlib import Path
 from typing import Any
 
 import torch
 
 import flexrt
 from benchmarks.models import get_case
+from benchmarks.report import save_json
 
 
 def _kernels(fn: Any, x: torch.Tensor, iters: int = 50) -> dict[str, float]:
@@ -57,8 +56,7 @@ def main() -> int:
             print(f"batch {b}: flexrt {result[str(b)]['flexrt_total_us']} us {ours}\n         eager tf32 "
                   f"{result[str(b)]['eager_total_us']} us {eager}", flush=True)
     if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "seed_kernels.json").write_text(json.dumps(result, indent=1))
+        save_json(result, args.out, "seed_kernels.json")
     return 0
 
 

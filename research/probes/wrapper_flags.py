@@ -23,8 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
+
+from benchmarks.report import save_json
 
 
 def _kind(argv: list[str]) -> str:
@@ -172,8 +173,7 @@ def main() -> int:
         result = [ln for ln in lines if ln.startswith("RESULT ")]
         rows.append(json.loads(result[-1][7:]) if result else {"model": model, "error": proc.stderr[-3000:]})
         if args.out:
-            Path(args.out).mkdir(parents=True, exist_ok=True)
-            (Path(args.out) / "wrapper_flags.json").write_text(json.dumps(rows, indent=1))
+            save_json(rows, args.out, "wrapper_flags.json")
     return 0
 
 
