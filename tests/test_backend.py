@@ -129,7 +129,7 @@ def test_build_failure_names_the_stage_or_falls_back_when_asked(monkeypatch, cap
     def fail(*args, **kwargs):
         raise CompilationError("build: AOTInductor failed on segment 0 profile 0: boom")
 
-    monkeypatch.setattr(program, "compile_engine_keyed", fail)
+    monkeypatch.setattr(program, "compile_engine", fail)
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU()).eval()
     torch._dynamo.reset()
     with pytest.raises(Exception, match=r"build: AOTInductor failed on segment 0 profile 0: boom"), torch.no_grad():

@@ -325,15 +325,9 @@ def cached_engine(segment: str, settings: CompileSettings, label: str) -> Engine
     return EngineBinary.from_bytes(blob, key=key.decode("ascii"))
 
 
-def compile_engine(ep: ExportedProgram, settings: CompileSettings, label: str, segment: str | None = None) -> EngineBinary:
-    """AOTInductor-compile one exported segment (or take it from the engine cache); `segment` (its
-    segment_key) is remembered as leading to this engine."""
-    return compile_engine_keyed(ep, settings, label, segment).binary
-
-
 @dataclasses.dataclass
 class CompiledEngine:
-    """What `compile_engine_keyed` returns: the engine, its cache key, whether it was built here (not
+    """What `compile_engine` returns: the engine, its cache key, whether it was built here (not
     cached) and, if built, where the build's time went."""
 
     key: str
@@ -342,10 +336,11 @@ class CompiledEngine:
     times: BuildTimes | None = None
 
 
-def compile_engine_keyed(
+def compile_engine(
     ep: ExportedProgram, settings: CompileSettings, label: str, segment: str | None = None
 ) -> CompiledEngine:
-    """`compile_engine`, also returning the engine's cache key, whether it was built and its timings."""
+    """AOTInductor-compile one exported segment (or take it from the engine cache); `segment` (its
+    segment_key) is remembered as leading to this engine."""
     times = BuildTimes()
     start = time.perf_counter()
     key = engine_key(ep, settings)

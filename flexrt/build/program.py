@@ -16,7 +16,7 @@ import torch.utils._pytree as pytree
 from flexrt.build.inductor import (
     SymbolRange,
     cached_engine,
-    compile_engine_keyed,
+    compile_engine,
     export_segment,
     export_with_dims,
     segment_dims,
@@ -205,7 +205,7 @@ def _build_here(state: SegmentState, job: EngineJob, settings: CompileSettings) 
     start = time.perf_counter()
     stage_started(logger, f"engine {job.label}")
     try:
-        done = compile_engine_keyed(ep, settings, job.label, segment=job.segment)
+        done = compile_engine(ep, settings, job.label, segment=job.segment)
         state.engine = done.binary
         stage_done(logger, f"engine {job.stage}", time.perf_counter() - start, done.times.describe() if done.times else "cached")
     except CompilationError as e:

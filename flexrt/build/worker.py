@@ -22,7 +22,7 @@ import torch  # noqa: E402
 import torch._inductor.compile_fx  # noqa: E402  (imported now, while the caller traces)
 from torch._inductor.async_compile import AsyncCompile  # noqa: E402
 
-from flexrt.build.inductor import compile_engine_keyed, export_with_dims  # noqa: E402
+from flexrt.build.inductor import compile_engine, export_with_dims  # noqa: E402
 from flexrt.build.workers import EngineJob  # noqa: E402
 from flexrt.lower.fuse_conv_epilogue import register_shape_functions  # noqa: E402
 from flexrt.settings import CompileSettings  # noqa: E402
@@ -51,7 +51,7 @@ def build(job_path: str, timeline: dict[str, float]) -> None:
     register_shape_functions(job.module.graph)
     ep = export_with_dims(job.module, job.examples, job.dims, job.oblivious)
     export_s = time.perf_counter() - start
-    done = compile_engine_keyed(ep, settings, job.label, segment=job.segment)
+    done = compile_engine(ep, settings, job.label, segment=job.segment)
     out_path = job_path + ".out"
     with open(out_path, "wb") as f:
         f.write(done.binary.to_bytes())

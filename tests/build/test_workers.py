@@ -220,7 +220,7 @@ def test_failed_workers_then_failed_builds_run_in_pytorch_when_asked(caplog, mon
         raise CompilationError("build: AOTInductor failed: boom")
 
     monkeypatch.setattr(workers.sys, "executable", "/nonexistent/python")
-    monkeypatch.setattr(program, "compile_engine_keyed", fail)
+    monkeypatch.setattr(program, "compile_engine", fail)
     with caplog.at_level(logging.WARNING, logger="flexrt"):
         compiled, model, specs = _compile(build_workers=2, seed=4, on_build_failure="eager")
     assert "building it here" in caplog.text and "on_build_failure='eager'" in caplog.text
