@@ -83,10 +83,23 @@ def test_workers_start_before_the_trace_and_stop_when_unused(caplog, tmp_path) -
     assert sweep(compiled, model, specs) >= 5
 
 
+def _no_python_for_workers(monkeypatch) -> None:
+    """Build workers cannot start (their interpreter is missing); other subprocesses, such as
+    Inductor's compile pool starting in this test, still can (patching sys.executable broke those)."""
+    real = workers.subprocess.Popen
+
+    def popen(args, *rest, **kwargs):
+        if isinstance(args, list) and args[1:3] == ["-m", "flexrt.build.worker"]:
+            args = ["/nonexistent/python", *args[1:]]
+        return real(args, *rest, **kwargs)
+
+    monkeypatch.setattr(workers.subprocess, "Popen", popen)
+
+
 @pytest.mark.slow
 def test_a_failed_worker_is_built_here(caplog, monkeypatch) -> None:
     """A worker that cannot run (here: no Python to start) costs time, never the build."""
-    monkeypatch.setattr(workers.sys, "executable", "/nonexistent/python")
+    _no_python_for_workers(monkeypatch)
     with caplog.at_level(logging.WARNING, logger="flexrt"):
         compiled, model, specs = _compile(build_workers=2, seed=2)
     assert any("building it here" in r.getMessage() for r in caplog.records)
@@ -219,7 +232,7 @@ def test_failed_workers_then_failed_builds_run_in_pytorch_when_asked(caplog, mon
     def fail(*args, **kwargs):
         raise CompilationError("build: AOTInductor failed: boom")
 
-    monkeypatch.setattr(workers.sys, "executable", "/nonexistent/python")
+    _no_python_for_workers(monkeypatch)
     monkeypatch.setattr(program, "compile_engine", fail)
     with caplog.at_level(logging.WARNING, logger="flexrt"):
         compiled, model, specs = _compile(build_workers=2, seed=4, on_build_failure="eager")
