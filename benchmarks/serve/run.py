@@ -290,9 +290,15 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
             return summary
 
         if args.warmup_s > 0:  # first calls of new shapes (and their CUDA graph captures) before any measured rate
-            entry["warmup"] = load.summarize(*send(rates[0], args.warmup_s, 1), rates[0])
-            say(f"{name} {variant}: warm-up at {rates[0]:g}/s for {args.warmup_s:g} s (not counted): "
-                f"p99 {entry['warmup']['p99_ms']:.1f} ms")
+            # again while its p99 is past the bound (at most 3 rounds): a first measured rate right after a
+            # slow warm-up failed in runs x and y (benchmarks/results/serve/h200-2026-11-30g)
+            for round_ in range(3):
+                entry["warmup"] = load.summarize(*send(rates[0], args.warmup_s, 1), rates[0])
+                entry["warmup_rounds"] = round_ + 1
+                say(f"{name} {variant}: warm-up {round_ + 1} at {rates[0]:g}/s for {args.warmup_s:g} s (not counted): "
+                    f"p99 {entry['warmup']['p99_ms']:.1f} ms")
+                if not args.p99_ms or entry["warmup"]["p99_ms"] <= args.p99_ms:
+                    break
         if args.p99_ms:  # the highest rate served within the p99 bound, every request answered
             best = search.highest_rate(measure, rates[0], args.p99_ms, args.search_steps, args.search_precision)
             entry["rates"].sort(key=lambda r: r["offered_rps"])

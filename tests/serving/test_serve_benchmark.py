@@ -59,5 +59,6 @@ def test_serve_benchmark_searches_the_rate_within_a_p99_bound(tmp_path) -> None:
     offered = [r["offered_rps"] for r in v["rates"]]
     assert offered == [10, 20, 40], offered  # a tiny model on CPU meets a 5 s bound at each: it doubles
     assert v["warmup"]["offered_rps"] == 10 and v["warmup"]["ok"] > 0  # the warm-up, not among the rates
+    assert v["warmup_rounds"] == 1  # within the p99 bound at once: not repeated
     assert v["max_rps_at_p99"] == 40 and all(r["ok"] == r["sent"] for r in v["rates"])
     assert "| flexrt | 40 | 1.00x |" in (tmp_path / "tiny_p99_smoke.md").read_text()
