@@ -108,4 +108,7 @@ case "$1" in
   s)  # after run r (flexrt's kernels 0.84x eager's at batch 16, its call 1.07x): which captured graphs
       # copy their outputs out of the shared pool, per slot, as the benchmark loop calls them
     timeout 200 python3 -m research.probes.graph_slots --out $OUT 2>&1 | grep -v Warning | tail -8 ;;
+  t)  # after run s: would a precise overlap test (the blocks kept graphs write, from the allocator's
+      # history) copy fewer outputs out of the shared pool than today's (any memory the pool held)?
+    timeout 200 python3 -m research.probes.graph_overlap --out $OUT 2>&1 | grep -v Warning | tail -14 ;;
 esac
