@@ -111,4 +111,8 @@ case "$1" in
   t)  # after run s: would a precise overlap test (the blocks kept graphs write, from the allocator's
       # history) copy fewer outputs out of the shared pool than today's (any memory the pool held)?
     timeout 200 python3 -m research.probes.graph_overlap --out $OUT 2>&1 | grep -v Warning | tail -14 ;;
+  u)  # after run t: one cuBLAS workspace shared by a cache's graphs plus the precise test (research
+      # variant of the capture), against today's capture on the same machine
+    timeout 150 python3 -m research.probes.graph_slots --out $OUT 2>&1 | grep -v Warning | tail -7
+    timeout 150 python3 -m research.probes.shared_workspace --out $OUT 2>&1 | grep -v Warning | tail -9 ;;
 esac
