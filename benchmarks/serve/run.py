@@ -188,8 +188,8 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
     base = f"http://127.0.0.1:{port}"
     serve.start(http_options={"host": "127.0.0.1", "port": port})
 
-    def target(variant: str) -> Any:
-        config = ServeConfig.from_mapping({
+    def config_for(variant: str) -> ServeConfig:
+        return ServeConfig.from_mapping({
             "artifact": artifact, "name": name, "device": args.device,
             "backend": "flexrt" if variant.startswith("flexrt") else variant,
             "reference_model": case.factory,
@@ -200,9 +200,11 @@ def _bench_model(case: Any, rates: tuple[float, ...], args: argparse.Namespace, 
             "num_cpus": 1.0 / len(args.variants) if args.together else 1.0, "graceful_shutdown_timeout_s": 5,
             "access_log": args.access_log, "warm_up_sizes": list(case.warm_up_sizes),
         })
-        return build_app(config)
 
-    http_replicas = args.frontends or args.replicas  # the replicas that answer HTTP (and /stats)
+    def target(variant: str) -> Any:
+        return build_app(config_for(variant))
+
+    http_replicas = config_for(args.variants[0]).http_replicas  # the replicas that answer HTTP (and /stats)
     entries = {v: {"variant": v, "rates": [], "check": "skipped"} for v in args.variants}
     result["variants"] = list(entries.values())
     if args.together:  # smoke: every variant deployed at once (replicas start in parallel), one route each
