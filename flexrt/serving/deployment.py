@@ -166,14 +166,6 @@ class FlexrtDeployment:
 
     # -- running -----------------------------------------------------------------------------------
 
-    def _execute(self, inputs: dict[str, torch.Tensor], profile: int) -> dict[str, torch.Tensor]:
-        """One (stacked) call on the model thread of this replica (single tier)."""
-        assert self.host is not None
-        start = time.perf_counter()
-        outputs = self.host.execute(inputs, profile)
-        self.metrics.add(model_ms=(time.perf_counter() - start) * 1000)
-        return outputs
-
     async def _remote(self, inputs: dict[str, torch.Tensor], profile: int) -> dict[str, torch.Tensor]:
         """One (stacked) call to the model tier (front end), awaited on this replica's loop, where its
         handle lives; the tensors travel as numpy arrays (`wire`). The model tier chooses the profile
@@ -188,7 +180,7 @@ class FlexrtDeployment:
         """Single tier: group, stack, run and split on the model thread (one hop per batch). Front end:
         group and stack on the loop and send every call to the model tier at once (no thread)."""
         if self.host is not None:
-            return await self.host.run(run_chunks, items, _shapes, _tensors, self.plan, self.signature, self._execute,
+            return await self.host.run(run_chunks, items, _shapes, _tensors, self.plan, self.signature, self.host.execute,
                                        self.config.padding, None, self.metrics.chunk)
         # unpadded: the model tier merges calls that wait for its GPU and pads what it runs
         batch = Batch.prepare(items, _shapes, _tensors, self.plan, self.signature, "none", on_chunk=self.metrics.chunk)
@@ -207,9 +199,11 @@ class FlexrtDeployment:
         return await self._run_batch(items)
 
     async def _model_stats(self) -> dict[str, Any]:
-        """The model's own counts: this replica's, or (front end) those of one model replica."""
+        """The model's own counts: this replica's, or (front end) those of one model replica. In a single
+        tier the model calls' time (`model_ms`) is the host's own count; a front end times its round
+        trips to the model tier itself."""
         if self.host is not None:
-            return self.host.stats()
+            return {**self.host.stats(), "model_ms": self.host.model_ms}
         return {"model_tier": await self.model.stats.remote()}
 
     async def run(self, request: protocol.InferRequest) -> dict[str, torch.Tensor]:
