@@ -8,10 +8,12 @@ at the caller's tensors (`graph_inputs`: no copy launched from the host); where 
 available, the static buffers are filled by one copy launch before the replay. A graph's intermediates go back to the
 shared pool after capture, so a graph captured later may place its outputs on them, and replaying
 the earlier graph would then overwrite outputs the caller holds. So each capture checks where its
-outputs landed: in memory the pool did not have before (the seed model's large outputs did in the
-benchmark), they are handed out as they are, the graph's static output tensors themselves;
-otherwise the graph is recorded again, ending with a copy of its outputs into buffers allocated
-outside the pool (device work inside the graph, no host work per call). A graph is replayed only
+outputs landed (`graph_writes`): on no block a kept graph's capture allocated (the allocator's
+history, recorded around each capture), they are handed out as they are, the graph's static output
+tensors themselves; otherwise the graph is recorded again, ending with a copy of its outputs into
+buffers allocated outside the pool (device work inside the graph, no host work per call). Where
+the history cannot be recorded, any memory the pool held before the capture counts as written (a
+copy far more often: every slot of the seed model's batches 3-16 on the H200). A graph is replayed only
 when nothing of its outputs is alive any more (no reference to the tensor, no view of its
 storage): each shape has up to two captured slots (the usual `y = model(x)` loop alternates
 between them while the previous `y` is still referenced), and when the caller holds the outputs
@@ -24,8 +26,12 @@ capture stream's workspace was allocated by the warm-up run outside the pool, an
 cuBLAS's workspaces (torch.compile's CUDA-graph trees do, at every capture) returns it to the
 allocator while our graphs still write to it: a later replay then scribbled on other tensors, or hit
 unmapped memory (`unspecified launch failure`, the zoo's LLaMA/Qwen2/Mistral/T5 after a
-reduce-overhead peer). So each capture starts and ends with the workspaces cleared, as those trees
-do: the graph's GEMMs allocate their workspace inside the capture, in the pool, as an intermediate.
+reduce-overhead peer). So each capture starts by clearing the workspaces and allocating the capture
+stream's again, first, inside the capture: it is a block of the pool, which keeps its memory while
+its graphs live, whoever clears cuBLAS's map later. It stays allocated after the capture (cuBLAS
+holds it), and the next capture's first allocation gets the same block back (same size): the graphs
+of a cache share one workspace, and no output lands on it. (Cleared after each capture as well, it
+was freed into the pool, and later captures' outputs landed on it: the copies above.)
 
 Memory: the graphs of one cache share its pool, so a shape captured after a larger one mostly reuses
 the larger one's intermediates; `memory()` reports the pool and what each capture added to it.
@@ -51,7 +57,7 @@ from typing import Any
 
 import torch
 
-from flexrt.runtime import graph_inputs
+from flexrt.runtime import graph_inputs, graph_writes
 
 logger = logging.getLogger(__name__)
 
@@ -81,14 +87,12 @@ def cudnn_autotune() -> Iterator[None]:
         torch.backends.cudnn.benchmark = before
 
 
-@contextlib.contextmanager
-def cublas_workspace_in_pool() -> Iterator[None]:
-    """cuBLAS's workspaces cleared before and after a capture: the one the graph uses is its own."""
-    torch._C._cuda_clearCublasWorkspaces()
-    try:
-        yield
-    finally:
-        torch._C._cuda_clearCublasWorkspaces()
+def cublas_workspace_in_pool() -> None:
+    """Call inside a capture, first, with cuBLAS's workspaces cleared just before: the capture stream's
+    workspace is allocated now, in the graph's pool, before any other block (no kernel: fetching the
+    handle allocates it). It stays allocated after the capture (cuBLAS holds it), so no later graph's
+    outputs land on it, and the next capture gets the same block back (the first request, same size)."""
+    torch._C._cuda_getCurrentBlasHandle()
 
 
 @dataclasses.dataclass
@@ -100,6 +104,7 @@ class _Slot:
     baseline: list[tuple[int, int]]  # (references, storage uses) of each when nobody but us holds it
     copies_out: bool  # the graph copies its outputs out of the shared pool (see the module docstring)
     feed: Callable[[Sequence[torch.Tensor]], None]  # gives the graph the caller's inputs before a replay
+    writes: graph_writes.Ranges | None = None  # blocks its capture allocated (what replays write); None: unknown
 
     @property
     def buffer_bytes(self) -> int:
@@ -133,6 +138,7 @@ class CudaGraphCache:
         self.pool = torch.cuda.graph_pool_handle()
         self.stream: torch.cuda.Stream | None = None
         self.disabled = False
+        self.shared_writes: graph_writes.Ranges = []  # blocks every later graph may write (the workspaces)
         self.seen: collections.OrderedDict[tuple[Any, ...], None] = collections.OrderedDict()
         self.captures = 0
         self.plain_runs = 0
@@ -183,18 +189,19 @@ class CudaGraphCache:
                 torch.cuda.current_stream(self.device).wait_stream(self.stream)
                 earlier = self._pool_segments()
                 pool_before = sum(hi - lo for lo, hi in earlier)
-                graph, outputs, out = self._record_checked(static, sources, earlier)
+                graph, outputs, out, writes = self._record_checked(static, sources, earlier)
                 feed = graph_inputs.find_input_copies(graph, static, sources) if sources is not None else None
                 if feed is None and sources is not None:  # its input copies cannot be re-pointed: record plainly
                     del graph, outputs, out
-                    graph, outputs, out = self._record_checked(static, None, earlier)
+                    graph, outputs, out, writes = self._record_checked(static, None, earlier)
         except Exception as e:  # noqa: BLE001 - any capture failure means: run without graphs
             logger.warning("CUDA graph capture failed (%s); this context runs without CUDA graphs", e)
             self.disabled = True
             self.entries.clear()
             return None
         copies_out = out is not None
-        slot = _Slot(graph, static, outputs, _tensors(outputs), [], copies_out, feed or functools.partial(_copy_all, static))
+        slot = _Slot(graph, static, outputs, _tensors(outputs), [], copies_out, feed or functools.partial(_copy_all, static),
+                     writes)
         slot.measure()
         self.entries.setdefault(key, []).append(slot)
         self.growth[key] = self.growth.get(key, 0) + self.pool_bytes() - pool_before
@@ -210,6 +217,7 @@ class CudaGraphCache:
             self.entries.clear()
             self.growth.clear()
             self.pool = torch.cuda.graph_pool_handle()  # the old pool's memory returns to the allocator with its graphs
+            self.shared_writes = []
             return self._capture(key, inputs)
         return slot
 
@@ -224,35 +232,59 @@ class CudaGraphCache:
         buffers = sum(c["buffer_bytes"] for c in captured)
         return {"pool_bytes": pool, "buffer_bytes": buffers, "total_bytes": pool + buffers, "captured": captured}
 
-    def _record_checked(self, static: list[torch.Tensor], sources: list[torch.Tensor] | None,
-                        earlier: list[tuple[int, int]]) -> tuple[torch.cuda.CUDAGraph, list[Any], list[Any] | None]:
-        """Record; if an output landed on memory the pool had before this capture (`earlier`, where
-        an earlier graph may keep intermediates), record again copying the outputs out of the pool.
-        Returns the graph, its outputs and the out-of-pool buffers (None when not copied out)."""
-        graph, outputs = self._record(static, sources, None)
-        if not _overlaps(_tensors(outputs), earlier):
-            return graph, outputs, None
+    def _record_checked(self, static: list[torch.Tensor], sources: list[torch.Tensor] | None, earlier: list[tuple[int, int]]
+                        ) -> tuple[torch.cuda.CUDAGraph, list[Any], list[Any] | None, graph_writes.Ranges | None]:
+        """Record; if an output landed on a block a kept graph writes (or, where those blocks are not
+        known, on any memory the pool had before this capture: `earlier`), record again copying the
+        outputs out of the pool. Returns the graph, its outputs, the out-of-pool buffers (None when not
+        copied out) and the blocks the kept recording allocated."""
+        graph, outputs, writes = self._record(static, sources, None)
+        kept = self._kept_writes()
+        if not graph_writes.overlaps(_tensors(outputs), kept if writes is not None and kept is not None else earlier):
+            return graph, outputs, None, writes
         out = [torch.empty_like(o) if isinstance(o, torch.Tensor) else o for o in outputs]
         del graph, outputs
-        graph, outputs = self._record(static, sources, out)
-        return graph, outputs, out
+        graph, outputs, writes = self._record(static, sources, out)
+        return graph, outputs, out, writes
+
+    def _kept_writes(self) -> graph_writes.Ranges | None:
+        """Every block the kept graphs write, or None if any graph's are unknown."""
+        ranges: graph_writes.Ranges = list(self.shared_writes)
+        for slots in self.entries.values():
+            for slot in slots:
+                if slot.writes is None:
+                    return None
+                ranges.extend(slot.writes)
+        return ranges
 
     def _record(self, static: list[torch.Tensor], sources: list[torch.Tensor] | None,
-                out: list[Any] | None) -> tuple[torch.cuda.CUDAGraph, list[Any]]:
+                out: list[Any] | None) -> tuple[torch.cuda.CUDAGraph, list[Any], graph_writes.Ranges | None]:
         """Capture fn(static) into the shared pool. With `sources`, the graph begins by copying them
         into `static` (one memcpy each, re-pointed per call) and is kept for `graph_inputs`; with
         `out`, it ends by copying its outputs there (buffers from outside the pool), and fn's own
-        outputs go back to the pool."""
+        outputs go back to the pool. Also returns the blocks the capture allocated (None: unknown)."""
         graph = torch.cuda.CUDAGraph(keep_graph=True) if sources is not None else torch.cuda.CUDAGraph()
-        with cublas_workspace_in_pool(), torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
-            for dst, src in zip(static, sources or ()):
-                dst.copy_(src)
-            produced = list(self.fn(static))
-            if out is not None:
-                _copy_all(_tensors(out), _tensors(produced))
+        # the warm-up may have allocated the stream's workspace outside the pool (after someone cleared
+        # cuBLAS's map); cleared, the capture allocates it in the pool, in the block it had (same size)
+        torch._C._cuda_clearCublasWorkspaces()
+        with graph_writes.recorded_blocks(self.device) as blocks:
+            with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
+                cublas_workspace_in_pool()
+                for dst, src in zip(static, sources or ()):
+                    dst.copy_(src)
+                produced = list(self.fn(static))
+                if out is not None:
+                    _copy_all(_tensors(out), _tensors(produced))
         if sources is not None:
             graph.instantiate()
-        return graph, produced if out is None else out
+        result = produced if out is None else out
+        if blocks is None:
+            return graph, result, None
+        # what stays allocated besides the outputs (the workspace) is written by every later graph too,
+        # even after cuBLAS lets go of it (its memory stays the pool's while the graphs live)
+        outputs = _tensors(produced)
+        self.shared_writes.extend(r for r in blocks.kept if r not in self.shared_writes and not graph_writes.overlaps(outputs, [r]))
+        return graph, result, blocks.allocated
 
     def _pool_segments(self) -> list[tuple[int, int]]:
         """Address ranges of the shared pool's memory: where earlier graphs may keep intermediates."""
@@ -262,13 +294,3 @@ class CudaGraphCache:
 
 def _tensors(values: Sequence[Any]) -> list[torch.Tensor]:
     return [v for v in values if isinstance(v, torch.Tensor)]
-
-
-def _overlaps(tensors: Sequence[torch.Tensor], ranges: Sequence[tuple[int, int]]) -> bool:
-    """Whether any tensor's storage touches any of the address ranges [start, end)."""
-    for t in tensors:
-        lo = t.untyped_storage().data_ptr()
-        hi = lo + t.untyped_storage().nbytes()
-        if any(lo < end and start < hi for start, end in ranges):
-            return True
-    return False

@@ -115,4 +115,9 @@ case "$1" in
       # variant of the capture), against today's capture on the same machine
     timeout 150 python3 -m research.probes.graph_slots --out $OUT 2>&1 | grep -v Warning | tail -7
     timeout 150 python3 -m research.probes.shared_workspace --out $OUT 2>&1 | grep -v Warning | tail -9 ;;
+  v)  # after run u, the product change (one workspace per cache, the blocks each graph writes from the
+      # allocator's history): the CUDA-graph cuda tests, then the slots and call times as in run s
+    timeout 140 python3 -m pytest -q -m cuda -p no:cacheprovider tests/runtime/test_cuda_graphs.py \
+      tests/runtime/test_graph_memory.py 2>&1 | tail -4
+    timeout 60 python3 -m research.probes.graph_slots --out $OUT 2>&1 | grep -v Warning | tail -6 ;;
 esac

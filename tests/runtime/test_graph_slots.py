@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from flexrt.runtime.cuda_graphs import _overlaps, _Slot
+from flexrt.runtime.cuda_graphs import _Slot
+from flexrt.runtime.graph_writes import overlaps
 
 
 def _slot() -> _Slot:
@@ -44,9 +45,9 @@ def test_an_output_overlaps_a_range_when_any_byte_of_its_storage_is_in_it():
     base = torch.zeros(64, dtype=torch.uint8)
     start = base.data_ptr()
     view = base[16:32]  # a view: the whole block it lives in counts (conservative)
-    assert _overlaps([view], [(start + 63, start + 100)])  # the storage's last byte
-    assert _overlaps([view], [(start - 10, start + 1)])  # its first byte
-    assert not _overlaps([view], [(start + 64, start + 100), (start - 10, start)])  # touching ends only
-    assert not _overlaps([view], [])  # an empty pool before the first capture
+    assert overlaps([view], [(start + 63, start + 100)])  # the storage's last byte
+    assert overlaps([view], [(start - 10, start + 1)])  # its first byte
+    assert not overlaps([view], [(start + 64, start + 100), (start - 10, start)])  # touching ends only
+    assert not overlaps([view], [])  # an empty pool before the first capture
     other = torch.zeros(8)
-    assert _overlaps([other, view], [(start + 5, start + 6)])  # any of several outputs
+    assert overlaps([other, view], [(start + 5, start + 6)])  # any of several outputs
