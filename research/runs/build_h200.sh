@@ -120,4 +120,8 @@ case "$1" in
     timeout 140 python3 -m pytest -q -m cuda -p no:cacheprovider tests/runtime/test_cuda_graphs.py \
       tests/runtime/test_graph_memory.py 2>&1 | tail -4
     timeout 60 python3 -m research.probes.graph_slots --out $OUT 2>&1 | grep -v Warning | tail -6 ;;
+  w)  # 2026-12-01, the product change of run v landed again (38132c4): every cuda test, then the slots
+      # and call times as in run s
+    timeout 470 python3 -m pytest -q -m cuda -p no:cacheprovider tests 2>&1 | tail -8
+    timeout 100 python3 -m research.probes.graph_slots --out $OUT 2>&1 | grep -v Warning | tail -7 ;;
 esac
