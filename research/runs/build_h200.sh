@@ -124,4 +124,7 @@ case "$1" in
       # and call times as in run s
     timeout 470 python3 -m pytest -q -m cuda -p no:cacheprovider tests 2>&1 | tail -8
     timeout 100 python3 -m research.probes.graph_slots --out $OUT 2>&1 | grep -v Warning | tail -7 ;;
+  x)  # after run w (flexrt ties eager's CUDA graph with TF32 at batch 1-3, 0.84-0.86x at 8-32): where the
+      # small batches' call goes, the GPU alone against the host alone
+    timeout 200 python3 -m research.probes.seed_floor --batches 1,3,8,16 --out $OUT 2>&1 | grep -v Warning | tail -6 ;;
 esac
