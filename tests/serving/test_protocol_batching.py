@@ -91,6 +91,9 @@ def test_round_trip_flat_row_major() -> None:
         (lambda b: b["inputs"][0].update(shape=[2, 4, -16]), RequestError, "non-negative integers"),
         (lambda b: b["inputs"][0]["data"].pop(), RequestError, "holds 128 elements but 'data' has 127"),
         (lambda b: b["inputs"][0]["data"].__setitem__(3, "a"), RequestError, "takes numbers"),
+        (lambda b: b["inputs"][0]["data"].__setitem__(3, True), RequestError, "FP32 takes numbers, got true/false"),
+        (lambda b: b["inputs"][0].update(data=np.arange(128.0).reshape(2, 4, 16).tolist()) or
+         b["inputs"][0]["data"][1][3].__setitem__(15, False), RequestError, "FP32 takes numbers, got true/false"),
         (lambda b: b["inputs"][0].pop("data"), RequestError, "has no 'data'"),
         (lambda b: b["inputs"][1].update(shape=[3, 4], data=[1.0] * 12), InputSpecError, "must equal input"),
         (lambda b: b.update(outputs=[{"name": "q"}]), InputSpecError, "unknown output(s) ['q']"),
@@ -256,6 +259,9 @@ def test_integer_and_bool_data_are_checked() -> None:
         protocol.parse_infer_request(req([2**40, 2], [True, False]), sig)
     with pytest.raises(RequestError, match="true/false"):
         protocol.parse_infer_request(req([1, 2], [1, 0]), sig)
+    for ids in ([1, True], [False, 2], [True, False]):  # numpy would read them as 1 and 0
+        with pytest.raises(RequestError, match="input 'ids'.*INT32"):
+            protocol.parse_infer_request(req(ids, [True, False]), sig)
 
 
 def test_validate_tensors_handle_path() -> None:
