@@ -52,6 +52,7 @@ import dataclasses
 import functools
 import logging
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -60,6 +61,10 @@ import torch
 from flexrt.runtime import graph_inputs, graph_writes
 
 logger = logging.getLogger(__name__)
+
+# cuBLAS's workspace map and the allocator's history are the process's, not a cache's: one capture
+# at a time, so one capture's clearing or recording cannot cut into another's
+_CAPTURE_LOCK = threading.Lock()
 
 SLOTS_PER_SHAPE = 2
 
@@ -266,8 +271,8 @@ class CudaGraphCache:
         graph = torch.cuda.CUDAGraph(keep_graph=True) if sources is not None else torch.cuda.CUDAGraph()
         # the warm-up may have allocated the stream's workspace outside the pool (after someone cleared
         # cuBLAS's map); cleared, the capture allocates it in the pool, in the block it had (same size)
-        torch._C._cuda_clearCublasWorkspaces()
-        with graph_writes.recorded_blocks(self.device) as blocks:
+        with _CAPTURE_LOCK, graph_writes.recorded_blocks(self.device) as blocks:
+            torch._C._cuda_clearCublasWorkspaces()
             with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
                 cublas_workspace_in_pool()
                 for dst, src in zip(static, sources or ()):
