@@ -127,4 +127,13 @@ case "$1" in
   x)  # after run w (flexrt ties eager's CUDA graph with TF32 at batch 1-3, 0.84-0.86x at 8-32): where the
       # small batches' call goes, the GPU alone against the host alone
     timeout 200 python3 -m research.probes.seed_floor --batches 1,3,8,16 --out $OUT 2>&1 | grep -v Warning | tail -6 ;;
+  y)  # after the capture lock (b8db0c4): the CUDA-graph cuda tests, then captured-graph memory of three models
+      # with one shared cuBLAS workspace per cache
+    timeout 200 python3 -m pytest -q -m cuda -p no:cacheprovider tests/runtime 2>&1 | tail -3
+    timeout 330 python3 -m benchmarks.graph_memory --models resnet50,bert,vit --out $OUT 2>&1 | grep -v Warning | tail -12 ;;
+  z)  # ResNet-50 and BERT against their best peer (reduce-overhead) after the runtime change
+    for m in resnet50 bert; do
+      timeout 280 python3 -m benchmarks.bench --model $m --peers flexrt,torch_compile_ro --budget-s 230 --out $OUT/$m 2>&1 \
+        | grep -v Warning | tail -9
+    done ;;
 esac
