@@ -4,7 +4,10 @@ the benchmark's way (events around each call, the host issuing as it goes), the 
 stream held back by a sleep kernel so the host has queued every call before the GPU starts: what
 the graphs cost on the device), and the host alone (wall time per call, the GPU never waited for).
 
-    python -m research.probes.seed_floor [--batches 1,3,8] [--out DIR]
+    python -m research.probes.seed_floor [--batches 1,3,8] [--optimization-levels 3] [--out DIR]
+
+`--optimization-levels 3,5`: flexrt built at each level (4: Inductor's max-autotune, which times
+Triton GEMM templates against cuBLAS at the profile's opt shape; 5: plus coordinate descent).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ def _host_us(fn: Any, x: tuple[torch.Tensor, ...], n: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", default="1,3,8")
+    parser.add_argument("--optimization-levels", default="3")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     case = get_case("expand_reshape", False)
@@ -61,14 +65,20 @@ def main() -> int:
     device = torch.device("cuda")
     result: dict[str, Any] = {}
     with torch.no_grad():
-        compiled = flexrt.compile(model, ir="dynamo", arg_inputs=case.flexrt_inputs(), enabled_precisions={torch.float32})
+        calls: dict[str, Any] = {}
+        for level in [int(v) for v in args.optimization_levels.split(",")]:
+            started = time.perf_counter()
+            calls[f"flexrt_o{level}"] = flexrt.compile(model, ir="dynamo", arg_inputs=case.flexrt_inputs(),
+                                                       enabled_precisions={torch.float32}, optimization_level=level)
+            result[f"build_s_o{level}"] = round(time.perf_counter() - started, 1)
         peer = EagerCudaGraphTf32(case, model, device, "/tmp")
         peer.setup()
-        calls = {"flexrt": lambda x: compiled(*x), "eager_cudagraph_tf32": peer}
+        calls["eager_cudagraph_tf32"] = peer
         for b in [int(v) for v in args.batches.split(",")]:
             x = case.make_inputs(b, device, seed=b)
             row: dict[str, Any] = {}
-            for name, fn in calls.items():
+            for name, call in calls.items():
+                fn = call if isinstance(call, EagerCudaGraphTf32) else (lambda x, m=call: m(*x))
                 for _ in range(20):
                     out = fn(x)
                 torch.testing.assert_close(out, model(*x), rtol=2e-3, atol=2e-3)

@@ -136,4 +136,8 @@ case "$1" in
       timeout 280 python3 -m benchmarks.bench --model $m --peers flexrt,torch_compile_ro --budget-s 230 --out $OUT/$m 2>&1 \
         | grep -v Warning | tail -9
     done ;;
+  x2) # after run x: can flexrt's engine beat eager's CUDA graph at batch 1-3 at all? the same probe with the
+      # engine built at optimization levels 3, 4 (max-autotune) and 5 (plus coordinate descent)
+    timeout 560 python3 -m research.probes.seed_floor --batches 1,3,8,16,32 --optimization-levels 3,4,5 --out $OUT 2>&1 \
+      | grep -v Warning | tail -8 ;;
 esac
