@@ -283,7 +283,7 @@ class CudaGraphCache:
         if sources is not None:
             graph.instantiate()
         result = produced if out is None else out
-        if blocks is None:
+        if blocks is None or not blocks.complete:
             return graph, result, None
         # what stays allocated besides the outputs (the workspace) is written by every later graph too,
         # even after cuBLAS lets go of it (its memory stays the pool's while the graphs live)

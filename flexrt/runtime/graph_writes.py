@@ -10,7 +10,8 @@ the seed model copy a 29 MB output at every replay of batches 3-16 on the H200
 The blocks come from the caching allocator's own history (`torch.cuda.memory._record_memory_history`,
 the API behind PyTorch's memory snapshots), switched on around the capture only. Where it cannot be
 used (an older torch, or a user recording it already, whose history would be cut), `recorded_blocks`
-yields None and the caller keeps the conservative test.
+yields None and the caller keeps the conservative test; so does a trace that was cut short while we
+recorded (someone else switched the history off or cleared it: its first event must be our sentinel's).
 """
 
 from __future__ import annotations
@@ -28,62 +29,91 @@ logger = logging.getLogger(__name__)
 Ranges = list[tuple[int, int]]  # [start, end) device addresses
 
 
-def _history_api() -> tuple[Any, Any] | None:
+def _history_api() -> tuple[Any, Any, Any] | None:
+    """(record, snapshot, is_enabled) of the allocator's history, or None where torch lacks one of them."""
     memory = torch.cuda.memory
     record, snapshot = getattr(memory, "_record_memory_history", None), getattr(memory, "_snapshot", None)
-    return (record, snapshot) if record is not None and snapshot is not None else None
+    enabled = getattr(torch._C, "_cuda_isHistoryEnabled", None)
+    return (record, snapshot, enabled) if None not in (record, snapshot, enabled) else None
 
 
-def _start(device: torch.device) -> tuple[Any, int] | None:
-    """Switch the history on; the API and the device's index, or None where it cannot be used."""
+def _start(device: torch.device) -> tuple[tuple[Any, Any, Any], int, int] | None:
+    """Switch the history on and allocate a sentinel block; the API, the device's index and the
+    sentinel's address, or None where the history cannot be used here."""
     api = _history_api()
     if api is None:
         return None
+    record, _, enabled = api
     try:
+        if enabled():
+            return None  # someone records the history already (any device): leave it alone
         index = device.index if device.index is not None else torch.cuda.current_device()
-        if api[1](device)["device_traces"][index]:
-            return None  # someone records the history already: leave it alone
-        api[0](enabled="all", context=None, stacks="python", clear_history=True)
+        record(enabled="all", context=None, stacks="python", clear_history=True)
+        try:
+            sentinel = torch.empty(1, device=device)  # the trace's first event, if nobody cuts it
+        except Exception:
+            record(enabled=None)
+            raise
+        address = sentinel.data_ptr()
+        del sentinel
     except Exception as e:  # noqa: BLE001 - the history is an aid; without it the caller stays conservative
         logger.debug("allocator history unavailable (%s): graph outputs checked conservatively", e)
         return None
-    return api, index
+    return api, index, address
 
 
 @dataclasses.dataclass
 class Blocks:
     """What the allocator did inside a block of code: every block allocated, and those still allocated
-    at its end (not freed inside it)."""
+    at its end (not freed inside it). `complete` is False until a whole trace was read."""
 
     allocated: Ranges = dataclasses.field(default_factory=list)
     kept: Ranges = dataclasses.field(default_factory=list)
+    complete: bool = False
+
+
+def read_trace(trace: list[dict[str, Any]], sentinel: int) -> Blocks:
+    """The blocks of a device trace that begins with the sentinel's allocation; an incomplete `Blocks`
+    if it does not (the history was cleared or switched off in between, and allocations are missing).
+    The sentinel's own events are left out (it lived outside whatever was recorded)."""
+    blocks = Blocks()
+    if not trace or trace[0].get("action") != "alloc" or trace[0].get("addr") != sentinel:
+        return blocks
+    live: dict[int, tuple[int, int]] = {}
+    for e in trace[1:]:
+        if e.get("addr") == sentinel:
+            continue
+        if e["action"] == "alloc":
+            blocks.allocated.append((e["addr"], e["addr"] + e["size"]))
+            live[e["addr"]] = (e["addr"], e["addr"] + e["size"])
+        elif e["action"] == "free_requested":
+            live.pop(e["addr"], None)
+    blocks.kept.extend(live.values())
+    blocks.complete = True
+    return blocks
 
 
 @contextlib.contextmanager
 def recorded_blocks(device: torch.device) -> Iterator[Blocks | None]:
-    """Yields a `Blocks` filled when the block ends; or None when the allocator's history cannot be
-    recorded here."""
+    """Yields a `Blocks` filled when the block ends (check `complete`: a cut trace is not); or None
+    when the allocator's history cannot be recorded here."""
     started = _start(device)
     if started is None:
         yield None
         return
-    (record, snapshot), index = started
+    (record, snapshot, enabled), index, sentinel = started
     blocks = Blocks()
     try:
         yield blocks
     finally:
+        still = enabled()  # off: someone switched it off meanwhile; theirs now, and the trace is cut
         try:
-            trace = snapshot(device)["device_traces"][index]
+            trace = snapshot(device)["device_traces"][index] if still else []
         finally:
-            record(enabled=None)
-        live: dict[int, tuple[int, int]] = {}
-        for e in trace:
-            if e["action"] == "alloc":
-                blocks.allocated.append((e["addr"], e["addr"] + e["size"]))
-                live[e["addr"]] = (e["addr"], e["addr"] + e["size"])
-            elif e["action"] == "free_requested":
-                live.pop(e["addr"], None)
-        blocks.kept.extend(live.values())
+            if still:
+                record(enabled=None)
+        found = read_trace(trace, sentinel)
+        blocks.allocated, blocks.kept, blocks.complete = found.allocated, found.kept, found.complete
 
 
 def overlaps(tensors: list[torch.Tensor], ranges: Ranges) -> bool:

@@ -140,4 +140,12 @@ case "$1" in
       # engine built at optimization levels 3, 4 (max-autotune) and 5 (plus coordinate descent)
     timeout 560 python3 -m research.probes.seed_floor --batches 1,3,8,16,32 --optimization-levels 3,4,5 --out $OUT 2>&1 \
       | grep -v Warning | tail -8 ;;
+  y2) # after the review of the runtime change: a cut trace is not trusted, a user's history is left alone;
+      # the runtime's cuda tests, then the copy-out test seen to fail with the trace's allocations dropped
+    timeout 200 python3 -m pytest -q -m cuda -p no:cacheprovider tests/runtime 2>&1 | tail -3
+    sed -i 's/blocks.allocated.append((e\["addr"\], e\["addr"\] + e\["size"\]))/pass/' flexrt/runtime/graph_writes.py
+    grep -c "^            pass" flexrt/runtime/graph_writes.py
+    timeout 120 python3 -m pytest -q -m cuda -p no:cacheprovider tests/runtime/test_cuda_graphs.py \
+      -k "earlier_graph_writes_is_copied_out" 2>&1 | grep -E "passed|failed|assert" | tail -4
+    ;;  # the device works on a copy of the tree: the next call brings the file back
 esac

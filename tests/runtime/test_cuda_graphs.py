@@ -8,6 +8,7 @@ from helpers import assert_matches, sweep
 
 import flexrt
 from flexrt.runtime import graph_inputs
+from flexrt.runtime.cuda_graphs import CudaGraphCache
 from flexrt.runtime.graph_writes import overlaps
 
 pytestmark = pytest.mark.cuda
@@ -115,6 +116,58 @@ def test_a_held_output_survives_replays_of_graphs_captured_before_it(compiled):
         assert slots[b].writes is not None  # the allocator's history was recorded around the capture
         if not slots[b].copies_out:
             assert not overlaps(slots[b].tensors, [w for e in before for w in slots[e].writes or []]), b
+
+
+def _big_then_small(inputs):
+    """Shape (1024, 256): a 64 MB intermediate freed inside the graph, a small output; any other shape:
+    one output allocated once (in place after), which lands on the pool's largest free block."""
+    (x,) = inputs
+    if x.shape[0] == 1024:
+        t = x.repeat(64, 1) * 3
+        return [t.sum(0, keepdim=True)]
+    out = x * 2
+    return [out.add_(1)]
+
+
+def test_an_output_on_a_block_an_earlier_graph_writes_is_copied_out():
+    """A graph captured second whose output lands on the first graph's freed intermediate must copy it
+    out of the pool: the first graph's replays write that block, and a held output would change."""
+    cache = CudaGraphCache(_big_then_small, torch.device("cuda"), capacity=4)
+    a, b = torch.randn(1024, 256, device="cuda"), torch.randn(65536, 256, device="cuda")
+    for _ in range(2):  # a plain run, then the capture
+        cache.run([a])
+    for _ in range(2):
+        cache.run([b])
+    slot_a, slot_b = cache.entries[(a.shape,)][0], cache.entries[(b.shape,)][0]
+    assert slot_a.writes and slot_b.copies_out, (slot_a.writes, slot_b.copies_out)
+    b2 = torch.randn(65536, 256, device="cuda")
+    held = cache.run([b2])[0]
+    cache.run([torch.randn(1024, 256, device="cuda")])  # replays the first graph: writes its intermediates
+    torch.cuda.synchronize()
+    torch.testing.assert_close(held, b2 * 2 + 1)
+
+
+def test_a_users_memory_history_is_left_alone():
+    """A capture while the user records the allocator's history neither stops nor clears it; the
+    capture then checks its outputs conservatively (no blocks known)."""
+    torch.cuda.memory._record_memory_history(enabled="all", context=None, stacks="python")
+    try:
+        marker = torch.empty(1000, device="cuda")
+        cache = CudaGraphCache(_big_then_small, torch.device("cuda"), capacity=4)
+        x = torch.randn(8, 256, device="cuda")
+        for _ in range(3):
+            torch.testing.assert_close(cache.run([x])[0], x * 2 + 1)
+        assert torch._C._cuda_isHistoryEnabled()
+        assert all(s.writes is None for s in cache.entries[(x.shape,)])
+        trace = torch.cuda.memory._snapshot()["device_traces"][torch.cuda.current_device()]
+        assert any(e["action"] == "alloc" and e["addr"] == marker.data_ptr() for e in trace)  # not cleared
+    finally:
+        torch.cuda.memory._record_memory_history(enabled=None)
+    cache = CudaGraphCache(_big_then_small, torch.device("cuda"), capacity=4)
+    for _ in range(2):
+        cache.run([x])
+    assert cache.entries[(x.shape,)][0].writes is not None  # recorded, and switched off again after
+    assert not torch._C._cuda_isHistoryEnabled()
 
 
 def test_outputs_stay_in_the_pool_where_no_earlier_graph_writes():

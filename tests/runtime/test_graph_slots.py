@@ -1,13 +1,14 @@
 """The CUDA-graph slot's liveness check (CPU): a slot is free only when the caller holds nothing of
 its outputs — not the tensor, not a container of it, not a view of its storage. And the address
-test that decides whether a capture copies its outputs out of the shared pool."""
+test that decides whether a capture copies its outputs out of the shared pool, and the reading of
+the allocator's trace that says which blocks a capture allocated."""
 
 from __future__ import annotations
 
 import torch
 
 from flexrt.runtime.cuda_graphs import _Slot
-from flexrt.runtime.graph_writes import overlaps
+from flexrt.runtime.graph_writes import overlaps, read_trace
 
 
 def _slot() -> _Slot:
@@ -51,3 +52,27 @@ def test_an_output_overlaps_a_range_when_any_byte_of_its_storage_is_in_it():
     assert not overlaps([view], [])  # an empty pool before the first capture
     other = torch.zeros(8)
     assert overlaps([other, view], [(start + 5, start + 6)])  # any of several outputs
+
+
+def _event(action: str, addr: int, size: int = 512) -> dict:
+    return {"action": action, "addr": addr, "size": size}
+
+
+def test_a_trace_gives_every_block_allocated_and_those_still_held():
+    sentinel = 0x100
+    trace = [_event("alloc", sentinel), _event("free_requested", sentinel), _event("free_completed", sentinel),
+             _event("alloc", 0x1000, 4096), _event("alloc", 0x3000, 1024), _event("segment_alloc", 0x8000, 2**20),
+             _event("free_requested", 0x1000, 4096), _event("free_completed", 0x1000, 4096)]
+    blocks = read_trace(trace, sentinel)
+    assert blocks.complete
+    assert blocks.allocated == [(0x1000, 0x2000), (0x3000, 0x3400)]  # the sentinel and the segment are not blocks written
+    assert blocks.kept == [(0x3000, 0x3400)]  # freed inside the capture: written by it, not held after it
+
+
+def test_a_trace_cut_short_is_not_complete():
+    """Someone cleared or switched off the history while a capture recorded: its first events, the
+    sentinel's among them, are gone, so blocks the graph writes may be missing."""
+    cut = [_event("alloc", 0x3000, 1024), _event("free_requested", 0x3000, 1024)]
+    for trace in (cut, [], [_event("alloc", 0x200)] + cut):
+        blocks = read_trace(trace, 0x100)
+        assert not blocks.complete and blocks.allocated == [] and blocks.kept == []
