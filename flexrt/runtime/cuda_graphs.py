@@ -93,7 +93,8 @@ def cudnn_autotune() -> Iterator[None]:
 
 
 def cublas_workspace_in_pool() -> None:
-    """Call inside a capture, first, with cuBLAS's workspaces cleared just before: the capture stream's
+    """Call inside a capture, first, with this thread's cuBLAS handle created and cuBLAS's workspaces
+    cleared just before (outside the capture): the capture stream's
     workspace is allocated now, in the graph's pool, before any other block (no kernel: fetching the
     handle allocates it). It stays allocated after the capture (cuBLAS holds it), so no later graph's
     outputs land on it, and the next capture gets the same block back (the first request, same size)."""
@@ -272,6 +273,10 @@ class CudaGraphCache:
         # the warm-up may have allocated the stream's workspace outside the pool (after someone cleared
         # cuBLAS's map); cleared, the capture allocates it in the pool, in the block it had (same size)
         with _CAPTURE_LOCK, graph_writes.recorded_blocks(self.device) as blocks:
+            with torch.cuda.stream(self.stream):
+                # this thread's cuBLAS handle must exist before the capture: creating it there is an
+                # error that fails the capture (a model without matrix products never created it)
+                torch._C._cuda_getCurrentBlasHandle()
             torch._C._cuda_clearCublasWorkspaces()
             with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
                 cublas_workspace_in_pool()

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 import torch
 from helpers import assert_matches, sweep
@@ -145,6 +150,25 @@ def test_an_output_on_a_block_an_earlier_graph_writes_is_copied_out():
     cache.run([torch.randn(1024, 256, device="cuda")])  # replays the first graph: writes its intermediates
     torch.cuda.synchronize()
     torch.testing.assert_close(held, b2 * 2 + 1)
+
+
+def test_a_model_without_matrix_products_is_captured_in_a_fresh_process():
+    """A capture fetches cuBLAS's handle to place its workspace in the pool; in a process (thread) where
+    nothing created the handle yet, creating it inside the capture failed the capture, and the
+    context ran without graphs. A fresh process, so no earlier test created it."""
+    script = textwrap.dedent("""
+        import torch
+        from flexrt.runtime.cuda_graphs import CudaGraphCache
+        cache = CudaGraphCache(lambda inputs: [inputs[0] * 2 + 1], torch.device("cuda"), capacity=2)
+        for _ in range(4):
+            x = torch.randn(8, 256, device="cuda")
+            torch.testing.assert_close(cache.run([x])[0], x * 2 + 1)
+        print("disabled", cache.disabled, "captures", cache.captures)
+    """)
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "disabled False captures" in done.stdout and "captures 0" not in done.stdout, done.stdout + done.stderr[-2000:]
 
 
 def test_a_users_memory_history_is_left_alone():
