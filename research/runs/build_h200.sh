@@ -148,16 +148,23 @@ case "$1" in
     timeout 120 python3 -m pytest -q -m cuda -p no:cacheprovider tests/runtime/test_cuda_graphs.py \
       -k "earlier_graph_writes_is_copied_out" 2>&1 | grep -E "passed|failed|assert" | tail -4
     ;;  # the device works on a copy of the tree: the next call brings the file back
-  y3) # after run y2 (the copy-out test, run alone, failed on a capture error: a process whose first cuBLAS
+  y3) # (in its first run, the sed below deleted the line and left a block empty: a syntax error, no
+      # result; run again with `pass` in its place as part y4)
+      # after run y2 (the copy-out test, run alone, failed on a capture error: a process whose first cuBLAS
       # handle would be created inside the capture); the handle fetched before it now: the runtime's cuda
       # tests; each new test seen to fail without its fix
     timeout 200 python3 -m pytest -q -m cuda -p no:cacheprovider tests/runtime 2>&1 | tail -3
     cp flexrt/runtime/cuda_graphs.py /tmp/cg.py
-    sed -i '/^                torch._C._cuda_getCurrentBlasHandle()$/d' flexrt/runtime/cuda_graphs.py
+    sed -i 's/^                torch._C._cuda_getCurrentBlasHandle()$/                pass/' flexrt/runtime/cuda_graphs.py
     timeout 100 python3 -m pytest -q -m cuda -p no:cacheprovider tests/runtime/test_cuda_graphs.py \
       -k "without_matrix_products" 2>&1 | grep -E "passed|failed" | tail -2
     cp /tmp/cg.py flexrt/runtime/cuda_graphs.py
     sed -i 's/blocks.allocated.append((e\["addr"\], e\["addr"\] + e\["size"\]))/pass/' flexrt/runtime/graph_writes.py
     timeout 100 python3 -m pytest -q -m cuda -p no:cacheprovider tests/runtime/test_cuda_graphs.py \
       -k "earlier_graph_writes_is_copied_out" 2>&1 | grep -E "passed|failed|assert" | tail -4 ;;
+  y4) # the first break-check of y3 again
+    sed -i 's/^                torch._C._cuda_getCurrentBlasHandle()$/                pass/' flexrt/runtime/cuda_graphs.py
+    grep -n "^                pass" flexrt/runtime/cuda_graphs.py
+    timeout 100 python3 -m pytest -q -m cuda -p no:cacheprovider tests/runtime/test_cuda_graphs.py \
+      -k "without_matrix_products" 2>&1 | grep -E "passed|failed|error|captures" | tail -4 ;;
 esac
