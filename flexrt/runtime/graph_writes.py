@@ -73,14 +73,16 @@ class Blocks:
 
 
 def read_trace(trace: list[dict[str, Any]], sentinel: int) -> Blocks:
-    """The blocks of a device trace that begins with the sentinel's allocation; an incomplete `Blocks`
-    if it does not (the history was cleared or switched off in between, and allocations are missing).
+    """The blocks of a device trace whose first block allocation is the sentinel's; an incomplete `Blocks`
+    if it is not (the history was cleared or switched off in between, and allocations are missing).
     The sentinel's own events are left out (it lived outside whatever was recorded)."""
     blocks = Blocks()
-    if not trace or trace[0].get("action") != "alloc" or trace[0].get("addr") != sentinel:
+    # its first block allocation (a new segment for it may come first)
+    first = next((i for i, e in enumerate(trace) if e.get("action") == "alloc"), None)
+    if first is None or trace[first].get("addr") != sentinel:
         return blocks
     live: dict[int, tuple[int, int]] = {}
-    for e in trace[1:]:
+    for e in trace[first + 1:]:
         if e.get("addr") == sentinel:
             continue
         if e["action"] == "alloc":
