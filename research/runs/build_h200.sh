@@ -167,4 +167,8 @@ case "$1" in
     grep -n "^                pass" flexrt/runtime/cuda_graphs.py
     timeout 100 python3 -m pytest -q -m cuda -p no:cacheprovider tests/runtime/test_cuda_graphs.py \
       -k "without_matrix_products" 2>&1 | grep -E "passed|failed|error|captures" | tail -4 ;;
+  w2) # the session's final runtime (review fixes, the handle before the capture, the trace's sentinel):
+      # every cuda test, then the slots probe as in run w
+    timeout 420 python3 -m pytest -q -m cuda -p no:cacheprovider tests 2>&1 | tail -3
+    timeout 100 python3 -m research.probes.graph_slots --out $OUT 2>&1 | grep -v Warning | tail -7 ;;
 esac
