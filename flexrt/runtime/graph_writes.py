@@ -82,8 +82,10 @@ def read_trace(trace: list[dict[str, Any]], sentinel: int) -> Blocks:
     if first is None or trace[first].get("addr") != sentinel:
         return blocks
     live: dict[int, tuple[int, int]] = {}
+    own = {"free_requested", "free_completed"}  # the sentinel's own events; a later block may reuse its address
     for e in trace[first + 1:]:
-        if e.get("addr") == sentinel:
+        if e.get("addr") == sentinel and e.get("action") in own:
+            own.discard(e["action"])
             continue
         if e["action"] == "alloc":
             blocks.allocated.append((e["addr"], e["addr"] + e["size"]))

@@ -67,6 +67,9 @@ def test_a_trace_gives_every_block_allocated_and_those_still_held():
     assert blocks.complete
     assert blocks.allocated == [(0x1000, 0x2000), (0x3000, 0x3400)]  # the sentinel and the segment are not blocks written
     assert blocks.kept == [(0x3000, 0x3400)]  # freed inside the capture: written by it, not held after it
+    # a block at the sentinel's address after it was freed is one the capture allocated
+    reused = read_trace(trace + [_event("alloc", sentinel, 2048)], sentinel)
+    assert reused.allocated[-1] == (sentinel, sentinel + 2048) and (sentinel, sentinel + 2048) in reused.kept
     # the sentinel's block may need a new segment first
     assert read_trace([_event("segment_alloc", 0x100, 2**20)] + trace, sentinel) == blocks
 
