@@ -375,17 +375,13 @@ class Batch:
                     # declared dims of unequal sizes (a broadcast mask): it runs alone and as sent, neither
                     # padded (its 1-row mask would become zero rows) nor split (rows of which input?)
                     (i,) = chunk
-                    profile = signature.choose(shapes[i])
-                    if profile is None:
-                        raise signature.out_of_range(shapes[i])
-                    batch.calls.append(Call(chunk, dict(tensors_of(items[i])), profile, plan.rows(shapes[i]), None))
+                    batch.calls.append(Call(chunk, dict(tensors_of(items[i])), signature.profile_for(shapes[i]),
+                                            plan.rows(shapes[i]), None))
                     continue
                 inputs, sizes = plan.stack([tensors_of(items[i]) for i in chunk])
                 rows = sum(sizes)
                 stacked = plan.with_rows(shapes[chunk[0]], rows)
-                profile = signature.choose(stacked)
-                if profile is None:
-                    raise signature.out_of_range(stacked)
+                profile = signature.profile_for(stacked)
                 if pad != "none":
                     target = pad_target(signature, profile, plan, rows, pad)
                     if target > rows and signature.fits(profile, plan.with_rows(stacked, target)):

@@ -199,6 +199,10 @@ class ModelSignature:
                 if isinstance(want, int) and want != n:
                     raise InputSpecError(f"input {spec.name!r} dim {d} = {n}; this model takes only {want} there")
         self.checker.check_shapes(self._ordered(shapes))
+        return self.profile_for(shapes)
+
+    def profile_for(self, shapes: Mapping[str, Sequence[int]]) -> int:
+        """The narrowest fitting profile; flexrt's out-of-range error when none fits."""
         chosen = self.choose(shapes)
         if chosen is None:
             raise self.out_of_range(shapes)
