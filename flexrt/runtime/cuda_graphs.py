@@ -42,6 +42,20 @@ current shape alone, so the cache never holds more than the cap or one shape's g
 
 While a shape is captured, cuDNN may benchmark its convolution algorithms (the
 process-wide flag is set only around those calls and restored), as TensorRT times tactics at build.
+
+Threads: a cache is called from several threads when they share a compiled module (a threaded web
+server, a thread pool). Choosing a slot, re-pointing its input copies and launching its replay is one
+step under the cache's lock: two threads re-pointing one graph's copies before either replayed it gave
+one of them the other's result. A replay on another stream than the cache's last one first waits for
+that stream (the graphs share their pool's intermediates), and for the stream of the call that last
+held the slot's outputs (they may still be read there): graphs of one cache run one at a time on the
+GPU, whichever threads and streams call them. Each capture is in CUDA's thread-local capture mode, as
+torch.compile's CUDA-graph trees capture: in the default global mode, another thread's allocation or
+stream synchronisation during a capture failed, in that thread, and failed the capture. A device-wide
+synchronisation on another thread still fails a capture (CUDA's rule, in every mode;
+`research/probes/capture_threads.py`): that call runs without a graph, what torch's failed capture
+left behind is put right (`_FailedCapture`), and the shape is captured at a later call; only
+MAX_CAPTURE_FAILURES failures in a row switch the context's graphs off.
 """
 
 from __future__ import annotations
@@ -57,6 +71,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
+from torch.cuda._utils import _get_device_index
 
 from flexrt.runtime import graph_inputs, graph_writes
 
@@ -67,6 +82,13 @@ logger = logging.getLogger(__name__)
 _CAPTURE_LOCK = threading.Lock()
 
 SLOTS_PER_SHAPE = 2
+MAX_CAPTURE_FAILURES = 3  # in a row; then the context runs without graphs
+
+StreamKey = tuple[int, int, int]  # (stream id, device index, device type): torch's cheap handle for a stream
+
+
+def _stream(key: StreamKey) -> torch.cuda.Stream:
+    return torch.cuda.Stream(stream_id=key[0], device_index=key[1], device_type=key[2])
 
 
 def _use_count(t: torch.Tensor) -> int:
@@ -111,6 +133,8 @@ class _Slot:
     copies_out: bool  # the graph copies its outputs out of the shared pool (see the module docstring)
     feed: Callable[[Sequence[torch.Tensor]], None]  # gives the graph the caller's inputs before a replay
     writes: graph_writes.Ranges | None = None  # blocks its capture allocated (what replays write); None: unknown
+    stream: StreamKey | None = None  # the stream of its last replay, whose caller got its outputs
+    pool: tuple[int, int] | None = None  # the memory pool it was captured into
 
     @property
     def buffer_bytes(self) -> int:
@@ -128,6 +152,25 @@ class _Slot:
     def _counts(self) -> list[tuple[int, int]]:
         # measure() and free() count through this one frame, so the references it adds cancel out
         return [(sys.getrefcount(t), _use_count(t)) for t in self.tensors]
+
+
+class _FailedCapture:
+    """What a capture that fails sets aside, and gives back when called: torch's `torch.cuda.graph` skips
+    its own clean-up when the capture fails at its end (CUDA refuses to end a capture another thread's
+    device-wide sync invalidated), which left the caller's thread on the capture stream, the caching
+    allocator recording into the pool, and torch's CUDA generator "capturing" (every later CUDA random
+    number in the process raised). torch's pinned-memory allocator records into the pool too, and
+    nothing ends that: `CudaGraphCache._capture_failed` moves on to a new pool."""
+
+    def __init__(self, index: int, stream: torch.cuda.Stream, generator: torch.Generator) -> None:
+        self.index, self.stream, self.generator = index, stream, generator
+        self.rng = generator.clone_state()  # cheap: a seed and an offset
+
+    def __call__(self, pool: tuple[int, int]) -> None:
+        torch.cuda.set_stream(self.stream)
+        with contextlib.suppress(RuntimeError):  # raises if the capture failed before routing to the pool
+            torch._C._cuda_endAllocateToPool(self.index, pool)
+        self.generator.graphsafe_set_state(self.rng)
 
 
 class CudaGraphCache:
@@ -148,11 +191,19 @@ class CudaGraphCache:
         self.seen: collections.OrderedDict[tuple[Any, ...], None] = collections.OrderedDict()
         self.captures = 0
         self.plain_runs = 0
+        self.failures = 0  # captures failed in a row
+        self._lock = threading.RLock()  # one caller at a time chooses, feeds and launches (see the docstring)
+        self._index = _get_device_index(device, optional=True)
+        self._last_stream: StreamKey | None = None
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def run(self, inputs: Sequence[torch.Tensor], zero_copy: bool = False) -> list[Any]:
+        with self._lock:
+            return self._run(inputs, zero_copy)
+
+    def _run(self, inputs: Sequence[torch.Tensor], zero_copy: bool) -> list[Any]:
         key = tuple([t.shape for t in inputs])
         slots = self.entries.get(key)
         if slots is None:
@@ -178,15 +229,27 @@ class CudaGraphCache:
             if slot is None:  # the caller holds the outputs of every slot: do not overwrite them
                 self.plain_runs += 1
                 return self.fn(inputs)
+        stream = torch._C._cuda_getCurrentStream(self._index)
+        if stream != self._last_stream or stream != slot.stream:
+            self._follow(stream, slot)
         slot.feed(inputs)
         slot.graph.replay()
         return list(slot.outputs)
+
+    def _follow(self, stream: StreamKey, slot: _Slot) -> None:
+        """Before a replay on `stream`: wait for the cache's last replay and for the last holder of this
+        slot's outputs, where they ran on other streams (a caller switching streams, or threads)."""
+        current = _stream(stream)
+        for other in {self._last_stream, slot.stream} - {None, stream}:
+            current.wait_stream(_stream(other))
+        self._last_stream = slot.stream = stream
 
     def _capture(self, key: tuple[Any, ...], inputs: Sequence[torch.Tensor]) -> _Slot | None:
         static = [t.detach().clone() for t in inputs]
         sources = [t if t.is_contiguous() else t.contiguous() for t in inputs] if graph_inputs.supported() else None
         if self.stream is None:
             self.stream = torch.cuda.Stream(self.device)
+        undo = _FailedCapture(self._index, torch.cuda.current_stream(self.device), torch.cuda.default_generators[self._index])
         try:
             with cudnn_autotune():
                 self.stream.wait_stream(torch.cuda.current_stream(self.device))
@@ -198,16 +261,18 @@ class CudaGraphCache:
                 graph, outputs, out, writes = self._record_checked(static, sources, earlier)
                 feed = graph_inputs.find_input_copies(graph, static, sources) if sources is not None else None
                 if feed is None and sources is not None:  # its input copies cannot be re-pointed: record plainly
-                    del graph, outputs, out
+                    superseded = graph  # alive until its successor is recorded (see `_record_checked`)
+                    del outputs, out
                     graph, outputs, out, writes = self._record_checked(static, None, earlier)
-        except Exception as e:  # noqa: BLE001 - any capture failure means: run without graphs
-            logger.warning("CUDA graph capture failed (%s); this context runs without CUDA graphs", e)
-            self.disabled = True
-            self.entries.clear()
+                    del superseded
+        except Exception as e:  # noqa: BLE001 - a failed capture means: this call runs without a graph
+            undo(self.pool)
+            self._capture_failed(key, e)
             return None
+        self.failures = 0
         copies_out = out is not None
         slot = _Slot(graph, static, outputs, _tensors(outputs), [], copies_out, feed or functools.partial(_copy_all, static),
-                     writes)
+                     writes, pool=self.pool)
         slot.measure()
         self.entries.setdefault(key, []).append(slot)
         self.growth[key] = self.growth.get(key, 0) + self.pool_bytes() - pool_before
@@ -216,7 +281,7 @@ class CudaGraphCache:
                      [tuple(s) for s in key], len(self.entries), copies_out, isinstance(feed, graph_inputs.InputCopies))
         while len(self.entries) > self.capacity:
             self.growth.pop(self.entries.popitem(last=False)[0], None)
-        held = self.memory()["total_bytes"] if self.memory_cap is not None and len(self.entries) > 1 else 0
+        held = self._memory()["total_bytes"] if self.memory_cap is not None and len(self.entries) > 1 else 0
         if self.memory_cap is not None and held > self.memory_cap:
             logger.info("CUDA graphs: %.1f MiB past the cap of %.1f MiB; dropping %d captured shapes, keeping %s",
                         held / 2**20, self.memory_cap / 2**20, len(self.entries) - 1, [tuple(s) for s in key])
@@ -227,11 +292,33 @@ class CudaGraphCache:
             return self._capture(key, inputs)
         return slot
 
+    def _capture_failed(self, key: tuple[Any, ...], error: Exception) -> None:
+        """A capture failed: often another thread's device-wide synchronisation (CUDA forbids it during
+        any capture); the shape is captured again at a later call, and after MAX_CAPTURE_FAILURES failures
+        in a row the context runs without graphs."""
+        self.failures += 1
+        # torch's pinned-memory allocator still records into the failed capture's pool (no call ends that)
+        # and refuses every later capture into it: the next capture starts a new pool (the kept graphs
+        # keep theirs, see `_pool_segments`)
+        self.pool = torch.cuda.graph_pool_handle()
+        if self.failures < MAX_CAPTURE_FAILURES:
+            logger.warning("CUDA graph capture for input shapes %s failed (%s); this call runs without a graph, a later "
+                           "one captures again", [tuple(s) for s in key], error)
+            return
+        logger.warning("CUDA graph capture failed %d times in a row (last: %s); this context runs without CUDA graphs",
+                       self.failures, error)
+        self.disabled = True
+        self.entries.clear()
+
     def pool_bytes(self) -> int:
         return sum(hi - lo for lo, hi in self._pool_segments())
 
     def memory(self) -> dict[str, Any]:
         """The pool's bytes, the buffers outside it, and per captured shape what its capture added."""
+        with self._lock:  # not while another thread captures
+            return self._memory()
+
+    def _memory(self) -> dict[str, Any]:
         captured = [{"shapes": [list(s) for s in key], "slots": len(slots), "pool_growth_bytes": self.growth.get(key, 0),
                      "buffer_bytes": sum(slot.buffer_bytes for slot in slots)} for key, slots in self.entries.items()]
         pool = self.pool_bytes()
@@ -249,8 +336,12 @@ class CudaGraphCache:
         if not graph_writes.overlaps(_tensors(outputs), kept if writes is not None and kept is not None else earlier):
             return graph, outputs, None, writes
         out = [torch.empty_like(o) if isinstance(o, torch.Tensor) else o for o in outputs]
-        del graph, outputs
+        # the first recording stays alive until the second is made: a pool that no graph holds but that
+        # still has a block allocated (the workspace) cannot be captured into again
+        superseded = graph
+        del outputs
         graph, outputs, writes = self._record(static, sources, out)
+        del superseded
         return graph, outputs, out, writes
 
     def _kept_writes(self) -> graph_writes.Ranges | None:
@@ -272,13 +363,13 @@ class CudaGraphCache:
         graph = torch.cuda.CUDAGraph(keep_graph=True) if sources is not None else torch.cuda.CUDAGraph()
         # the warm-up may have allocated the stream's workspace outside the pool (after someone cleared
         # cuBLAS's map); cleared, the capture allocates it in the pool, in the block it had (same size)
-        with _CAPTURE_LOCK, graph_writes.recorded_blocks(self.device) as blocks:
+        with _CAPTURE_LOCK, graph_writes.recorded_blocks(self.device, self.stream.cuda_stream) as blocks:
             with torch.cuda.stream(self.stream):
                 # this thread's cuBLAS handle must exist before the capture: creating it there is an
                 # error that fails the capture (a model without matrix products never created it)
                 torch._C._cuda_getCurrentBlasHandle()
             torch._C._cuda_clearCublasWorkspaces()
-            with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
+            with torch.cuda.graph(graph, pool=self.pool, stream=self.stream, capture_error_mode="thread_local"):
                 cublas_workspace_in_pool()
                 for dst, src in zip(static, sources or ()):
                     dst.copy_(src)
@@ -297,9 +388,11 @@ class CudaGraphCache:
         return graph, result, blocks.allocated
 
     def _pool_segments(self) -> list[tuple[int, int]]:
-        """Address ranges of the shared pool's memory: where earlier graphs may keep intermediates."""
+        """Address ranges of the shared pool's memory (and of older pools kept graphs were captured into,
+        after a failed capture): where earlier graphs may keep intermediates."""
+        pools = {tuple(self.pool)} | {tuple(slot.pool) for slots in self.entries.values() for slot in slots if slot.pool}
         return [(s["address"], s["address"] + s["total_size"]) for s in torch.cuda.memory_snapshot()
-                if tuple(s["segment_pool_id"]) == tuple(self.pool)]
+                if tuple(s["segment_pool_id"]) in pools]
 
 
 def _tensors(values: Sequence[Any]) -> list[torch.Tensor]:

@@ -72,10 +72,11 @@ class Blocks:
     complete: bool = False
 
 
-def read_trace(trace: list[dict[str, Any]], sentinel: int) -> Blocks:
+def read_trace(trace: list[dict[str, Any]], sentinel: int, stream: int | None = None) -> Blocks:
     """The blocks of a device trace whose first block allocation is the sentinel's; an incomplete `Blocks`
     if it is not (the history was cleared or switched off in between, and allocations are missing).
-    The sentinel's own events are left out (it lived outside whatever was recorded)."""
+    The sentinel's own events are left out (it lived outside whatever was recorded). With `stream`, only
+    that stream's blocks count (other threads may allocate meanwhile)."""
     blocks = Blocks()
     # its first block allocation (a new segment for it may come first)
     first = next((i for i, e in enumerate(trace) if e.get("action") == "alloc"), None)
@@ -87,20 +88,25 @@ def read_trace(trace: list[dict[str, Any]], sentinel: int) -> Blocks:
         if e.get("addr") == sentinel and e.get("action") in own:
             own.discard(e["action"])
             continue
+        if stream is not None and e.get("stream") != stream:
+            continue
         if e["action"] == "alloc":
             blocks.allocated.append((e["addr"], e["addr"] + e["size"]))
             live[e["addr"]] = (e["addr"], e["addr"] + e["size"])
         elif e["action"] == "free_requested":
             live.pop(e["addr"], None)
     blocks.kept.extend(live.values())
-    blocks.complete = True
+    # a capture allocates at least the cuBLAS workspace on its stream: nothing there means the trace
+    # does not describe it (another stream handle than the trace's), so it is not trusted
+    blocks.complete = stream is None or bool(blocks.allocated)
     return blocks
 
 
 @contextlib.contextmanager
-def recorded_blocks(device: torch.device) -> Iterator[Blocks | None]:
+def recorded_blocks(device: torch.device, stream: int | None = None) -> Iterator[Blocks | None]:
     """Yields a `Blocks` filled when the block ends (check `complete`: a cut trace is not); or None
-    when the allocator's history cannot be recorded here."""
+    when the allocator's history cannot be recorded here. With `stream` (a raw stream handle), only
+    the blocks allocated on it."""
     started = _start(device)
     if started is None:
         yield None
@@ -116,7 +122,7 @@ def recorded_blocks(device: torch.device) -> Iterator[Blocks | None]:
         finally:
             if still:
                 record(enabled=None)
-        found = read_trace(trace, sentinel)
+        found = read_trace(trace, sentinel, stream)
         blocks.allocated, blocks.kept, blocks.complete = found.allocated, found.kept, found.complete
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,6 +50,9 @@ class _EngineSegment:
         self.device = device
         self.load(CHECKED)
         self.tf32 = allow_tf32 if device.type == "cuda" else None
+        # a CUDA runner runs single-threaded (AOTInductor's run_single_threaded: no lock of its own, and
+        # graph capture needs it); threads sharing a module take turns here
+        self._lock = threading.Lock()
 
     def load(self, variant: str) -> None:
         """(Re)load the runner from the CHECKED or UNCHECKED copy of the engine (see loader.Library)."""
@@ -65,10 +69,11 @@ class _EngineSegment:
 
     def __call__(self, inputs: list[Any]) -> list[torch.Tensor]:
         inputs = [_dense(t) for t in inputs]
-        if self.tf32 is None or in_effect(self.tf32):
-            return self.runner.run(inputs)
-        with tf32_policy(self.tf32):
-            return self.runner.run(inputs)
+        with self._lock:
+            if self.tf32 is None or in_effect(self.tf32):
+                return self.runner.run(inputs)
+            with tf32_policy(self.tf32):
+                return self.runner.run(inputs)
 
 
 class _TorchSegment:

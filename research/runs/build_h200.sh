@@ -171,4 +171,105 @@ case "$1" in
       # every cuda test, then the slots probe as in run w
     timeout 420 python3 -m pytest -q -m cuda -p no:cacheprovider tests 2>&1 | tail -3
     timeout 100 python3 -m research.probes.graph_slots --out $OUT 2>&1 | grep -v Warning | tail -7 ;;
+  # t1-t4: `.old_runtime/` (carried, not committed) held the runtime at the session's start:
+  # `git show 6b02b55:flexrt/runtime/NAME.py` for cuda_graphs, graph_writes, program; run t4 also ran the
+  # probes now in research/probes/replay_host_costs.py (then .old_runtime/host_costs.py), and between t3
+  # and t4 research/probes/capture_pool.py ran alone (then .old_runtime/pool_probe.py)
+  t1) # 2026-12-01 (twenty-fourth session): threads sharing a module (a lock per graph cache and per CUDA
+      # runner, replays ordered across streams, thread-local capture mode): the runtime's cuda tests, then
+      # the new thread tests against the old runtime (.old_runtime/, carried), without the capture mode,
+      # and without the cache's lock
+    timeout 240 python3 -m pytest -q -m cuda -p no:cacheprovider tests/runtime 2>&1 | tail -4
+    mkdir -p /tmp/new && cp flexrt/runtime/{cuda_graphs,graph_writes,program}.py /tmp/new/
+    cp .old_runtime/*.py flexrt/runtime/
+    timeout 120 python3 -m pytest -q -m cuda -p no:cacheprovider tests/runtime/test_threads.py 2>&1 \
+      | grep -E "passed|failed|Error|assert" | tail -6
+    cp /tmp/new/*.py flexrt/runtime/
+    sed -i 's/, capture_error_mode="thread_local"//' flexrt/runtime/cuda_graphs.py; grep -c thread_local flexrt/runtime/cuda_graphs.py
+    timeout 100 python3 -m pytest -q -m cuda -p no:cacheprovider tests/runtime/test_threads.py -k bystander 2>&1 \
+      | grep -E "passed|failed|Error|assert" | tail -4
+    cp /tmp/new/*.py flexrt/runtime/
+    python3 - <<'PY'
+p = "flexrt/runtime/cuda_graphs.py"
+s = open(p).read()
+s = s.replace("        with self._lock:\n            return self._run(inputs, zero_copy)", "        return self._run(inputs, zero_copy)")
+open(p, "w").write(s)
+PY
+    grep -c "return self._run" flexrt/runtime/cuda_graphs.py
+    timeout 120 python3 -m pytest -q -m cuda -p no:cacheprovider tests/runtime/test_threads.py -k own_results 2>&1 \
+      | grep -E "passed|failed|Error|assert" | tail -6
+    cp /tmp/new/*.py flexrt/runtime/ ;;
+  t2) # after run t1 and the capture_threads probe (a device sync on another thread fails a capture in every
+      # mode; a failed capture left torch's CUDA generator unusable): the runtime's cuda tests, then each new
+      # thread test against the old runtime, without the capture mode, without the lock, without the
+      # generator's state given back
+    timeout 240 python3 -m pytest -q -m cuda -p no:cacheprovider tests/runtime 2>&1 | tail -4
+    mkdir -p /tmp/new && cp flexrt/runtime/{cuda_graphs,graph_writes,program}.py /tmp/new/
+    cp .old_runtime/*.py flexrt/runtime/
+    timeout 120 python3 -m pytest -q -m cuda -p no:cacheprovider -rf tests/runtime/test_threads.py 2>&1 \
+      | grep -E "^FAILED|passed|failed" | cut -c1-250 | tail -6
+    cp /tmp/new/*.py flexrt/runtime/
+    sed -i 's/, capture_error_mode="thread_local"//' flexrt/runtime/cuda_graphs.py; grep -c 'mode="thread_local' flexrt/runtime/cuda_graphs.py
+    timeout 100 python3 -m pytest -q -m cuda -p no:cacheprovider -rf tests/runtime/test_threads.py -k undisturbed 2>&1 \
+      | grep -E "^FAILED|passed|failed" | cut -c1-250 | tail -3
+    cp /tmp/new/*.py flexrt/runtime/
+    python3 - <<'PY'
+p = "flexrt/runtime/cuda_graphs.py"
+s = open(p).read()
+s = s.replace("        with self._lock:\n            return self._run(inputs, zero_copy)", "        return self._run(inputs, zero_copy)")
+open(p, "w").write(s)
+PY
+    grep -c "return self._run" flexrt/runtime/cuda_graphs.py
+    timeout 120 python3 -m pytest -q -m cuda -p no:cacheprovider -rf tests/runtime/test_threads.py -k own_results 2>&1 \
+      | grep -E "^FAILED|passed|failed" | cut -c1-250 | tail -4
+    cp /tmp/new/*.py flexrt/runtime/
+    sed -i 's/^            generator.graphsafe_set_state(rng)$/            pass/' flexrt/runtime/cuda_graphs.py; grep -c "^            pass$" flexrt/runtime/cuda_graphs.py
+    timeout 100 python3 -m pytest -q -m cuda -p no:cacheprovider -rf tests/runtime/test_threads.py -k device_sync 2>&1 \
+      | grep -E "^FAILED|passed|failed" | cut -c1-250 | tail -3
+    cp /tmp/new/*.py flexrt/runtime/ ;;
+  t3) # after run t2 (a capture failed inside the engine call left the allocator recording into the pool, so
+      # every later capture failed, and the caller on the capture stream): the runtime's cuda tests; the
+      # device-sync test without each of the three repairs; the slots probe's call times (the lock and the
+      # stream check on the replay path) against run w2's
+    timeout 240 python3 -m pytest -q -m cuda -p no:cacheprovider tests/runtime 2>&1 | tail -3
+    mkdir -p /tmp/new && cp flexrt/runtime/*.py /tmp/new/
+    for line in 'self.generator.graphsafe_set_state(self.rng)' 'torch._C._cuda_endAllocateToPool(self.index, pool)' \
+        'torch.cuda.set_stream(self.stream)'; do
+      python3 - "$line" <<'PY'
+import sys
+p = "flexrt/runtime/cuda_graphs.py"
+s = open(p).read()
+assert sys.argv[1] in s
+open(p, "w").write(s.replace(sys.argv[1], "pass"))
+PY
+      echo "without: $line"
+      timeout 100 python3 -m pytest -q -m cuda -p no:cacheprovider tests/runtime/test_threads.py -k device_sync 2>&1 \
+        | grep -E "^E  |passed|failed" | cut -c1-200 | tail -3
+      cp /tmp/new/*.py flexrt/runtime/
+    done
+    timeout 100 python3 -m research.probes.graph_slots --out $OUT 2>&1 | grep -v Warning | tail -7 ;;
+  t4) # after run t3 (the pool a failed capture used stays refused by torch's pinned-memory allocator: a new
+      # pool after a failure): the runtime's cuda tests; the device-sync test without each repair; host
+      # costs of the replay path's new steps; the slots probe, this runtime against the session's start
+    timeout 240 python3 -m pytest -q -m cuda -p no:cacheprovider tests/runtime 2>&1 | tail -3
+    mkdir -p /tmp/new && cp flexrt/runtime/*.py /tmp/new/
+    for line in 'self.generator.graphsafe_set_state(self.rng)' 'self.pool = torch.cuda.graph_pool_handle()
+        if self.failures' 'torch.cuda.set_stream(self.stream)'; do
+      python3 - "$line" <<'PY'
+import sys
+p = "flexrt/runtime/cuda_graphs.py"
+s = open(p).read()
+assert s.count(sys.argv[1]) == 1
+open(p, "w").write(s.replace(sys.argv[1], "pass" if "\n" not in sys.argv[1] else "if self.failures"))
+PY
+      echo "without: $line"
+      timeout 100 python3 -m pytest -q -m cuda -p no:cacheprovider tests/runtime/test_threads.py -k device_sync 2>&1 \
+        | grep -E "^E  |passed|failed" | cut -c1-200 | tail -3
+      cp /tmp/new/*.py flexrt/runtime/
+    done
+    python3 -m research.probes.replay_host_costs
+    timeout 100 python3 -m research.probes.graph_slots --out $OUT/new 2>&1 | grep -v Warning | grep median | tail -5
+    cp .old_runtime/{cuda_graphs,graph_writes,program}.py flexrt/runtime/
+    timeout 100 python3 -m research.probes.graph_slots --out $OUT/old 2>&1 | grep -v Warning | grep median | tail -5
+    cp /tmp/new/*.py flexrt/runtime/ ;;
 esac

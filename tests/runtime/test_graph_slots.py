@@ -81,3 +81,23 @@ def test_a_trace_cut_short_is_not_complete():
     for trace in (cut, [], [_event("alloc", 0x200)] + cut):
         blocks = read_trace(trace, 0x100)
         assert not blocks.complete and blocks.allocated == [] and blocks.kept == []
+
+
+def test_only_the_capture_streams_blocks_count_when_other_threads_allocate():
+    """Other threads may allocate and free while a capture records (the capture is thread-local): their
+    blocks are not the graph's. A trace with nothing on the capture stream describes no capture."""
+    sentinel, capture, other = 0x100, 7, 9
+
+    def on(stream: int, event: dict) -> dict:
+        return {**event, "stream": stream}
+
+    trace = [on(1, _event("alloc", sentinel)), on(1, _event("free_requested", sentinel)),
+             on(capture, _event("alloc", 0x1000, 4096)), on(other, _event("alloc", 0x5000, 2048)),
+             on(other, _event("free_requested", 0x5000, 2048)), on(other, _event("alloc", 0x6000, 1024)),
+             on(capture, _event("alloc", 0x3000, 1024)), on(capture, _event("free_requested", 0x1000, 4096))]
+    blocks = read_trace(trace, sentinel, capture)
+    assert blocks.complete
+    assert blocks.allocated == [(0x1000, 0x2000), (0x3000, 0x3400)] and blocks.kept == [(0x3000, 0x3400)]
+    assert (0x6000, 0x6400) in read_trace(trace, sentinel).kept  # without the stream, every block counts
+    nothing = read_trace([e for e in trace if e["stream"] != capture], sentinel, capture)
+    assert not nothing.complete
