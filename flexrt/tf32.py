@@ -8,13 +8,16 @@ the flags are set to the engine's policy around those calls and restored after, 
 under the same policy (Inductor's Triton GEMM templates read it at compile time).
 
 The flags are process-wide: eager float32 work on another thread while an engine call is in flight
-sees the engine's policy.
+sees the engine's policy. Changes from several threads take turns (a process-wide lock): interleaved,
+one thread's restore could undo another's setting mid-call, and the last restore could leave the
+process with a policy nobody asked for.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Iterator
 
 import torch
@@ -30,17 +33,21 @@ _get_cublas, _set_cublas = torch._C._get_cublas_allow_tf32, torch._C._set_cublas
 _get_cudnn, _set_cudnn = torch._C._get_cudnn_allow_tf32, torch._C._set_cudnn_allow_tf32
 
 
+_POLICY_LOCK = threading.RLock()  # re-entrant: a build verifies its engines under its own policy
+
+
 @contextlib.contextmanager
 def tf32_policy(allow: bool) -> Iterator[None]:
-    """cuBLAS and cuDNN TF32 set to `allow` for the block, then restored."""
-    before = (_get_cublas(), _get_cudnn())
-    _set_cublas(allow)
-    _set_cudnn(allow)
-    try:
-        yield
-    finally:
-        _set_cublas(before[0])
-        _set_cudnn(before[1])
+    """cuBLAS and cuDNN TF32 set to `allow` for the block, then restored; one thread at a time."""
+    with _POLICY_LOCK:
+        before = (_get_cublas(), _get_cudnn())
+        _set_cublas(allow)
+        _set_cudnn(allow)
+        try:
+            yield
+        finally:
+            _set_cublas(before[0])
+            _set_cudnn(before[1])
 
 
 def in_effect(allow: bool) -> bool:

@@ -46,16 +46,20 @@ process-wide flag is set only around those calls and restored), as TensorRT time
 Threads: a cache is called from several threads when they share a compiled module (a threaded web
 server, a thread pool). Choosing a slot, re-pointing its input copies and launching its replay is one
 step under the cache's lock: two threads re-pointing one graph's copies before either replayed it gave
-one of them the other's result. A replay on another stream than the cache's last one first waits for
-that stream (the graphs share their pool's intermediates), and for the stream of the call that last
-held the slot's outputs (they may still be read there): graphs of one cache run one at a time on the
-GPU, whichever threads and streams call them. Each capture is in CUDA's thread-local capture mode, as
-torch.compile's CUDA-graph trees capture: in the default global mode, another thread's allocation or
-stream synchronisation during a capture failed, in that thread, and failed the capture. A device-wide
-synchronisation on another thread still fails a capture (CUDA's rule, in every mode;
-`research/probes/capture_threads.py`): that call runs without a graph, what torch's failed capture
-left behind is put right (`_FailedCapture`), and the shape is captured at a later call; only
-MAX_CAPTURE_FAILURES failures in a row switch the context's graphs off.
+one of them the other's result. A capture holds the lock too (another thread's calls of this cache
+wait for it); plain runs do not. A replay on another stream than the cache's last one first waits
+for that stream (the graphs share their pool's intermediates), and for the stream of the call that
+last held the slot's outputs (they may still be read there); a capture's warm-up waits for the last
+replay as well (its GEMMs use the workspace the graphs write): graphs of one cache run one at a time
+on the GPU, whichever threads and streams call them. Captures take turns in the process, warm-up
+included, and each is in CUDA's thread-local capture mode, as torch.compile's CUDA-graph trees
+capture: in the default global mode, another thread's allocation or stream synchronisation during a
+capture failed, in that thread, and failed the capture. A device-wide synchronisation on another
+thread still fails a capture (CUDA's rule, in every mode; `research/probes/capture_threads.py`):
+that call runs plainly, what torch's failed capture left behind is put right (`_FailedCapture`, and
+torch's CUDA generator in `_record`), and the shape is captured at a later call, up to
+MAX_CAPTURE_FAILURES times; as many failures in a row, whatever the shapes, switch the context's
+graphs off.
 """
 
 from __future__ import annotations
@@ -155,22 +159,28 @@ class _Slot:
 
 
 class _FailedCapture:
-    """What a capture that fails sets aside, and gives back when called: torch's `torch.cuda.graph` skips
-    its own clean-up when the capture fails at its end (CUDA refuses to end a capture another thread's
-    device-wide sync invalidated), which left the caller's thread on the capture stream, the caching
-    allocator recording into the pool, and torch's CUDA generator "capturing" (every later CUDA random
-    number in the process raised). torch's pinned-memory allocator records into the pool too, and
-    nothing ends that: `CudaGraphCache._capture_failed` moves on to a new pool."""
+    """Puts right what a failed capture leaves behind; called with the pool it captured into, returns
+    whether that pool must be given up. torch's `torch.cuda.graph` skips its own clean-up when a capture
+    fails at its end (CUDA refuses to end a capture another thread's device-wide sync invalidated): the
+    caller's thread was left on the capture stream, and the caching allocator recording into the pool,
+    which kept the pool's use count (its memory was never freed). torch's pinned-memory allocator
+    records into the pool too, and nothing ends that: a later capture into it fails, so the cache moves
+    on to a new pool. (torch's CUDA generator, also left "capturing", is given back in `_record`.)"""
 
-    def __init__(self, index: int, stream: torch.cuda.Stream, generator: torch.Generator) -> None:
-        self.index, self.stream, self.generator = index, stream, generator
-        self.rng = generator.clone_state()  # cheap: a seed and an offset
+    def __init__(self, index: int, stream: torch.cuda.Stream) -> None:
+        self.index, self.stream = index, stream
 
-    def __call__(self, pool: tuple[int, int]) -> None:
+    def __call__(self, pool: tuple[int, int]) -> bool:
         torch.cuda.set_stream(self.stream)
-        with contextlib.suppress(RuntimeError):  # raises if the capture failed before routing to the pool
+        try:
             torch._C._cuda_endAllocateToPool(self.index, pool)
-        self.generator.graphsafe_set_state(self.rng)
+        except (RuntimeError, AttributeError):  # it failed before the capture began (or after it ended)
+            return False
+        try:  # the failed capture's own hold on the pool, which its graph never gives back
+            torch._C._cuda_releasePool(self.index, pool)
+        except (RuntimeError, AttributeError) as e:
+            logger.debug("could not release a failed capture's memory pool (%s); it stays reserved", e)
+        return True
 
 
 class CudaGraphCache:
@@ -192,6 +202,7 @@ class CudaGraphCache:
         self.captures = 0
         self.plain_runs = 0
         self.failures = 0  # captures failed in a row
+        self.key_failures: dict[tuple[Any, ...], int] = {}  # failed captures per shape since its last success
         self._lock = threading.RLock()  # one caller at a time chooses, feeds and launches (see the docstring)
         self._index = _get_device_index(device, optional=True)
         self._last_stream: StreamKey | None = None
@@ -201,9 +212,11 @@ class CudaGraphCache:
 
     def run(self, inputs: Sequence[torch.Tensor], zero_copy: bool = False) -> list[Any]:
         with self._lock:
-            return self._run(inputs, zero_copy)
+            outputs = self._replay(inputs, zero_copy)
+        return self.fn(inputs) if outputs is None else outputs  # a plain run needs no graph: not under the lock
 
-    def _run(self, inputs: Sequence[torch.Tensor], zero_copy: bool) -> list[Any]:
+    def _replay(self, inputs: Sequence[torch.Tensor], zero_copy: bool) -> list[Any] | None:
+        """Replay (capturing first if due) the graph for these inputs' shapes; None: run them plainly."""
         key = tuple([t.shape for t in inputs])
         slots = self.entries.get(key)
         if slots is None:
@@ -211,9 +224,9 @@ class CudaGraphCache:
                 self.seen[key] = None
                 while len(self.seen) > 4 * self.capacity:
                     self.seen.popitem(last=False)
-                return self.fn(inputs)  # first sight of a shape: a plain run (it also loads lazy kernels)
+                return None  # first sight of a shape: a plain run (it also loads lazy kernels)
             if self._capture(key, inputs) is None:
-                return self.fn(inputs)
+                return None
             slots = self.entries[key]
         self.entries.move_to_end(key)
         if zero_copy:
@@ -228,7 +241,7 @@ class CudaGraphCache:
                 slot = self._capture(key, inputs)
             if slot is None:  # the caller holds the outputs of every slot: do not overwrite them
                 self.plain_runs += 1
-                return self.fn(inputs)
+                return None
         stream = torch._C._cuda_getCurrentStream(self._index)
         if stream != self._last_stream or stream != slot.stream:
             self._follow(stream, slot)
@@ -245,17 +258,24 @@ class CudaGraphCache:
         self._last_stream = slot.stream = stream
 
     def _capture(self, key: tuple[Any, ...], inputs: Sequence[torch.Tensor]) -> _Slot | None:
+        if self.key_failures.get(key, 0) >= MAX_CAPTURE_FAILURES:
+            return None  # this shape's captures keep failing: it runs plainly
         static = [t.detach().clone() for t in inputs]
         sources = [t if t.is_contiguous() else t.contiguous() for t in inputs] if graph_inputs.supported() else None
         if self.stream is None:
             self.stream = torch.cuda.Stream(self.device)
-        undo = _FailedCapture(self._index, torch.cuda.current_stream(self.device), torch.cuda.default_generators[self._index])
+        caller = torch.cuda.current_stream(self.device)
+        undo = _FailedCapture(self._index, caller)
         try:
-            with cudnn_autotune():
-                self.stream.wait_stream(torch.cuda.current_stream(self.device))
+            # one capture at a time in the process, warm-up included: cuBLAS's workspace map, the
+            # allocator's history and cuDNN's benchmark flag are the process's
+            with _CAPTURE_LOCK, cudnn_autotune():
+                self.stream.wait_stream(caller)
+                if self._last_stream is not None:  # the warm-up's GEMMs use the workspace the graphs write
+                    self.stream.wait_stream(_stream(self._last_stream))
                 with torch.cuda.stream(self.stream):
                     self.fn(static)  # warm up on the capture stream
-                torch.cuda.current_stream(self.device).wait_stream(self.stream)
+                caller.wait_stream(self.stream)
                 earlier = self._pool_segments()
                 pool_before = sum(hi - lo for lo, hi in earlier)
                 graph, outputs, out, writes = self._record_checked(static, sources, earlier)
@@ -266,10 +286,10 @@ class CudaGraphCache:
                     graph, outputs, out, writes = self._record_checked(static, None, earlier)
                     del superseded
         except Exception as e:  # noqa: BLE001 - a failed capture means: this call runs without a graph
-            undo(self.pool)
-            self._capture_failed(key, e)
+            self._capture_failed(key, e, undo(self.pool))
             return None
         self.failures = 0
+        self.key_failures.pop(key, None)
         copies_out = out is not None
         slot = _Slot(graph, static, outputs, _tensors(outputs), [], copies_out, feed or functools.partial(_copy_all, static),
                      writes, pool=self.pool)
@@ -292,23 +312,26 @@ class CudaGraphCache:
             return self._capture(key, inputs)
         return slot
 
-    def _capture_failed(self, key: tuple[Any, ...], error: Exception) -> None:
+    def _capture_failed(self, key: tuple[Any, ...], error: Exception, new_pool: bool) -> None:
         """A capture failed: often another thread's device-wide synchronisation (CUDA forbids it during
-        any capture); the shape is captured again at a later call, and after MAX_CAPTURE_FAILURES failures
-        in a row the context runs without graphs."""
+        any capture). The shape is captured again at a later call, up to MAX_CAPTURE_FAILURES times;
+        as many failures in a row, whatever the shapes, switch the context's graphs off."""
         self.failures += 1
-        # torch's pinned-memory allocator still records into the failed capture's pool (no call ends that)
-        # and refuses every later capture into it: the next capture starts a new pool (the kept graphs
-        # keep theirs, see `_pool_segments`)
-        self.pool = torch.cuda.graph_pool_handle()
-        if self.failures < MAX_CAPTURE_FAILURES:
+        self.key_failures[key] = self.key_failures.get(key, 0) + 1
+        if new_pool:  # see `_FailedCapture`; the kept graphs keep theirs (`_pool_segments` counts it)
+            self.pool = torch.cuda.graph_pool_handle()
+        shapes = [tuple(s) for s in key]
+        if self.failures >= MAX_CAPTURE_FAILURES:
+            logger.warning("CUDA graph capture failed %d times in a row (last: %s); this context runs without CUDA graphs",
+                           self.failures, error)
+            self.disabled = True
+            self.entries.clear()
+        elif self.key_failures[key] >= MAX_CAPTURE_FAILURES:
+            logger.warning("CUDA graph capture for input shapes %s failed %d times (last: %s); they run without a graph",
+                           shapes, self.key_failures[key], error)
+        else:
             logger.warning("CUDA graph capture for input shapes %s failed (%s); this call runs without a graph, a later "
-                           "one captures again", [tuple(s) for s in key], error)
-            return
-        logger.warning("CUDA graph capture failed %d times in a row (last: %s); this context runs without CUDA graphs",
-                       self.failures, error)
-        self.disabled = True
-        self.entries.clear()
+                           "one captures again", shapes, error)
 
     def pool_bytes(self) -> int:
         return sum(hi - lo for lo, hi in self._pool_segments())
@@ -363,19 +386,27 @@ class CudaGraphCache:
         graph = torch.cuda.CUDAGraph(keep_graph=True) if sources is not None else torch.cuda.CUDAGraph()
         # the warm-up may have allocated the stream's workspace outside the pool (after someone cleared
         # cuBLAS's map); cleared, the capture allocates it in the pool, in the block it had (same size)
-        with _CAPTURE_LOCK, graph_writes.recorded_blocks(self.device, self.stream.cuda_stream) as blocks:
+        generator = torch.cuda.default_generators[self._index]
+        with graph_writes.recorded_blocks(self.device, self.stream) as blocks:  # under _CAPTURE_LOCK (`_capture`)
             with torch.cuda.stream(self.stream):
                 # this thread's cuBLAS handle must exist before the capture: creating it there is an
                 # error that fails the capture (a model without matrix products never created it)
                 torch._C._cuda_getCurrentBlasHandle()
             torch._C._cuda_clearCublasWorkspaces()
-            with torch.cuda.graph(graph, pool=self.pool, stream=self.stream, capture_error_mode="thread_local"):
-                cublas_workspace_in_pool()
-                for dst, src in zip(static, sources or ()):
-                    dst.copy_(src)
-                produced = list(self.fn(static))
-                if out is not None:
-                    _copy_all(_tensors(out), _tensors(produced))
+            rng = generator.clone_state()  # a seed and an offset, taken right before the capture
+            try:
+                with torch.cuda.graph(graph, pool=self.pool, stream=self.stream, capture_error_mode="thread_local"):
+                    cublas_workspace_in_pool()
+                    for dst, src in zip(static, sources or ()):
+                        dst.copy_(src)
+                    produced = list(self.fn(static))
+                    if out is not None:
+                        _copy_all(_tensors(out), _tensors(produced))
+            except BaseException:
+                # every capture registers torch's CUDA generator, and a failed one left it "capturing":
+                # every later CUDA random number in the process raised
+                generator.graphsafe_set_state(rng)
+                raise
         if sources is not None:
             graph.instantiate()
         result = produced if out is None else out

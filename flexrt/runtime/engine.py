@@ -64,13 +64,17 @@ class Engine:
         return r.min, r.opt, r.max
 
     def add_profile(self, profile: Profile, program: ProgramState) -> int:
-        """Append a profile built after the fact (on_out_of_range='build'); returns its index."""
+        """Append a profile built after the fact (on_out_of_range='build'); returns its index. Calls do
+        not choose it until `publish_profiles` (its context must exist first: other threads call)."""
         self.state.profiles.append(profile)
         self.state.programs.append(program)
         self.programs.append(Program(program, self.device, not self.settings.disable_tf32))
         self.programs[-1].verify(profile, self.state.inputs, f"profile {len(self.programs) - 1}")
-        self.checker = ShapeChecker(self.state.inputs, self.state.profiles, self.device)
         return len(self.state.profiles) - 1
+
+    def publish_profiles(self) -> None:
+        """Let calls choose every profile added (a new checker replaces the old one in one step)."""
+        self.checker = ShapeChecker(self.state.inputs, self.state.profiles, self.device)
 
     def create_execution_context(self, profile: int = 0) -> ExecutionContext:
         return ExecutionContext(self, profile)

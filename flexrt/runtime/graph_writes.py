@@ -37,9 +37,9 @@ def _history_api() -> tuple[Any, Any, Any] | None:
     return (record, snapshot, enabled) if None not in (record, snapshot, enabled) else None
 
 
-def _start(device: torch.device) -> tuple[tuple[Any, Any, Any], int, int] | None:
-    """Switch the history on and allocate a sentinel block; the API, the device's index and the
-    sentinel's address, or None where the history cannot be used here."""
+def _start(device: torch.device, stream: torch.cuda.Stream | None) -> tuple[tuple[Any, Any, Any], int, int] | None:
+    """Switch the history on and allocate a sentinel block (on `stream`, if given); the API, the device's
+    index and the sentinel's address, or None where the history cannot be used here."""
     api = _history_api()
     if api is None:
         return None
@@ -50,7 +50,8 @@ def _start(device: torch.device) -> tuple[tuple[Any, Any, Any], int, int] | None
         index = device.index if device.index is not None else torch.cuda.current_device()
         record(enabled="all", context=None, stacks="python", clear_history=True)
         try:
-            sentinel = torch.empty(1, device=device)  # the trace's first event, if nobody cuts it
+            with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+                sentinel = torch.empty(1, device=device)  # the stream's first event, if nobody cuts the trace
         except Exception:
             record(enabled=None)
             raise
@@ -76,8 +77,11 @@ def read_trace(trace: list[dict[str, Any]], sentinel: int, stream: int | None = 
     """The blocks of a device trace whose first block allocation is the sentinel's; an incomplete `Blocks`
     if it is not (the history was cleared or switched off in between, and allocations are missing).
     The sentinel's own events are left out (it lived outside whatever was recorded). With `stream`, only
-    that stream's blocks count (other threads may allocate meanwhile)."""
+    that stream's events count, the sentinel's among them: other threads, on other streams, may
+    allocate meanwhile, before the sentinel too."""
     blocks = Blocks()
+    if stream is not None:
+        trace = [e for e in trace if e.get("stream") == stream]
     # its first block allocation (a new segment for it may come first)
     first = next((i for i, e in enumerate(trace) if e.get("action") == "alloc"), None)
     if first is None or trace[first].get("addr") != sentinel:
@@ -88,26 +92,22 @@ def read_trace(trace: list[dict[str, Any]], sentinel: int, stream: int | None = 
         if e.get("addr") == sentinel and e.get("action") in own:
             own.discard(e["action"])
             continue
-        if stream is not None and e.get("stream") != stream:
-            continue
         if e["action"] == "alloc":
             blocks.allocated.append((e["addr"], e["addr"] + e["size"]))
             live[e["addr"]] = (e["addr"], e["addr"] + e["size"])
         elif e["action"] == "free_requested":
             live.pop(e["addr"], None)
     blocks.kept.extend(live.values())
-    # a capture allocates at least the cuBLAS workspace on its stream: nothing there means the trace
-    # does not describe it (another stream handle than the trace's), so it is not trusted
-    blocks.complete = stream is None or bool(blocks.allocated)
+    blocks.complete = True
     return blocks
 
 
 @contextlib.contextmanager
-def recorded_blocks(device: torch.device, stream: int | None = None) -> Iterator[Blocks | None]:
+def recorded_blocks(device: torch.device, stream: torch.cuda.Stream | None = None) -> Iterator[Blocks | None]:
     """Yields a `Blocks` filled when the block ends (check `complete`: a cut trace is not); or None
-    when the allocator's history cannot be recorded here. With `stream` (a raw stream handle), only
-    the blocks allocated on it."""
-    started = _start(device)
+    when the allocator's history cannot be recorded here. With `stream` (one no other thread uses: a
+    capture's), only the blocks allocated on it."""
+    started = _start(device, stream)
     if started is None:
         yield None
         return
@@ -122,7 +122,7 @@ def recorded_blocks(device: torch.device, stream: int | None = None) -> Iterator
         finally:
             if still:
                 record(enabled=None)
-        found = read_trace(trace, sentinel, stream)
+        found = read_trace(trace, sentinel, stream.cuda_stream if stream is not None else None)
         blocks.allocated, blocks.kept, blocks.complete = found.allocated, found.kept, found.complete
 
 

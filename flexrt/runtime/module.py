@@ -178,6 +178,7 @@ class CompiledModule(torch.nn.Module):
         program = self.fallback.build_profile(profile, index)
         self.engine.add_profile(profile, program)
         self.contexts.append(self.engine.create_execution_context(index))
+        self.engine.publish_profiles()  # only now can another thread's call choose it
         return index
 
     # -- captured shapes ---------------------------------------------------------------------------
