@@ -73,3 +73,36 @@ def test_float32_engine_uses_tf32_unless_disabled() -> None:
                     assert batch == 1 or fast_err > 2e-5, f"batch {batch}: TF32 engine error {fast_err:.1e}: no TF32?"
                     assert strict_err < 2e-5, f"batch {batch}: strict engine error {strict_err:.1e}"
                     assert _flags() == (False, False)
+
+
+def test_policies_from_two_threads_take_turns_and_leave_the_flags_as_they_were() -> None:
+    """Interleaved, thread B saved A's setting as its "before", A restored the original, and B's
+    restore then left the process with A's policy."""
+    import threading
+
+    before = _flags()
+    entered, release, b_inside = threading.Event(), threading.Event(), threading.Event()
+    seen_by_b: list[tuple[bool, bool]] = []
+
+    def a() -> None:
+        with tf32_policy(not before[0]):
+            entered.set()
+            release.wait(10)
+
+    def b() -> None:
+        entered.wait(10)
+        with tf32_policy(before[0]):
+            b_inside.set()
+            seen_by_b.append(_flags())
+
+    ta, tb = threading.Thread(target=a), threading.Thread(target=b)
+    ta.start()
+    tb.start()
+    assert entered.wait(10)
+    assert not b_inside.wait(0.3), "a second thread changed the policy while the first held it"
+    release.set()
+    ta.join(10)
+    tb.join(10)
+    assert not ta.is_alive() and not tb.is_alive()
+    assert seen_by_b == [(before[0], before[0])]
+    assert _flags() == before

@@ -272,4 +272,8 @@ PY
     cp .old_runtime/{cuda_graphs,graph_writes,program}.py flexrt/runtime/
     timeout 100 python3 -m research.probes.graph_slots --out $OUT/old 2>&1 | grep -v Warning | grep median | tail -5
     cp /tmp/new/*.py flexrt/runtime/ ;;
+  t5) # NOT RUN YET (the session's device time was spent): the runtime after the review of t1-t4's change
+      # (commit 23d214f and after): every cuda test, then the slots probe
+    timeout 420 python3 -m pytest -q -m cuda -p no:cacheprovider tests 2>&1 | tail -4
+    timeout 100 python3 -m research.probes.graph_slots --out $OUT 2>&1 | grep -v Warning | grep median | tail -5 ;;
 esac

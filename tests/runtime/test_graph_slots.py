@@ -1,13 +1,15 @@
 """The CUDA-graph slot's liveness check (CPU): a slot is free only when the caller holds nothing of
 its outputs — not the tensor, not a container of it, not a view of its storage. And the address
-test that decides whether a capture copies its outputs out of the shared pool, and the reading of
-the allocator's trace that says which blocks a capture allocated."""
+test that decides whether a capture copies its outputs out of the shared pool, the reading of
+the allocator's trace that says which blocks a capture allocated, and what failed captures cost."""
 
 from __future__ import annotations
 
+import collections
+
 import torch
 
-from flexrt.runtime.cuda_graphs import _Slot
+from flexrt.runtime.cuda_graphs import MAX_CAPTURE_FAILURES, CudaGraphCache, _Slot
 from flexrt.runtime.graph_writes import overlaps, read_trace
 
 
@@ -103,3 +105,35 @@ def test_only_the_capture_streams_blocks_count_when_other_threads_allocate():
     assert not read_trace(trace, sentinel).complete  # without the stream, the other thread's block came first
     cut = [e for e in trace if e["addr"] != sentinel]
     assert not read_trace(cut, sentinel, capture).complete
+
+
+def _failing_cache() -> CudaGraphCache:
+    """The failure bookkeeping of a graph cache, without CUDA (no pool is made: `new_pool=False`)."""
+    cache = CudaGraphCache.__new__(CudaGraphCache)
+    cache.failures, cache.key_failures, cache.disabled = 0, {}, False
+    cache.entries = collections.OrderedDict()
+    return cache
+
+
+def test_a_shape_whose_captures_keep_failing_runs_plainly_after_three_tries():
+    """Graphs used to be switched off at the first failed capture; now a failure (often another
+    thread's device-wide sync) costs that call its graph, and the shape is tried again, three times."""
+    cache = _failing_cache()
+    key, other = (torch.Size([3, 4]),), (torch.Size([5, 4]),)
+    for n in range(1, MAX_CAPTURE_FAILURES):
+        cache._capture_failed(key, RuntimeError("invalidated"), new_pool=False)
+        assert cache.key_failures[key] == n and not cache.disabled
+        cache.failures = 0  # another shape captured in between: the run of failures is broken
+    cache._capture_failed(key, RuntimeError("invalidated"), new_pool=False)
+    assert not cache.disabled
+    assert cache._capture(key, []) is None  # not tried again: no CUDA work at all (there is none here)
+    assert other not in cache.key_failures
+
+
+def test_failures_in_a_row_whatever_the_shapes_switch_the_graphs_off():
+    cache = _failing_cache()
+    cache.entries[(torch.Size([1]),)] = []
+    for b in range(MAX_CAPTURE_FAILURES):
+        assert not cache.disabled
+        cache._capture_failed((torch.Size([b + 2, 4]),), RuntimeError("invalidated"), new_pool=False)
+    assert cache.disabled and not cache.entries
