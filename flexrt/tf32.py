@@ -9,8 +9,9 @@ under the same policy (Inductor's Triton GEMM templates read it at compile time)
 
 The flags are process-wide: eager float32 work on another thread while an engine call is in flight
 sees the engine's policy. Changes from several threads take turns (a process-wide lock): interleaved,
-one thread's restore could undo another's setting mid-call, and the last restore could leave the
-process with a policy nobody asked for.
+the last restore could leave the process with a policy nobody asked for. A call whose policy the
+flags already say takes no lock, so another thread's change can still reach its kernels mid-call
+(plain runs only: a CUDA-graph capture holds its policy throughout, see `runtime/cuda_graphs.py`).
 """
 
 from __future__ import annotations

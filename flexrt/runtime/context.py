@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from flexrt.errors import InputSpecError
 from flexrt.runtime.cuda_graphs import CudaGraphCache
+from flexrt.tf32 import tf32_policy
 
 if TYPE_CHECKING:
     from flexrt.runtime.engine import Engine
@@ -32,7 +33,9 @@ class ExecutionContext:
         self.graphs: CudaGraphCache | None = None
         if options.use_cuda_graphs(engine.device) and self.program.capturable:
             cap = options.cuda_graph_memory_mb * 2**20 or None
-            self.graphs = CudaGraphCache(self.program.run, engine.device, options.cuda_graph_cache_size, cap)
+            allow = not engine.settings.disable_tf32
+            self.graphs = CudaGraphCache(self.program.run, engine.device, options.cuda_graph_cache_size, cap,
+                                         policy=lambda: tf32_policy(allow))
 
     @property
     def active_optimization_profile(self) -> int:

@@ -56,10 +56,11 @@ included, and each is in CUDA's thread-local capture mode, as torch.compile's CU
 capture: in the default global mode, another thread's allocation or stream synchronisation during a
 capture failed, in that thread, and failed the capture. A device-wide synchronisation on another
 thread still fails a capture (CUDA's rule, in every mode; `research/probes/capture_threads.py`):
-that call runs plainly, what torch's failed capture left behind is put right (`_FailedCapture`, and
-torch's CUDA generator in `_record`), and the shape is captured at a later call, up to
-MAX_CAPTURE_FAILURES times; as many failures in a row, whatever the shapes, switch the context's
-graphs off.
+that call runs plainly, what torch's failed capture left behind is put right under the capture lock
+(`_FailedCapture`, `_record`), and the shape is captured at a later call, up to MAX_CAPTURE_FAILURES
+times; as many failures in a row, whatever the shapes, switch the context's graphs off. A capture
+holds fn's TF32 policy (`policy`) from its warm-up to its end, so no other thread's policy change
+reaches the kernels it records.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ logger = logging.getLogger(__name__)
 _CAPTURE_LOCK = threading.Lock()
 
 SLOTS_PER_SHAPE = 2
-MAX_CAPTURE_FAILURES = 3  # in a row; then the context runs without graphs
+MAX_CAPTURE_FAILURES = 3  # per shape: then it runs plainly; in a row, any shapes: the context runs without graphs
 
 StreamKey = tuple[int, int, int]  # (stream id, device index, device type): torch's cheap handle for a stream
 
@@ -159,24 +160,26 @@ class _Slot:
 
 
 class _FailedCapture:
-    """Puts right what a failed capture leaves behind; called with the pool it captured into, returns
-    whether that pool must be given up. torch's `torch.cuda.graph` skips its own clean-up when a capture
-    fails at its end (CUDA refuses to end a capture another thread's device-wide sync invalidated): the
-    caller's thread was left on the capture stream, and the caching allocator recording into the pool,
-    which kept the pool's use count (its memory was never freed). torch's pinned-memory allocator
-    records into the pool too, and nothing ends that: a later capture into it fails, so the cache moves
-    on to a new pool. (torch's CUDA generator, also left "capturing", is given back in `_record`.)"""
+    """Puts right what a capture that CUDA refused to end leaves behind; returns whether it was one (the
+    pool and torch's CUDA generator state are then given up too: see `CudaGraphCache._record`). torch's
+    `torch.cuda.graph` skips its own clean-up when CUDA refuses to end a capture (another thread's
+    device-wide sync invalidated it): the caller's thread was left on the capture stream, and the
+    caching allocator recording into the pool, which kept the pool's use count (its memory was never
+    freed)."""
 
-    def __init__(self, index: int, stream: torch.cuda.Stream) -> None:
-        self.index, self.stream = index, stream
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.device = torch.cuda.current_device()
+        self.stream = torch.cuda.current_stream(index)
 
     def __call__(self, pool: tuple[int, int]) -> bool:
-        torch.cuda.set_stream(self.stream)
+        torch.cuda.set_stream(self.stream)  # which also makes its device current: the caller's is restored
+        torch.cuda.set_device(self.device)
         try:
             torch._C._cuda_endAllocateToPool(self.index, pool)
-        except (RuntimeError, AttributeError):  # it failed before the capture began (or after it ended)
+        except (RuntimeError, AttributeError):  # the capture ended (or never began): nothing was left
             return False
-        try:  # the failed capture's own hold on the pool, which its graph never gives back
+        try:  # the capture's own hold on the pool, which its graph never gives back
             torch._C._cuda_releasePool(self.index, pool)
         except (RuntimeError, AttributeError) as e:
             logger.debug("could not release a failed capture's memory pool (%s); it stays reserved", e)
@@ -187,8 +190,10 @@ class CudaGraphCache:
     """Runs `fn` through captured graphs keyed by input shapes; falls back to `fn` if capture fails."""
 
     def __init__(self, fn: Callable[[Sequence[Any]], list[Any]], device: torch.device, capacity: int,
-                 memory_cap: int | None = None) -> None:
+                 memory_cap: int | None = None,
+                 policy: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext) -> None:
         self.fn = fn
+        self.policy = policy  # fn's process-wide settings (TF32), held across a whole capture
         self.device = device
         self.capacity = capacity
         self.memory_cap = memory_cap  # bytes; None: bounded by `capacity` only
@@ -265,11 +270,11 @@ class CudaGraphCache:
         if self.stream is None:
             self.stream = torch.cuda.Stream(self.device)
         caller = torch.cuda.current_stream(self.device)
-        undo = _FailedCapture(self._index, caller)
         try:
             # one capture at a time in the process, warm-up included: cuBLAS's workspace map, the
-            # allocator's history and cuDNN's benchmark flag are the process's
-            with _CAPTURE_LOCK, cudnn_autotune():
+            # allocator's history and cuDNN's benchmark flag are the process's; fn's TF32 policy held
+            # throughout, taken first (a build may hold it: wait for it before the capture lock)
+            with self.policy(), _CAPTURE_LOCK, cudnn_autotune():
                 self.stream.wait_stream(caller)
                 if self._last_stream is not None:  # the warm-up's GEMMs use the workspace the graphs write
                     self.stream.wait_stream(_stream(self._last_stream))
@@ -286,7 +291,7 @@ class CudaGraphCache:
                     graph, outputs, out, writes = self._record_checked(static, None, earlier)
                     del superseded
         except Exception as e:  # noqa: BLE001 - a failed capture means: this call runs without a graph
-            self._capture_failed(key, e, undo(self.pool))
+            self._capture_failed(key, e)
             return None
         self.failures = 0
         self.key_failures.pop(key, None)
@@ -312,14 +317,12 @@ class CudaGraphCache:
             return self._capture(key, inputs)
         return slot
 
-    def _capture_failed(self, key: tuple[Any, ...], error: Exception, new_pool: bool) -> None:
+    def _capture_failed(self, key: tuple[Any, ...], error: Exception) -> None:
         """A capture failed: often another thread's device-wide synchronisation (CUDA forbids it during
         any capture). The shape is captured again at a later call, up to MAX_CAPTURE_FAILURES times;
         as many failures in a row, whatever the shapes, switch the context's graphs off."""
         self.failures += 1
         self.key_failures[key] = self.key_failures.get(key, 0) + 1
-        if new_pool:  # see `_FailedCapture`; the kept graphs keep theirs (`_pool_segments` counts it)
-            self.pool = torch.cuda.graph_pool_handle()
         shapes = [tuple(s) for s in key]
         if self.failures >= MAX_CAPTURE_FAILURES:
             logger.warning("CUDA graph capture failed %d times in a row (last: %s); this context runs without CUDA graphs",
@@ -393,6 +396,7 @@ class CudaGraphCache:
                 # error that fails the capture (a model without matrix products never created it)
                 torch._C._cuda_getCurrentBlasHandle()
             torch._C._cuda_clearCublasWorkspaces()
+            undo = _FailedCapture(self._index)
             rng = generator.clone_state()  # a seed and an offset, taken right before the capture
             try:
                 with torch.cuda.graph(graph, pool=self.pool, stream=self.stream, capture_error_mode="thread_local"):
@@ -402,10 +406,15 @@ class CudaGraphCache:
                     produced = list(self.fn(static))
                     if out is not None:
                         _copy_all(_tensors(out), _tensors(produced))
-            except BaseException:
-                # every capture registers torch's CUDA generator, and a failed one left it "capturing":
-                # every later CUDA random number in the process raised
-                generator.graphsafe_set_state(rng)
+            except BaseException:  # still under the capture lock: no other capture sees what it left
+                if undo(self.pool):  # the capture never ended
+                    # every capture registers torch's CUDA generator, and one that never ended left it
+                    # "capturing": every later CUDA random number in the process raised
+                    generator.graphsafe_set_state(rng)
+                    # torch's pinned-memory allocator still records into the pool (nothing ends that) and
+                    # refuses any later capture into it: a new pool (kept graphs keep theirs, see
+                    # `_pool_segments`)
+                    self.pool = torch.cuda.graph_pool_handle()
                 raise
         if sources is not None:
             graph.instantiate()

@@ -63,13 +63,16 @@ class Engine:
         r = self.profiles[profile][name]
         return r.min, r.opt, r.max
 
-    def add_profile(self, profile: Profile, program: ProgramState) -> int:
-        """Append a profile built after the fact (on_out_of_range='build'); returns its index. Calls do
-        not choose it until `publish_profiles` (its context must exist first: other threads call)."""
+    def add_profile(self, profile: Profile, program: ProgramState, publish: bool = True) -> int:
+        """Append a profile built after the fact (on_out_of_range='build'); returns its index. With
+        `publish=False`, calls do not choose it until `publish_profiles` (a module shared by threads
+        creates its context first)."""
         self.state.profiles.append(profile)
         self.state.programs.append(program)
         self.programs.append(Program(program, self.device, not self.settings.disable_tf32))
         self.programs[-1].verify(profile, self.state.inputs, f"profile {len(self.programs) - 1}")
+        if publish:
+            self.publish_profiles()
         return len(self.state.profiles) - 1
 
     def publish_profiles(self) -> None:

@@ -176,7 +176,7 @@ class CompiledModule(torch.nn.Module):
         index = len(self.engine.profiles)
         logger.warning("building profile %d for shapes %s (on_out_of_range='build')", index, [tuple(t.shape) for t in flat])
         program = self.fallback.build_profile(profile, index)
-        self.engine.add_profile(profile, program)
+        self.engine.add_profile(profile, program, publish=False)
         self.contexts.append(self.engine.create_execution_context(index))
         self.engine.publish_profiles()  # only now can another thread's call choose it
         return index

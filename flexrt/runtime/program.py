@@ -69,11 +69,11 @@ class _EngineSegment:
 
     def __call__(self, inputs: list[Any]) -> list[torch.Tensor]:
         inputs = [_dense(t) for t in inputs]
-        with self._lock:
-            if self.tf32 is None or in_effect(self.tf32):
+        if self.tf32 is None or in_effect(self.tf32):
+            with self._lock:
                 return self.runner.run(inputs)
-            with tf32_policy(self.tf32):
-                return self.runner.run(inputs)
+        with tf32_policy(self.tf32), self._lock:  # the process-wide policy first, as a capture takes them
+            return self.runner.run(inputs)
 
 
 class _TorchSegment:

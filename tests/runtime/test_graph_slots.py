@@ -108,7 +108,7 @@ def test_only_the_capture_streams_blocks_count_when_other_threads_allocate():
 
 
 def _failing_cache() -> CudaGraphCache:
-    """The failure bookkeeping of a graph cache, without CUDA (no pool is made: `new_pool=False`)."""
+    """The failure bookkeeping of a graph cache, without CUDA."""
     cache = CudaGraphCache.__new__(CudaGraphCache)
     cache.failures, cache.key_failures, cache.disabled = 0, {}, False
     cache.entries = collections.OrderedDict()
@@ -121,10 +121,10 @@ def test_a_shape_whose_captures_keep_failing_runs_plainly_after_three_tries():
     cache = _failing_cache()
     key, other = (torch.Size([3, 4]),), (torch.Size([5, 4]),)
     for n in range(1, MAX_CAPTURE_FAILURES):
-        cache._capture_failed(key, RuntimeError("invalidated"), new_pool=False)
+        cache._capture_failed(key, RuntimeError("invalidated"))
         assert cache.key_failures[key] == n and not cache.disabled
         cache.failures = 0  # another shape captured in between: the run of failures is broken
-    cache._capture_failed(key, RuntimeError("invalidated"), new_pool=False)
+    cache._capture_failed(key, RuntimeError("invalidated"))
     assert not cache.disabled
     assert cache._capture(key, []) is None  # not tried again: no CUDA work at all (there is none here)
     assert other not in cache.key_failures
@@ -135,5 +135,5 @@ def test_failures_in_a_row_whatever_the_shapes_switch_the_graphs_off():
     cache.entries[(torch.Size([1]),)] = []
     for b in range(MAX_CAPTURE_FAILURES):
         assert not cache.disabled
-        cache._capture_failed((torch.Size([b + 2, 4]),), RuntimeError("invalidated"), new_pool=False)
+        cache._capture_failed((torch.Size([b + 2, 4]),), RuntimeError("invalidated"))
     assert cache.disabled and not cache.entries
