@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -101,3 +103,23 @@ def compile_masked_attention(square: bool, max_seq: int, device: str, caplog: An
     specs = MaskedAttentionLayers.specs(dtype, max_seq)
     with caplog.at_level(logging.DEBUG, logger="flexrt.lower.post_grad.pipeline"):
         return model, specs, dtype, flexrt.compile(model, inputs=specs, enabled_precisions={dtype})
+
+
+def in_threads(work: Callable[[int], None], n: int, limit_s: float = 120.0) -> list[BaseException]:
+    """Run work(i) on n threads; the exceptions they raised (a thread still running after limit_s is one)."""
+    errors: list[BaseException] = []
+
+    def guarded(i: int) -> None:
+        try:
+            work(i)
+        except BaseException as e:  # noqa: BLE001 - reported by the caller
+            errors.append(e)
+
+    threads = [threading.Thread(target=guarded, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + limit_s
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    errors.extend(TimeoutError(f"{t.name} still running after {limit_s} s") for t in threads if t.is_alive())
+    return errors

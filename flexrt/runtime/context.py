@@ -33,9 +33,9 @@ class ExecutionContext:
         self.graphs: CudaGraphCache | None = None
         if options.use_cuda_graphs(engine.device) and self.program.capturable:
             cap = options.cuda_graph_memory_mb * 2**20 or None
-            allow = not engine.settings.disable_tf32
-            self.graphs = CudaGraphCache(self.program.run, engine.device, options.cuda_graph_cache_size, cap,
-                                         policy=lambda: tf32_policy(allow))
+            program = self.program
+            self.graphs = CudaGraphCache(program.run, engine.device, options.cuda_graph_cache_size, cap,
+                                         policy=lambda: tf32_policy(program.allow_tf32))
 
     @property
     def active_optimization_profile(self) -> int:

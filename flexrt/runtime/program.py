@@ -92,6 +92,7 @@ class Program:
 
     def __init__(self, state: ProgramState, device: torch.device, allow_tf32: bool = True) -> None:
         self.state = state
+        self.allow_tf32 = allow_tf32  # its engines' TF32 policy on CUDA
         self.segments: list[Any] = [
             _EngineSegment(s, device, allow_tf32) if s.kind == "engine" else _TorchSegment(s) for s in state.segments
         ]

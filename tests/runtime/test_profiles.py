@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import assert_matches
+from helpers import assert_matches, in_threads
 
 import flexrt
 from flexrt.errors import FlexrtError, InputSpecError, ShapeOutOfRangeError
@@ -167,24 +167,14 @@ def test_bad_profiles_fail_before_building(model, profiles, match):
 def test_threads_sharing_a_module_over_several_profiles_each_get_their_own_results(engine, model):
     """The documented contract on the CPU too: threads calling one module with shapes of different
     profiles (each call picks its own; the module's current profile moves under them)."""
-    import threading
-
     m = flexrt.CompiledModule(engine)
-    errors: list[BaseException] = []
 
     def work(i: int) -> None:
         gen = torch.Generator().manual_seed(i)
-        try:
-            for k in range(12):
-                x = torch.randn((1, 4, 17, 128)[(i + k) % 4], 3, 28, 28, generator=gen)
-                with torch.no_grad():
-                    assert_matches(m(x), model(x))
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
+        for k in range(12):
+            x = torch.randn((1, 4, 17, 128)[(i + k) % 4], 3, 28, 28, generator=gen)
+            with torch.no_grad():
+                assert_matches(m(x), model(x))
 
-    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not any(t.is_alive() for t in threads) and not errors, errors[:1]
+    errors = in_threads(work, 4)
+    assert not errors, errors[:1]

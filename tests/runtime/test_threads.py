@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import torch
-from helpers import assert_matches
+from helpers import assert_matches, in_threads
 
 import flexrt
 
@@ -41,26 +41,6 @@ def frequent_switches() -> Iterator[None]:
         sys.setswitchinterval(before)
 
 
-def _in_threads(work: Callable[[int], None], n: int, limit_s: float = 120.0) -> list[BaseException]:
-    """Run work(i) on n threads; the exceptions they raised (a thread still running after limit_s is one)."""
-    errors: list[BaseException] = []
-
-    def guarded(i: int) -> None:
-        try:
-            work(i)
-        except BaseException as e:  # noqa: BLE001 - reported by the caller
-            errors.append(e)
-
-    threads = [threading.Thread(target=guarded, args=(i,), daemon=True) for i in range(n)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + limit_s
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    errors.extend(TimeoutError(f"{t.name} still running after {limit_s} s") for t in threads if t.is_alive())
-    return errors
-
-
 @pytest.mark.parametrize(("streams", "batches"), [("default", (3, 5, 9)), ("per_thread", (4, 6, 11))])
 def test_threads_sharing_a_module_each_get_their_own_results(compiled, frequent_switches, streams, batches):
     model, m = compiled
@@ -82,7 +62,7 @@ def test_threads_sharing_a_module_each_get_their_own_results(compiled, frequent_
                 y = m(x)
                 assert_matches(y, model(x))
 
-    errors = _in_threads(work, THREADS)
+    errors = in_threads(work, THREADS)
     assert not errors, f"{len(errors)} of {THREADS * CALLS} calls failed; first: {errors[0]!r}"
     assert not graphs.disabled and graphs.captures > captures  # the calls did replay captured graphs
 
@@ -116,7 +96,7 @@ def test_another_threads_cuda_work_during_captures_is_undisturbed(compiled, freq
     done, side = threading.Event(), torch.cuda.Stream()
     seen: list[BaseException] = []
     loop = _bystander(done, lambda n: _allocate_and_wait(n, side))
-    thread = threading.Thread(target=lambda: seen.extend(_in_threads(loop, 1)), daemon=True)
+    thread = threading.Thread(target=lambda: seen.extend(in_threads(loop, 1)), daemon=True)
     thread.start()
     captures = graphs.captures
     batches = list(range(10, 40, 2))  # shapes no other test captured
@@ -145,7 +125,7 @@ def test_a_capture_failed_by_a_device_sync_elsewhere_costs_nothing_after(compile
     caller = torch.cuda.current_stream()
     done = threading.Event()
     loop = _bystander(done, lambda n: torch.cuda.synchronize())
-    syncing = threading.Thread(target=lambda: _in_threads(loop, 1), daemon=True)  # its own errors are CUDA's rule
+    syncing = threading.Thread(target=lambda: in_threads(loop, 1), daemon=True)  # its own errors are CUDA's rule
     syncing.start()
     try:
         with torch.no_grad():
